@@ -1,0 +1,73 @@
+/* lb.h -- what every binding shares: the node context and parking a coroutine on I/O.
+ *
+ * A binding that does I/O follows one pattern (see docs/core.md):
+ *
+ *     struct lb_wait *w = lb_wait_begin(L);        raises unless L is a task coroutine
+ *     int rc = io_start(..., on_done, w, &op);     the I/O layer's async call
+ *     if (rc < 0)
+ *         return lb_wait_fail(L, w, rc);           pushes nil, err_str(rc); returns 2
+ *     lb_wait_on_cancel(w, cancel_op, op);         optional: drop the I/O if the task dies
+ *     return lua_yield(L, 0);
+ *
+ *     static void on_done(..., void *ud) {         fires exactly once, never synchronously
+ *         struct lb_wait *w = ud;
+ *         lua_State *co = lb_wait_thread(w);
+ *         ...push results on co (copy them: nothing of the reply may be kept)...
+ *         lb_wait_resume(w, nresults);            the binding call returns these to Lua
+ *     }
+ *
+ * Ownership: the wait belongs to the task (core/task.c). It is valid from lb_wait_begin until
+ * lb_wait_resume / lb_wait_fail, or until the cancel callback runs; after the cancel
+ * callback the I/O layer must never touch w again. */
+#ifndef BINDINGS_LB_H
+#define BINDINGS_LB_H
+
+#include <lua.h>
+#include <lauxlib.h>
+
+struct event_base;
+struct db_pool;
+struct rds;
+struct conf;
+struct script;
+struct lb_wait;
+
+/* The node's shared objects, owned by main.c; bindings borrow them for the VM's lifetime.
+ * Any of db/rds may be NULL (e.g. `mmo check` runs without them): the bindings then fail
+ * every call with "unavailable". */
+struct lb_ctx {
+    struct event_base *base;
+    struct db_pool *db;
+    struct rds *rds;
+    const struct conf *conf;
+    struct script *script;
+};
+
+/* Store ctx in L's registry (borrowed) / fetch it. */
+void lb_set_ctx(lua_State *L, struct lb_ctx *ctx);
+struct lb_ctx *lb_ctx(lua_State *L);
+
+typedef void lb_cancel_cb(void *ud);
+
+/* Start waiting in the running coroutine. Raises a Lua error when L is not a task coroutine
+ * (the main thread, a nested coroutine.create, a non-yieldable context) or already waits. */
+struct lb_wait *lb_wait_begin(lua_State *L);
+/* Called if the task is dropped while it waits (node shutdown past its drain time). */
+void lb_wait_on_cancel(struct lb_wait *w, lb_cancel_cb *cb, void *ud);
+/* The start failed: end the wait; push nil, err_str(rc); return 2 (for `return`). */
+int lb_wait_fail(lua_State *L, struct lb_wait *w, int rc);
+/* The coroutine to push results on before lb_wait_resume. */
+lua_State *lb_wait_thread(struct lb_wait *w);
+/* Resume the coroutine; the nresults values on top of its stack become the binding's
+ * return values. Runs the task until it yields again or ends. */
+void lb_wait_resume(struct lb_wait *w, int nresults);
+/* Resume with nil, err_str(rc). */
+void lb_wait_resume_err(struct lb_wait *w, int rc);
+
+/* Request id of the task running on L, or NULL (not in a task). */
+const char *lb_request_id(lua_State *L);
+
+/* Push nil, err_str(rc); return 2. */
+int lb_push_err(lua_State *L, int rc);
+
+#endif

@@ -1,0 +1,55 @@
+/* conf.h -- the node's configuration: config.lua read once at start into a plain struct.
+ *
+ * conf_load() runs config.lua in an empty environment (it can only return a table), checks
+ * every key against the table of known keys (an unknown key is an error, so typos fail
+ * loudly), then applies environment overrides: MMO_<SECTION>_<KEY> for every key, plus the
+ * short aliases MMO_PORT, MMO_PG, MMO_REDIS ("host:port"), MMO_NODE_ID, MMO_LOG_LEVEL,
+ * MMO_SCRIPTS and MMO_ROUTES. Every key is documented in config.lua itself. */
+#ifndef CORE_CONF_H
+#define CORE_CONF_H
+
+#include <stddef.h>
+
+struct conf {
+    /* node */
+    char *node_id;
+    /* http */
+    char *http_host;
+    int http_port;
+    int http_max_connections;
+    int http_max_header_bytes;
+    int http_max_body_bytes;
+    int http_header_timeout_ms;
+    int http_body_timeout_ms;
+    int http_idle_timeout_ms;
+    int http_write_timeout_ms;
+    int http_backlog;
+    /* postgres */
+    char *pg_conninfo;
+    int pg_pool_size;
+    int pg_connect_timeout_ms;
+    int pg_query_timeout_ms;
+    int pg_reconnect_max_ms;
+    /* redis */
+    char *redis_host;
+    int redis_port;
+    int redis_connect_timeout_ms;
+    int redis_timeout_ms;
+    int redis_reconnect_max_ms;
+    /* scripts */
+    char *scripts_path;   /* ';'-separated directories searched in order */
+    char *scripts_routes; /* module name of the route table */
+    /* log */
+    char *log_level;
+    /* shutdown */
+    int shutdown_drain_ms;
+};
+
+/* Fill c with defaults, then config file `path` (NULL: no file), then the environment.
+ * Returns 0, or -1 with a one-line message in err (cap bytes). Call conf_free() either way. */
+int conf_load(struct conf *c, const char *path, char *err, size_t cap);
+void conf_free(struct conf *c);
+/* Print every key with its current value, as `section.key = value` lines (for `mmo config`). */
+void conf_dump(const struct conf *c, int fd);
+
+#endif

@@ -1,0 +1,48 @@
+/* rds.h -- Redis over hiredis's async API and its libevent adapter.
+ *
+ * One command connection per node (pub/sub gets its own later). hiredis 0.14 has no command
+ * timeouts, so each call carries its own timer. The connection is made again with backoff
+ * when it drops; while it is down, calls fail at once with ERR_UNAVAILABLE.
+ *
+ * Async contract: a call that returns < 0 never calls its callback; otherwise the callback
+ * fires exactly once, never from inside the call, with status 0, ERR_TIMEOUT,
+ * ERR_UNAVAILABLE (the connection dropped before the answer) or ERR_CLOSED (rds_free). */
+#ifndef CORE_RDS_H
+#define CORE_RDS_H
+
+#include <stddef.h>
+
+struct event_base;
+struct redisReply;
+struct rds;
+struct rds_op;
+
+struct rds_opts {
+    const char *host; /* copied */
+    int port;
+    int connect_timeout_ms;
+    int timeout_ms; /* default for calls given timeout_ms <= 0 */
+    int reconnect_max_ms;
+};
+
+/* replies[0..n-1], one per command in order, borrowed: valid only until the callback
+ * returns. A reply may be of type REDIS_REPLY_ERROR (that command failed, the others did
+ * not). replies is NULL unless status == 0. */
+typedef void rds_batch_cb(struct redisReply **replies, int n, int status, void *ud);
+
+struct rds *rds_new(struct event_base *base, const struct rds_opts *opts);
+/* Close; pending callbacks fire with ERR_CLOSED before this returns. */
+void rds_free(struct rds *r);
+/* 1 when connected. */
+int rds_up(const struct rds *r);
+
+/* Send ncmds commands in one pipeline: command i has argc[i] arguments argv[i][j] of
+ * lengths argvlen[i][j] (borrowed: copied before return). The callback gets every reply at
+ * once. op (may be NULL) receives a handle for rds_op_cancel. */
+int rds_batch(struct rds *r, int ncmds, const int *argc, const char *const *const *argv,
+              const size_t *const *argvlen, int timeout_ms, rds_batch_cb *cb, void *ud,
+              struct rds_op **op);
+/* Forget a pending call: its callback never fires. */
+void rds_op_cancel(struct rds_op *op);
+
+#endif
