@@ -41,6 +41,7 @@ struct lb_ctx {
     struct rds *rds;
     const struct conf *conf;
     struct script *script;
+    lua_State *main_L; /* the VM's main thread (set by the script host) */
 };
 
 /* Store ctx in L's registry (borrowed) / fetch it. */
@@ -69,5 +70,9 @@ const char *lb_request_id(lua_State *L);
 
 /* Push nil, err_str(rc); return 2. */
 int lb_push_err(lua_State *L, int rc);
+
+/* Run the function at idx of L in a new background task (not tied to a request). Errors are
+ * logged with a traceback under `what` (a static string). Returns 0 or ERR_CLOSED. */
+int lb_spawn(lua_State *L, int idx, const char *what);
 
 #endif

@@ -6,6 +6,7 @@
 #define CORE_MEM_H
 
 #include <stddef.h>
+#include <stdlib.h> /* free() */
 
 void *xmalloc(size_t n);
 void *xcalloc(size_t count, size_t n);

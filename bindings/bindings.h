@@ -1,0 +1,16 @@
+/* bindings.h -- the mmo.* Lua modules, one per file under bindings/. */
+#ifndef BINDINGS_BINDINGS_H
+#define BINDINGS_BINDINGS_H
+
+#include <lua.h>
+
+int luaopen_mmo_db(lua_State *L);    /* lua_db.c: PostgreSQL */
+int luaopen_mmo_cache(lua_State *L); /* lua_cache.c: Redis */
+int luaopen_mmo_json(lua_State *L);  /* lua_json.c: lua-cjson, strict */
+int luaopen_mmo_log(lua_State *L);   /* lua_log.c: structured logs */
+int luaopen_mmo_time(lua_State *L);  /* lua_time.c: clock, sleep, timers */
+
+/* Register every mmo.* module in package.preload. */
+void bindings_preload(lua_State *L);
+
+#endif

@@ -1,0 +1,43 @@
+/* lb.c -- helpers shared by the bindings, and the preload table of mmo.* modules. */
+#include "lb.h"
+#include "bindings.h"
+#include "err.h"
+
+static const char CTX_KEY[] = "mmo.ctx";
+
+void lb_set_ctx(lua_State *L, struct lb_ctx *ctx)
+{
+    lua_pushlightuserdata(L, ctx);
+    lua_setfield(L, LUA_REGISTRYINDEX, CTX_KEY);
+}
+
+struct lb_ctx *lb_ctx(lua_State *L)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, CTX_KEY);
+    struct lb_ctx *ctx = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return ctx;
+}
+
+int lb_push_err(lua_State *L, int rc)
+{
+    lua_pushnil(L);
+    lua_pushstring(L, err_str(rc));
+    return 2;
+}
+
+void bindings_preload(lua_State *L)
+{
+    static const luaL_Reg MODULES[] = {
+        {"mmo.db", luaopen_mmo_db},     {"mmo.cache", luaopen_mmo_cache},
+        {"mmo.json", luaopen_mmo_json}, {"mmo.log", luaopen_mmo_log},
+        {"mmo.time", luaopen_mmo_time}, {NULL, NULL},
+    };
+    lua_getfield(L, LUA_GLOBALSINDEX, "package");
+    lua_getfield(L, -1, "preload");
+    for (const luaL_Reg *m = MODULES; m->name; m++) {
+        lua_pushcfunction(L, m->func);
+        lua_setfield(L, -2, m->name);
+    }
+    lua_pop(L, 2);
+}

@@ -1,0 +1,51 @@
+-- config.lua: the node's configuration. Every key is listed here with its default.
+--
+-- This file is data: it runs in an empty environment (no io, no os, no require) and returns
+-- one table. Unknown sections or keys are refused at start, so a typo fails loudly.
+-- Every key can be overridden from the environment as MMO_<SECTION>_<KEY>
+-- (MMO_HTTP_PORT=8081, MMO_POSTGRES_POOL_SIZE=4), and a few have short forms:
+-- MMO_PORT, MMO_PG (postgres.conninfo), MMO_REDIS ("host:port"), MMO_NODE_ID,
+-- MMO_LOG_LEVEL, MMO_SCRIPTS (scripts.path), MMO_ROUTES (scripts.routes).
+-- `build/mmo config` prints the values in effect.
+return {
+    node = {
+        id = "node-1",                  -- printed on every log line; unique per node
+    },
+    http = {
+        host = "127.0.0.1",             -- address to listen on
+        port = 8080,                    -- 0 picks a free port (tests)
+        max_connections = 16384,        -- beyond it, new connections get 503 and are closed
+        max_header_bytes = 16384,       -- request line + headers; more is 431
+        max_body_bytes = 1048576,       -- 1 MiB; more is 413, refused before it is read
+        header_timeout_ms = 10000,      -- a request's headers must arrive within this (408)
+        body_timeout_ms = 30000,        -- its body within this after the headers (408)
+        idle_timeout_ms = 75000,        -- keep-alive connections idle longer are closed
+        write_timeout_ms = 30000,       -- a client that stops reading its answers is cut off
+        backlog = 4096,                 -- listen(2) backlog
+    },
+    postgres = {
+        -- libpq connection string or URI; tools/dev sets MMO_PG for its private cluster
+        conninfo = "postgresql://postgres@127.0.0.1:5432/mmo",
+        pool_size = 8,                  -- connections per node
+        connect_timeout_ms = 3000,      -- per connection attempt
+        query_timeout_ms = 5000,        -- default per query (also set as statement_timeout)
+        reconnect_max_ms = 2000,        -- backoff cap between reconnect attempts
+    },
+    redis = {
+        host = "127.0.0.1",             -- tools/dev sets MMO_REDIS for its private server
+        port = 6379,
+        connect_timeout_ms = 2000,
+        timeout_ms = 2000,              -- default per command
+        reconnect_max_ms = 2000,
+    },
+    scripts = {
+        path = "scripts",               -- directories searched for modules, ';'-separated
+        routes = "routes",              -- module holding the route table
+    },
+    log = {
+        level = "info",                 -- debug | info | warn | error | off
+    },
+    shutdown = {
+        drain_ms = 10000,               -- SIGTERM: time given to requests in flight
+    },
+}

@@ -1,0 +1,273 @@
+/* conf.c -- read config.lua into struct conf.
+ *
+ * The one file of core/ besides the script host that includes lua.h: the configuration is a
+ * Lua table, read once at start by a throw-away lua_State opened with no libraries at all,
+ * so config.lua can compute values but cannot touch the file system or the environment.
+ * Defaults, the file and the environment are applied in that order. */
+#include "conf.h"
+#include "mem.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+
+enum { T_INT, T_STR };
+
+struct key {
+    const char *section;
+    const char *name;
+    int type;
+    size_t offset;
+    const char *def; /* default, as text */
+    int min, max;    /* bounds for T_INT */
+};
+
+#define K_INT(sec, name, field, def, lo, hi)                                                       \
+    {sec, name, T_INT, offsetof(struct conf, field), def, lo, hi}
+#define K_STR(sec, name, field, def) {sec, name, T_STR, offsetof(struct conf, field), def, 0, 0}
+
+/* Every key; config.lua documents each one. */
+static const struct key KEYS[] = {
+    K_STR("node", "id", node_id, "node-1"),
+    K_STR("http", "host", http_host, "127.0.0.1"),
+    K_INT("http", "port", http_port, "8080", 0, 65535),
+    K_INT("http", "max_connections", http_max_connections, "16384", 1, 1000000),
+    K_INT("http", "max_header_bytes", http_max_header_bytes, "16384", 1024, 1048576),
+    K_INT("http", "max_body_bytes", http_max_body_bytes, "1048576", 0, 1073741824),
+    K_INT("http", "header_timeout_ms", http_header_timeout_ms, "10000", 10, 3600000),
+    K_INT("http", "body_timeout_ms", http_body_timeout_ms, "30000", 10, 3600000),
+    K_INT("http", "idle_timeout_ms", http_idle_timeout_ms, "75000", 10, 86400000),
+    K_INT("http", "write_timeout_ms", http_write_timeout_ms, "30000", 10, 3600000),
+    K_INT("http", "backlog", http_backlog, "4096", 1, 65535),
+    K_STR("postgres", "conninfo", pg_conninfo, "postgresql://postgres@127.0.0.1:5432/mmo"),
+    K_INT("postgres", "pool_size", pg_pool_size, "8", 1, 256),
+    K_INT("postgres", "connect_timeout_ms", pg_connect_timeout_ms, "3000", 10, 600000),
+    K_INT("postgres", "query_timeout_ms", pg_query_timeout_ms, "5000", 10, 3600000),
+    K_INT("postgres", "reconnect_max_ms", pg_reconnect_max_ms, "2000", 10, 600000),
+    K_STR("redis", "host", redis_host, "127.0.0.1"),
+    K_INT("redis", "port", redis_port, "6379", 1, 65535),
+    K_INT("redis", "connect_timeout_ms", redis_connect_timeout_ms, "2000", 10, 600000),
+    K_INT("redis", "timeout_ms", redis_timeout_ms, "2000", 10, 3600000),
+    K_INT("redis", "reconnect_max_ms", redis_reconnect_max_ms, "2000", 10, 600000),
+    K_STR("scripts", "path", scripts_path, "scripts"),
+    K_STR("scripts", "routes", scripts_routes, "routes"),
+    K_STR("log", "level", log_level, "info"),
+    K_INT("shutdown", "drain_ms", shutdown_drain_ms, "10000", 0, 600000),
+};
+#define NKEYS (sizeof KEYS / sizeof KEYS[0])
+
+static int set_value(struct conf *c, const struct key *k, const char *text, const char *origin,
+                     char *err, size_t cap)
+{
+    char *field = (char *) c + k->offset;
+    if (k->type == T_STR) {
+        char **s = (char **) (void *) field;
+        free(*s);
+        *s = xstrdup(text);
+        return 0;
+    }
+    char *end;
+    errno = 0;
+    long v = strtol(text, &end, 10);
+    if (errno || end == text || *end != '\0' || v < k->min || v > k->max) {
+        snprintf(err, cap, "%s: %s.%s must be an integer in [%d, %d], got \"%s\"", origin,
+                 k->section, k->name, k->min, k->max, text);
+        return -1;
+    }
+    *(int *) (void *) field = (int) v;
+    return 0;
+}
+
+static const struct key *find_key(const char *section, const char *name)
+{
+    for (size_t i = 0; i < NKEYS; i++)
+        if (strcmp(KEYS[i].section, section) == 0 && strcmp(KEYS[i].name, name) == 0)
+            return &KEYS[i];
+    return NULL;
+}
+
+static int known_section(const char *section)
+{
+    for (size_t i = 0; i < NKEYS; i++)
+        if (strcmp(KEYS[i].section, section) == 0)
+            return 1;
+    return 0;
+}
+
+/* [.., t(section)] -> [.., t(section)] */
+static int read_section(lua_State *L, struct conf *c, const char *section, const char *path,
+                        char *err, size_t cap)
+{
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+        if (lua_type(L, -2) != LUA_TSTRING) {
+            snprintf(err, cap, "%s: keys of section %s must be names", path, section);
+            return -1;
+        }
+        const char *name = lua_tostring(L, -2);
+        const struct key *k = find_key(section, name);
+        if (k == NULL) {
+            snprintf(err, cap, "%s: unknown key %s.%s", path, section, name);
+            return -1;
+        }
+        char buf[64];
+        const char *text;
+        if (k->type == T_INT) {
+            if (lua_type(L, -1) != LUA_TNUMBER) {
+                snprintf(err, cap, "%s: %s.%s must be a number", path, section, name);
+                return -1;
+            }
+            lua_Number n = lua_tonumber(L, -1);
+            if (n != (lua_Number) (long long) n) {
+                snprintf(err, cap, "%s: %s.%s must be an integer", path, section, name);
+                return -1;
+            }
+            snprintf(buf, sizeof buf, "%lld", (long long) n);
+            text = buf;
+        } else {
+            if (lua_type(L, -1) != LUA_TSTRING) {
+                snprintf(err, cap, "%s: %s.%s must be a string", path, section, name);
+                return -1;
+            }
+            text = lua_tostring(L, -1);
+        }
+        if (set_value(c, k, text, path, err, cap) < 0)
+            return -1;
+        lua_pop(L, 1);
+    }
+    return 0;
+}
+
+static int read_file(struct conf *c, const char *path, char *err, size_t cap)
+{
+    lua_State *L = luaL_newstate(); /* no libraries: config.lua is data */
+    int rc = -1;
+    if (L == NULL) {
+        snprintf(err, cap, "%s: cannot create a Lua state", path);
+        return -1;
+    }
+    if (luaL_loadfile(L, path) != 0) {
+        snprintf(err, cap, "%s", lua_tostring(L, -1));
+        goto done;
+    }
+    /* an empty environment: no globals at all */
+    lua_newtable(L);
+    lua_setfenv(L, -2);
+    if (lua_pcall(L, 0, 1, 0) != 0) {
+        snprintf(err, cap, "%s", lua_tostring(L, -1));
+        goto done;
+    }
+    if (!lua_istable(L, -1)) {
+        snprintf(err, cap, "%s: must return a table", path);
+        goto done;
+    }
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+        if (lua_type(L, -2) != LUA_TSTRING || !lua_istable(L, -1)) {
+            snprintf(err, cap, "%s: top-level entries must be sections (name = { ... })", path);
+            goto done;
+        }
+        const char *section = lua_tostring(L, -2);
+        if (!known_section(section)) {
+            snprintf(err, cap, "%s: unknown section %s", path, section);
+            goto done;
+        }
+        if (read_section(L, c, section, path, err, cap) < 0)
+            goto done;
+        lua_pop(L, 1);
+    }
+    rc = 0;
+done:
+    lua_close(L);
+    return rc;
+}
+
+static int apply_env(struct conf *c, char *err, size_t cap)
+{
+    char name[96];
+    for (size_t i = 0; i < NKEYS; i++) {
+        snprintf(name, sizeof name, "MMO_%s_%s", KEYS[i].section, KEYS[i].name);
+        for (char *p = name; *p; p++)
+            *p = (char) toupper((unsigned char) *p);
+        const char *v = getenv(name);
+        if (v && *v && set_value(c, &KEYS[i], v, name, err, cap) < 0)
+            return -1;
+    }
+    static const struct {
+        const char *env, *section, *name;
+    } ALIASES[] = {
+        {"MMO_NODE_ID", "node", "id"},      {"MMO_HOST", "http", "host"},
+        {"MMO_PORT", "http", "port"},       {"MMO_PG", "postgres", "conninfo"},
+        {"MMO_LOG_LEVEL", "log", "level"},  {"MMO_SCRIPTS", "scripts", "path"},
+        {"MMO_ROUTES", "scripts", "routes"},
+    };
+    for (size_t i = 0; i < sizeof ALIASES / sizeof ALIASES[0]; i++) {
+        const char *v = getenv(ALIASES[i].env);
+        if (v && *v &&
+            set_value(c, find_key(ALIASES[i].section, ALIASES[i].name), v, ALIASES[i].env, err,
+                      cap) < 0)
+            return -1;
+    }
+    const char *r = getenv("MMO_REDIS"); /* host:port */
+    if (r && *r) {
+        const char *colon = strrchr(r, ':');
+        if (colon == NULL || colon == r) {
+            snprintf(err, cap, "MMO_REDIS must be host:port, got \"%s\"", r);
+            return -1;
+        }
+        char *host = xstrndup(r, (size_t) (colon - r));
+        int rc = set_value(c, find_key("redis", "host"), host, "MMO_REDIS", err, cap);
+        free(host);
+        if (rc < 0 || set_value(c, find_key("redis", "port"), colon + 1, "MMO_REDIS", err, cap) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+int conf_load(struct conf *c, const char *path, char *err, size_t cap)
+{
+    memset(c, 0, sizeof *c);
+    for (size_t i = 0; i < NKEYS; i++)
+        if (set_value(c, &KEYS[i], KEYS[i].def, "default", err, cap) < 0)
+            return -1;
+    if (path) {
+        if (access(path, R_OK) != 0) {
+            snprintf(err, cap, "%s: %s", path, strerror(errno));
+            return -1;
+        }
+        if (read_file(c, path, err, cap) < 0)
+            return -1;
+    }
+    return apply_env(c, err, cap);
+}
+
+void conf_free(struct conf *c)
+{
+    for (size_t i = 0; i < NKEYS; i++) {
+        if (KEYS[i].type == T_STR) {
+            char **s = (char **) (void *) ((char *) c + KEYS[i].offset);
+            free(*s);
+            *s = NULL;
+        }
+    }
+}
+
+void conf_dump(const struct conf *c, int fd)
+{
+    for (size_t i = 0; i < NKEYS; i++) {
+        const char *field = (const char *) c + KEYS[i].offset;
+        if (KEYS[i].type == T_STR)
+            dprintf(fd, "%s.%s = \"%s\"\n", KEYS[i].section, KEYS[i].name,
+                    *(char *const *) (const void *) field);
+        else
+            dprintf(fd, "%s.%s = %d\n", KEYS[i].section, KEYS[i].name,
+                    *(const int *) (const void *) field);
+    }
+}

@@ -1,0 +1,888 @@
+/* http.c -- HTTP/1.1 connections: read, parse with http-parser, dispatch, write.
+ *
+ * Ownership: the server owns its connections; a connection owns its input buffer, body
+ * buffer, output evbuffer and the one request in flight (embedded, pointing into the input
+ * buffer). A connection whose peer went away while a request is in flight is freed when that
+ * request is answered (http_respond), never before.
+ *
+ * Reads go straight to recv() into the connection's buffer (no bufferevent: one system call
+ * fewer per request); responses are appended to an evbuffer and written with one writev per
+ * batch. */
+#include "http.h"
+#include "err.h"
+#include "log.h"
+#include "mem.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <http_parser.h>
+
+#define MAX_HEADERS  100
+#define READ_CHUNK   16384
+#define REQ_ID_LEN   64
+
+enum cstate {
+    C_IDLE,     /* between requests */
+    C_HEAD,     /* reading a request's headers */
+    C_BODY,     /* reading its body */
+    C_INFLIGHT, /* the dispatcher has it */
+    C_LINGER,   /* answered and shut for writing; reading and dropping what the peer still sends */
+};
+
+struct hdr_off {
+    size_t name, name_len, value, value_len;
+};
+
+struct http_conn {
+    struct http_server *srv;
+    struct http_conn *prev, *next;
+    int fd;
+    struct event *rev, *wev, *timer;
+    enum cstate state;
+    http_parser parser;
+    char *in;
+    size_t in_len, in_cap, parsed;
+    size_t req_start; /* offset of the current request's first byte */
+    size_t head_end;  /* offset just past its headers (C_BODY) */
+    struct hdr_off hdrs[MAX_HEADERS];
+    int nhdrs;
+    int hdr_in_value; /* last callback was a header value */
+    size_t url_off, url_len;
+    char *body;
+    size_t body_len, body_cap;
+    int fail_status; /* set by a parser callback to refuse: 413, 431 */
+    int expect_continue;
+    struct evbuffer *out;
+    unsigned close_after : 1; /* close once the output is written */
+    unsigned dead : 1;        /* peer gone or error: free as soon as nothing is in flight */
+    unsigned batching : 1;    /* inside conn_run: responses are flushed once at its end */
+    unsigned reading : 1;     /* rev is added */
+    unsigned writing : 1;     /* wev is added */
+    struct http_header headers[MAX_HEADERS];
+    struct http_req req;
+    char request_id[REQ_ID_LEN + 1];
+    char remote_ip[INET6_ADDRSTRLEN];
+};
+
+struct http_server {
+    struct event_base *base;
+    struct evconnlistener *listener;
+    http_dispatch_cb *dispatch;
+    void *ud;
+    struct http_opts o;
+    char *host;
+    int port;
+    int nconns;
+    int inflight;
+    int draining;
+    struct http_conn *conns;
+    const struct timeval *t_header, *t_body, *t_idle, *t_write, *t_linger;
+    struct event *accept_retry;
+    uint64_t req_seq;
+    char req_prefix[16];
+    time_t date_at;
+    char date[40];
+};
+
+static http_parser_settings SETTINGS;
+
+static void conn_free(struct http_conn *c);
+static void conn_run(struct http_conn *c);
+static int conn_flush(struct http_conn *c);
+
+/* ---- small helpers -------------------------------------------------------------------- */
+
+const char *http_status_text(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 101: return "Switching Protocols";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 304: return "Not Modified";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 410: return "Gone";
+    case 411: return "Length Required";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 415: return "Unsupported Media Type";
+    case 422: return "Unprocessable Content";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "Unknown";
+    }
+}
+
+size_t http_error_body(char *buf, size_t cap, const char *code, const char *message,
+                       const char *request_id)
+{
+    char ecode[128], emsg[512];
+    log_json_escape(ecode, sizeof ecode, code, strlen(code));
+    log_json_escape(emsg, sizeof emsg, message, strlen(message));
+    int n = snprintf(buf, cap,
+                     "{\"error\":{\"code\":\"%s\",\"message\":\"%s\",\"details\":{},"
+                     "\"request_id\":\"%s\"}}",
+                     ecode, emsg, request_id ? request_id : "");
+    return n < 0 ? 0 : ((size_t) n < cap ? (size_t) n : cap - 1);
+}
+
+static const char *date_header(struct http_server *s)
+{
+    time_t now = time(NULL);
+    if (now != s->date_at) {
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        strftime(s->date, sizeof s->date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        s->date_at = now;
+    }
+    return s->date;
+}
+
+static int sane_request_id(const char *v, size_t len)
+{
+    if (len == 0 || len > REQ_ID_LEN)
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        char ch = v[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == '-' || ch == '_' || ch == '.' || ch == ':'))
+            return 0;
+    }
+    return 1;
+}
+
+static void new_request_id(struct http_conn *c)
+{
+    snprintf(c->request_id, sizeof c->request_id, "%s%llx", c->srv->req_prefix,
+             (unsigned long long) ++c->srv->req_seq);
+}
+
+/* ---- timers and events ----------------------------------------------------------------- */
+
+static void arm_timer(struct http_conn *c, const struct timeval *tv)
+{
+    if (tv)
+        evtimer_add(c->timer, tv);
+    else
+        evtimer_del(c->timer);
+}
+
+static void want_read(struct http_conn *c, int on)
+{
+    if (on && !c->reading) {
+        event_add(c->rev, NULL);
+        c->reading = 1;
+    } else if (!on && c->reading) {
+        event_del(c->rev);
+        c->reading = 0;
+    }
+}
+
+static void on_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct http_conn *c = arg;
+    switch (c->state) {
+    case C_HEAD:
+    case C_BODY:
+        /* a slow client: say so if we can, then close */
+        log_debug("http", "request timeout from %s", c->remote_ip);
+        {
+            static const char R[] = "HTTP/1.1 408 Request Timeout\r\nContent-Type: "
+                                    "application/json\r\nContent-Length: 87\r\nConnection: "
+                                    "close\r\n\r\n{\"error\":{\"code\":\"request_timeout\","
+                                    "\"message\":\"request too slow\",\"details\":{}}}";
+            ssize_t w = send(c->fd, R, sizeof R - 1, MSG_NOSIGNAL);
+            (void) w;
+        }
+        conn_free(c);
+        return;
+    case C_IDLE:
+        if (evbuffer_get_length(c->out) > 0)
+            log_debug("http", "write timeout to %s", c->remote_ip);
+        conn_free(c);
+        return;
+    case C_INFLIGHT:
+        /* write timeout while the next request runs: the peer stopped reading */
+        c->dead = 1;
+        want_read(c, 0);
+        return;
+    case C_LINGER:
+        conn_free(c);
+        return;
+    }
+}
+
+/* ---- parser callbacks: offsets into c->in ----------------------------------------------- */
+
+static struct http_conn *P(http_parser *p)
+{
+    return p->data;
+}
+
+static int cb_message_begin(http_parser *p)
+{
+    struct http_conn *c = P(p);
+    c->nhdrs = 0;
+    c->hdr_in_value = 0;
+    c->url_len = 0;
+    c->body_len = 0;
+    c->expect_continue = 0;
+    return 0;
+}
+
+static int cb_url(http_parser *p, const char *at, size_t len)
+{
+    struct http_conn *c = P(p);
+    if (c->url_len == 0)
+        c->url_off = (size_t) (at - c->in);
+    c->url_len += len;
+    return 0;
+}
+
+static int cb_header_field(http_parser *p, const char *at, size_t len)
+{
+    struct http_conn *c = P(p);
+    if (c->nhdrs == 0 || c->hdr_in_value) {
+        if (c->nhdrs == MAX_HEADERS) {
+            c->fail_status = 431;
+            return -1;
+        }
+        struct hdr_off *h = &c->hdrs[c->nhdrs++];
+        h->name = (size_t) (at - c->in);
+        h->name_len = 0;
+        h->value = 0;
+        h->value_len = 0;
+        c->hdr_in_value = 0;
+    }
+    c->hdrs[c->nhdrs - 1].name_len += len;
+    return 0;
+}
+
+static int cb_header_value(http_parser *p, const char *at, size_t len)
+{
+    struct http_conn *c = P(p);
+    struct hdr_off *h = &c->hdrs[c->nhdrs - 1];
+    if (!c->hdr_in_value) {
+        h->value = (size_t) (at - c->in);
+        c->hdr_in_value = 1;
+    }
+    h->value_len += len;
+    return 0;
+}
+
+static int cb_headers_complete(http_parser *p)
+{
+    struct http_conn *c = P(p);
+    struct http_server *s = c->srv;
+    /* everything the request table needs ends here; later bytes (CRLFs, body) may be dropped */
+    c->head_end = c->url_off + c->url_len;
+    if (c->nhdrs > 0)
+        c->head_end = c->hdrs[c->nhdrs - 1].value + c->hdrs[c->nhdrs - 1].value_len;
+    for (int i = 0; i < c->nhdrs; i++) {
+        struct hdr_off *h = &c->hdrs[i];
+        char *name = c->in + h->name;
+        for (size_t k = 0; k < h->name_len; k++)
+            if (name[k] >= 'A' && name[k] <= 'Z')
+                name[k] = (char) (name[k] + 32);
+        if (h->name_len == 6 && memcmp(name, "expect", 6) == 0 && h->value_len == 12 &&
+            strncasecmp(c->in + h->value, "100-continue", 12) == 0)
+            c->expect_continue = 1;
+    }
+    int has_body = (p->flags & F_CHUNKED) || ((p->flags & F_CONTENTLENGTH) && p->content_length);
+    if ((p->flags & F_CONTENTLENGTH) && p->content_length > (uint64_t) s->o.max_body_bytes) {
+        c->fail_status = 413;
+        return -1;
+    }
+    if (has_body) {
+        c->state = C_BODY;
+        arm_timer(c, s->t_body);
+        if (c->expect_continue)
+            evbuffer_add(c->out, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    }
+    return 0;
+}
+
+static int cb_body(http_parser *p, const char *at, size_t len)
+{
+    struct http_conn *c = P(p);
+    if (c->body_len + len > (size_t) c->srv->o.max_body_bytes) {
+        c->fail_status = 413;
+        return -1;
+    }
+    if (c->body_len + len > c->body_cap) {
+        size_t cap = c->body_cap ? c->body_cap : 1024;
+        while (cap < c->body_len + len)
+            cap *= 2;
+        c->body = xrealloc(c->body, cap);
+        c->body_cap = cap;
+    }
+    memcpy(c->body + c->body_len, at, len);
+    c->body_len += len;
+    return 0;
+}
+
+static int cb_message_complete(http_parser *p)
+{
+    http_parser_pause(p, 1);
+    return 0;
+}
+
+/* ---- responses ---------------------------------------------------------------------------- */
+
+static void append_response(struct http_conn *c, int status, const char *ctype, const char *body,
+                            size_t len, const char *extra, size_t extra_len, int head_only)
+{
+    struct http_server *s = c->srv;
+    char head[512];
+    int n = snprintf(head, sizeof head,
+                     "HTTP/1.1 %d %s\r\nServer: mmo\r\nDate: %s\r\nContent-Length: %zu\r\n", status,
+                     http_status_text(status), date_header(s), len);
+    if (len > 0 || status >= 200)
+        n += snprintf(head + n, sizeof head - (size_t) n, "Content-Type: %s\r\n",
+                      ctype ? ctype : "application/json");
+    n += snprintf(head + n, sizeof head - (size_t) n, "X-Request-Id: %s\r\n%s", c->request_id,
+                  c->close_after ? "Connection: close\r\n" : "");
+    evbuffer_add(c->out, head, (size_t) n);
+    if (extra && extra_len)
+        evbuffer_add(c->out, extra, extra_len);
+    evbuffer_add(c->out, "\r\n", 2);
+    if (len && !head_only)
+        evbuffer_add(c->out, body, len);
+}
+
+/* An error from the connection layer itself (no request handed out): answer and close. */
+static void refuse(struct http_conn *c, int status, const char *code, const char *message)
+{
+    char body[512];
+    c->close_after = 1;
+    new_request_id(c);
+    size_t n = http_error_body(body, sizeof body, code, message, c->request_id);
+    append_response(c, status, "application/json", body, n, NULL, 0, 0);
+    want_read(c, 0);
+    c->state = C_IDLE;
+}
+
+void http_respond(struct http_req *req, int status, const char *content_type, const char *body,
+                  size_t len, const char *extra_headers, size_t extra_len)
+{
+    struct http_conn *c = req->conn;
+    struct http_server *s = c->srv;
+    CORE_ASSERT(c->state == C_INFLIGHT);
+    s->inflight--;
+    req->conn = NULL;
+    if (c->dead) {
+        conn_free(c);
+        return;
+    }
+    if (s->draining)
+        c->close_after = 1;
+    append_response(c, status, content_type, body, len, extra_headers, extra_len, req->head_only);
+    c->state = C_IDLE;
+    if (c->batching)
+        return; /* conn_run goes on with the next pipelined request, then flushes once */
+    conn_run(c);
+}
+
+void http_respond_error(struct http_req *req, int status, const char *code, const char *message)
+{
+    char body[768];
+    size_t n = http_error_body(body, sizeof body, code, message, req->request_id);
+    http_respond(req, status, "application/json", body, n, NULL, 0);
+}
+
+const char *http_req_header(const struct http_req *req, const char *lname, size_t *len)
+{
+    size_t ln = strlen(lname);
+    for (int i = 0; i < req->nheaders; i++) {
+        const struct http_header *h = &req->headers[i];
+        if (h->name_len == ln && memcmp(h->name, lname, ln) == 0) {
+            if (len)
+                *len = h->value_len;
+            return h->value;
+        }
+    }
+    return NULL;
+}
+
+/* ---- the connection's state machine ------------------------------------------------------ */
+
+static void dispatch(struct http_conn *c)
+{
+    struct http_server *s = c->srv;
+    struct http_req *r = &c->req;
+    struct http_parser_url u;
+    const char *url = c->in + c->url_off;
+
+    memset(r, 0, sizeof *r);
+    r->conn = c;
+    r->method = http_method_str((enum http_method) c->parser.method);
+    r->method_len = strlen(r->method);
+    r->head_only = c->parser.method == HTTP_HEAD;
+    r->remote_ip = c->remote_ip;
+    for (int i = 0; i < c->nhdrs; i++) {
+        c->headers[i].name = c->in + c->hdrs[i].name;
+        c->headers[i].name_len = c->hdrs[i].name_len;
+        c->headers[i].value = c->in + c->hdrs[i].value;
+        c->headers[i].value_len = c->hdrs[i].value_len;
+    }
+    r->headers = c->headers;
+    r->nheaders = c->nhdrs;
+    r->body = c->body;
+    r->body_len = c->body_len;
+
+    size_t idlen;
+    const char *id = http_req_header(r, "x-request-id", &idlen);
+    if (id && sane_request_id(id, idlen)) {
+        memcpy(c->request_id, id, idlen);
+        c->request_id[idlen] = '\0';
+    } else {
+        new_request_id(c);
+    }
+    r->request_id = c->request_id;
+
+    if (!http_should_keep_alive(&c->parser) || c->parser.upgrade)
+        c->close_after = 1;
+    c->state = C_INFLIGHT;
+    s->inflight++;
+    want_read(c, 0);
+    arm_timer(c, NULL);
+
+    http_parser_url_init(&u);
+    if (c->url_len == 0 || http_parser_parse_url(url, c->url_len, 0, &u) != 0 ||
+        !(u.field_set & (1 << UF_PATH))) {
+        http_respond_error(r, 400, "bad_request", "malformed request target");
+        return;
+    }
+    r->path = url + u.field_data[UF_PATH].off;
+    r->path_len = u.field_data[UF_PATH].len;
+    if (u.field_set & (1 << UF_QUERY)) {
+        r->query = url + u.field_data[UF_QUERY].off;
+        r->query_len = u.field_data[UF_QUERY].len;
+    } else {
+        r->query = "";
+    }
+    s->dispatch(r, s->ud);
+}
+
+/* Parse and dispatch what is buffered, as long as no request is in flight. */
+static void conn_process(struct http_conn *c)
+{
+    struct http_server *s = c->srv;
+    while (c->state != C_INFLIGHT && !c->close_after && c->parsed < c->in_len) {
+        if (c->state == C_IDLE) {
+            c->state = C_HEAD;
+            c->req_start = c->parsed;
+            c->fail_status = 0;
+            arm_timer(c, s->t_header);
+        }
+        size_t n = http_parser_execute(&c->parser, &SETTINGS, c->in + c->parsed,
+                                       c->in_len - c->parsed);
+        c->parsed += n;
+        enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+        if (e == HPE_PAUSED) {
+            http_parser_pause(&c->parser, 0);
+            dispatch(c);
+            continue;
+        }
+        if (e != HPE_OK) {
+            if (c->fail_status == 413)
+                refuse(c, 413, "body_too_large", "request body too large");
+            else if (c->fail_status == 431 || e == HPE_HEADER_OVERFLOW)
+                refuse(c, 431, "headers_too_large", "request headers too large");
+            else
+                refuse(c, 400, "bad_request", http_errno_description(e));
+            return;
+        }
+        /* everything buffered was consumed; a message is still incomplete */
+        if (c->state == C_HEAD && c->parsed - c->req_start > (size_t) s->o.max_header_bytes) {
+            refuse(c, 431, "headers_too_large", "request headers too large");
+            return;
+        }
+        break;
+    }
+    if (c->state == C_IDLE && c->parsed == c->in_len)
+        c->parsed = c->in_len = 0;
+}
+
+/* Write what is pending. Returns -1 when the connection was freed. */
+static int conn_flush(struct http_conn *c)
+{
+    struct http_server *s = c->srv;
+    while (evbuffer_get_length(c->out) > 0) {
+        int n = evbuffer_write(c->out, c->fd);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+                break;
+            c->dead = 1;
+            break;
+        }
+        if (n == 0)
+            break;
+    }
+    size_t pending = evbuffer_get_length(c->out);
+    if (c->dead) {
+        if (c->state == C_INFLIGHT) {
+            want_read(c, 0); /* freed when its request is answered */
+            return 0;
+        }
+        conn_free(c);
+        return -1;
+    }
+    if (pending > 0) {
+        if (!c->writing) {
+            event_add(c->wev, NULL);
+            c->writing = 1;
+        }
+        if (c->state != C_HEAD && c->state != C_BODY)
+            arm_timer(c, s->t_write);
+        return 0;
+    }
+    if (c->writing) {
+        event_del(c->wev);
+        c->writing = 0;
+    }
+    if (c->state == C_INFLIGHT || c->state == C_LINGER)
+        return 0;
+    if (c->close_after) {
+        /* lingering close: stop writing, read and drop what the peer still sends for a while,
+         * so that our answer is not destroyed by a reset (e.g. after a refused body) */
+        shutdown(c->fd, SHUT_WR);
+        c->state = C_LINGER;
+        arm_timer(c, s->t_linger);
+        want_read(c, 1);
+        return 0;
+    }
+    if (c->state == C_IDLE) {
+        if (s->draining && c->parsed == c->in_len) {
+            conn_free(c);
+            return -1;
+        }
+        if (c->parsed == c->in_len)
+            arm_timer(c, s->t_idle);
+        want_read(c, 1);
+    }
+    return 0;
+}
+
+/* Serve what is buffered, then write once. May free c. */
+static void conn_run(struct http_conn *c)
+{
+    c->batching = 1;
+    conn_process(c);
+    c->batching = 0;
+    conn_flush(c);
+}
+
+static void on_write(evutil_socket_t fd, short what, void *arg)
+{
+    struct http_conn *c = arg;
+    c->writing = 0; /* not persistent */
+    if (conn_flush(c) == 0 && c->state == C_IDLE && c->parsed < c->in_len)
+        conn_run(c);
+}
+
+static void grow_in(struct http_conn *c)
+{
+    if (c->in_cap - c->in_len >= READ_CHUNK / 2)
+        return;
+    /* compact: drop what was consumed, but never the head of a request being parsed */
+    size_t keep_from = c->state == C_IDLE ? c->parsed : c->req_start;
+    if (keep_from > 0 && c->state != C_INFLIGHT) {
+        size_t shift = keep_from;
+        memmove(c->in, c->in + shift, c->in_len - shift);
+        c->in_len -= shift;
+        c->parsed -= shift;
+        c->req_start -= shift;
+        for (int i = 0; i < c->nhdrs; i++) {
+            c->hdrs[i].name -= shift;
+            c->hdrs[i].value -= shift;
+        }
+        if (c->url_len)
+            c->url_off -= shift;
+    }
+    if (c->in_cap - c->in_len < READ_CHUNK / 2) {
+        c->in_cap = c->in_cap * 2;
+        c->in = xrealloc(c->in, c->in_cap);
+    }
+}
+
+static void on_read(evutil_socket_t fd, short what, void *arg)
+{
+    struct http_conn *c = arg;
+    if (c->state == C_LINGER) {
+        char sink[4096];
+        ssize_t n = recv(fd, sink, sizeof sink, 0);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+            conn_free(c);
+        return;
+    }
+    /* a request body already consumed need not stay in the buffer: keep only its head */
+    if (c->state == C_BODY && c->parsed == c->in_len && c->head_end > c->req_start)
+        c->in_len = c->parsed = c->head_end;
+    grow_in(c);
+    ssize_t n = recv(fd, c->in + c->in_len, c->in_cap - c->in_len, 0);
+    if (n <= 0) {
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+            return;
+        conn_free(c); /* peer closed or error; nothing is in flight while we read */
+        return;
+    }
+    c->in_len += (size_t) n;
+    conn_run(c);
+}
+
+static void conn_free(struct http_conn *c)
+{
+    struct http_server *s = c->srv;
+    CORE_ASSERT(c->state != C_INFLIGHT || c->req.conn == NULL);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    s->nconns--;
+    event_free(c->rev);
+    event_free(c->wev);
+    event_free(c->timer);
+    evbuffer_free(c->out);
+    close(c->fd);
+    free(c->in);
+    free(c->body);
+    free(c);
+    if (s->draining && s->nconns == 0 && s->listener == NULL)
+        log_info("http", "all connections closed");
+}
+
+static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int slen,
+                      void *arg)
+{
+    struct http_server *s = arg;
+    if (s->nconns >= s->o.max_connections || s->draining) {
+        static const char R[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: "
+                                "application/json\r\nContent-Length: 86\r\nConnection: "
+                                "close\r\nRetry-After: 1\r\n\r\n{\"error\":{\"code\":\"overloaded\","
+                                "\"message\":\"too many connections\",\"details\":{}}}";
+        ssize_t w = send(fd, R, sizeof R - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void) w;
+        close(fd);
+        return;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    struct http_conn *c = xcalloc(1, sizeof *c);
+    c->srv = s;
+    c->fd = fd;
+    c->in_cap = READ_CHUNK;
+    c->in = xmalloc(c->in_cap);
+    c->out = evbuffer_new();
+    c->rev = event_new(s->base, fd, EV_READ | EV_PERSIST, on_read, c);
+    c->wev = event_new(s->base, fd, EV_WRITE, on_write, c);
+    c->timer = evtimer_new(s->base, on_timeout, c);
+    http_parser_init(&c->parser, HTTP_REQUEST);
+    c->parser.data = c;
+    if (sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((struct sockaddr_in *) (void *) sa)->sin_addr, c->remote_ip,
+                  sizeof c->remote_ip);
+    else if (sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *) (void *) sa)->sin6_addr, c->remote_ip,
+                  sizeof c->remote_ip);
+    c->next = s->conns;
+    if (s->conns)
+        s->conns->prev = c;
+    s->conns = c;
+    s->nconns++;
+    c->state = C_IDLE;
+    arm_timer(c, s->t_header); /* a new connection must start its request promptly */
+    want_read(c, 1);
+    (void) slen;
+}
+
+static void on_accept_retry(evutil_socket_t fd, short what, void *arg)
+{
+    struct http_server *s = arg;
+    if (s->listener)
+        evconnlistener_enable(s->listener);
+}
+
+static void on_accept_error(struct evconnlistener *l, void *arg)
+{
+    struct http_server *s = arg;
+    int e = EVUTIL_SOCKET_ERROR();
+    log_warn("http", "accept: %s", evutil_socket_error_to_string(e));
+    /* out of descriptors: pause accepting briefly rather than spin on the error */
+    if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
+        struct timeval tv = {0, 100000};
+        evconnlistener_disable(l);
+        evtimer_add(s->accept_retry, &tv);
+    }
+}
+
+/* ---- the server ------------------------------------------------------------------------------ */
+
+static int listen_socket(const struct http_opts *o, char *err, size_t cap)
+{
+    struct addrinfo hints = {0}, *res = NULL;
+    char port[16];
+    snprintf(port, sizeof port, "%d", o->port);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    int rc = getaddrinfo(o->host, port, &hints, &res);
+    if (rc != 0) {
+        snprintf(err, cap, "http: cannot resolve %s: %s", o->host, gai_strerror(rc));
+        return -1;
+    }
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(err, cap, "http: socket: %s", strerror(errno));
+        freeaddrinfo(res);
+        return -1;
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (o->reuseport)
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    if (bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, o->backlog) < 0) {
+        snprintf(err, cap, "http: cannot listen on %s:%d: %s", o->host, o->port,
+                 strerror(errno));
+        close(fd);
+        freeaddrinfo(res);
+        return -1;
+    }
+    freeaddrinfo(res);
+    return fd;
+}
+
+static const struct timeval *common_timeout(struct event_base *base, int ms)
+{
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    return event_base_init_common_timeout(base, &tv);
+}
+
+struct http_server *http_server_new(struct event_base *base, const struct http_opts *opts,
+                                    http_dispatch_cb *cb, void *ud, char *err, size_t cap)
+{
+    SETTINGS.on_message_begin = cb_message_begin;
+    SETTINGS.on_url = cb_url;
+    SETTINGS.on_header_field = cb_header_field;
+    SETTINGS.on_header_value = cb_header_value;
+    SETTINGS.on_headers_complete = cb_headers_complete;
+    SETTINGS.on_body = cb_body;
+    SETTINGS.on_message_complete = cb_message_complete;
+
+    int fd = listen_socket(opts, err, cap);
+    if (fd < 0)
+        return NULL;
+    struct http_server *s = xcalloc(1, sizeof *s);
+    s->base = base;
+    s->o = *opts;
+    s->host = xstrdup(opts->host);
+    s->o.host = s->host;
+    s->dispatch = cb;
+    s->ud = ud;
+    s->listener = evconnlistener_new(base, on_accept, s, LEV_OPT_CLOSE_ON_FREE, -1, fd);
+    evconnlistener_set_error_cb(s->listener, on_accept_error);
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    getsockname(fd, (struct sockaddr *) &ss, &sl);
+    s->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *) &ss)->sin6_port
+                                             : ((struct sockaddr_in *) &ss)->sin_port);
+    s->t_header = common_timeout(base, opts->header_timeout_ms);
+    s->t_body = common_timeout(base, opts->body_timeout_ms);
+    s->t_idle = common_timeout(base, opts->idle_timeout_ms);
+    s->t_write = common_timeout(base, opts->write_timeout_ms);
+    s->t_linger = common_timeout(base, 2000);
+    s->accept_retry = evtimer_new(base, on_accept_retry, s);
+    unsigned char rnd[3];
+    evutil_secure_rng_get_bytes(rnd, sizeof rnd);
+    snprintf(s->req_prefix, sizeof s->req_prefix, "r-%02x%02x%02x-", rnd[0], rnd[1], rnd[2]);
+    return s;
+}
+
+int http_server_port(const struct http_server *s)
+{
+    return s->port;
+}
+
+int http_server_connections(const struct http_server *s)
+{
+    return s->nconns;
+}
+
+int http_server_inflight(const struct http_server *s)
+{
+    return s->inflight;
+}
+
+void http_server_drain(struct http_server *s)
+{
+    if (s->draining)
+        return;
+    s->draining = 1;
+    if (s->listener) {
+        evconnlistener_free(s->listener);
+        s->listener = NULL;
+    }
+    struct http_conn *c = s->conns, *next;
+    for (; c; c = next) {
+        next = c->next;
+        if (c->state == C_IDLE && evbuffer_get_length(c->out) == 0 && c->parsed == c->in_len)
+            conn_free(c);
+        else if (c->state == C_IDLE)
+            c->close_after = 1; /* an answer is on its way out; close after it */
+        /* a request being read or served closes after its answer (see http_respond) */
+    }
+}
+
+void http_server_free(struct http_server *s)
+{
+    if (s == NULL)
+        return;
+    if (s->listener)
+        evconnlistener_free(s->listener);
+    s->listener = NULL;
+    while (s->conns) {
+        struct http_conn *c = s->conns;
+        if (c->state == C_INFLIGHT && c->req.conn) {
+            log_error("http", "request %s still in flight at shutdown", c->request_id);
+            c->req.conn = NULL;
+            s->inflight--;
+        }
+        conn_free(c);
+    }
+    event_free(s->accept_retry);
+    free(s->host);
+    free(s);
+}

@@ -1,0 +1,318 @@
+/* main.c -- the `mmo` command: subcommands, and the wiring of a node (serve).
+ *
+ * Start order: config, log, event loop, PostgreSQL pool, Redis, Lua host, ops endpoints,
+ * HTTP listener. Stop order is the reverse, after draining: SIGTERM/SIGINT stop accepting,
+ * let requests in flight finish (at most shutdown.drain_ms), end the remaining tasks, then
+ * free everything and exit 0. A second signal skips the wait. */
+#include "conf.h"
+#include "db.h"
+#include "err.h"
+#include "http.h"
+#include "lb.h"
+#include "log.h"
+#include "mem.h"
+#include "migrate.h"
+#include "ops.h"
+#include "rds.h"
+#include "script.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+static const char USAGE[] =
+    "usage: mmo [COMMAND] [--config FILE]\n"
+    "\n"
+    "commands:\n"
+    "  serve      run the node (the default)\n"
+    "  migrate    apply the pending migrations of sql/ (--dry-run, --status)\n"
+    "  seed       load sql/seed/ and create the admin account (idempotent)\n"
+    "  check      compile every script and load the route table; report problems\n"
+    "  config     print the configuration in effect (file + environment)\n"
+    "  version    print the version\n"
+    "\n"
+    "options:\n"
+    "  --config FILE   configuration file (default: $MMO_CONFIG, else ./config.lua if present)\n"
+    "  --sql DIR       migrations directory for migrate/seed (default: $MMO_SQL_DIR, else sql)\n"
+    "  -h, --help      this help\n"
+    "\n"
+    "Environment overrides every key: MMO_<SECTION>_<KEY> (MMO_HTTP_PORT=8081), and the short\n"
+    "forms MMO_PORT, MMO_PG, MMO_REDIS=host:port, MMO_NODE_ID, MMO_LOG_LEVEL, MMO_SCRIPTS.\n";
+
+struct node {
+    struct conf conf;
+    struct event_base *base;
+    struct db_pool *db;
+    struct rds *rds;
+    struct lb_ctx ctx;
+    struct script *script;
+    struct ops *ops;
+    struct http_server *http;
+    struct event *sig_term, *sig_int, *sig_hup, *drain_timer;
+    int draining;
+    struct timeval drain_deadline;
+};
+
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+/* ---- shutdown ------------------------------------------------------------------------- */
+
+static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct node *n = arg;
+    struct timeval now;
+    event_base_gettimeofday_cached(n->base, &now);
+    int inflight = http_server_inflight(n->http);
+    if (inflight == 0 && http_server_connections(n->http) == 0) {
+        event_base_loopexit(n->base, NULL);
+        return;
+    }
+    if (evutil_timercmp(&now, &n->drain_deadline, >=)) {
+        if (inflight > 0)
+            log_warn("main", "drain time is over: ending %d request(s) in flight", inflight);
+        script_kill_tasks(n->script); /* their requests get 503 */
+        struct timeval flush = {0, 100000};
+        event_base_loopexit(n->base, &flush);
+        return;
+    }
+    struct timeval tick = {0, 20000};
+    evtimer_add(n->drain_timer, &tick);
+}
+
+static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
+{
+    struct node *n = arg;
+    if (n->draining) {
+        log_warn("main", "second signal: stopping now");
+        n->drain_deadline.tv_sec = 0;
+        n->drain_deadline.tv_usec = 0;
+        return;
+    }
+    n->draining = 1;
+    log_info("main", "signal %d: draining (at most %d ms)", (int) sig, n->conf.shutdown_drain_ms);
+    ops_set_draining(n->ops);
+    http_server_drain(n->http);
+    struct timeval now, d = {n->conf.shutdown_drain_ms / 1000,
+                             (n->conf.shutdown_drain_ms % 1000) * 1000};
+    event_base_gettimeofday_cached(n->base, &now);
+    evutil_timeradd(&now, &d, &n->drain_deadline);
+    n->drain_timer = evtimer_new(n->base, on_drain_tick, n);
+    struct timeval zero = {0, 0};
+    evtimer_add(n->drain_timer, &zero);
+}
+
+static void on_hup(evutil_socket_t sig, short what, void *arg)
+{
+    log_info("main", "SIGHUP: script reload is not available yet; ignored");
+}
+
+/* ---- serve ---------------------------------------------------------------------------- */
+
+static void node_free(struct node *n)
+{
+    if (n->sig_term)
+        event_free(n->sig_term);
+    if (n->sig_int)
+        event_free(n->sig_int);
+    if (n->sig_hup)
+        event_free(n->sig_hup);
+    if (n->drain_timer)
+        event_free(n->drain_timer);
+    /* Lua first: its tasks' pending I/O is canceled and its handles are released while the
+     * pools still exist; then the connections they answered; then the pools. */
+    script_free(n->script);
+    http_server_free(n->http);
+    ops_free(n->ops);
+    db_pool_free(n->db);
+    rds_free(n->rds);
+    if (n->base)
+        event_base_free(n->base);
+}
+
+static int serve(struct node *n)
+{
+    char err[1024];
+    struct conf *c = &n->conf;
+    raise_fd_limit();
+    signal(SIGPIPE, SIG_IGN);
+
+    n->base = event_base_new();
+    if (n->base == NULL) {
+        fprintf(stderr, "mmo: cannot create the event loop\n");
+        return 1;
+    }
+    struct db_opts dbo = {c->pg_conninfo, c->pg_pool_size, c->pg_connect_timeout_ms,
+                          c->pg_query_timeout_ms, c->pg_reconnect_max_ms};
+    n->db = db_pool_new(n->base, &dbo);
+    struct rds_opts ro = {c->redis_host, c->redis_port, c->redis_connect_timeout_ms,
+                          c->redis_timeout_ms, c->redis_reconnect_max_ms};
+    n->rds = rds_new(n->base, &ro);
+
+    n->ctx.base = n->base;
+    n->ctx.db = n->db;
+    n->ctx.rds = n->rds;
+    n->ctx.conf = c;
+    n->script = script_new(&n->ctx, err, sizeof err);
+    if (n->script == NULL) {
+        log_error("main", "scripts: %s", err);
+        fprintf(stderr, "mmo: scripts: %s\n", err);
+        node_free(n);
+        return 1;
+    }
+    n->ops = ops_new(c->node_id, n->db, n->rds, n->script, script_http_dispatch, n->script);
+    struct http_opts ho = {
+        .host = c->http_host,
+        .port = c->http_port,
+        .backlog = c->http_backlog,
+        .reuseport = 0,
+        .max_connections = c->http_max_connections,
+        .max_header_bytes = c->http_max_header_bytes,
+        .max_body_bytes = c->http_max_body_bytes,
+        .header_timeout_ms = c->http_header_timeout_ms,
+        .body_timeout_ms = c->http_body_timeout_ms,
+        .idle_timeout_ms = c->http_idle_timeout_ms,
+        .write_timeout_ms = c->http_write_timeout_ms,
+    };
+    n->http = http_server_new(n->base, &ho, ops_dispatch, n->ops, err, sizeof err);
+    if (n->http == NULL) {
+        log_error("main", "%s", err);
+        fprintf(stderr, "mmo: %s\n", err);
+        node_free(n);
+        return 1;
+    }
+    n->sig_term = evsignal_new(n->base, SIGTERM, on_stop_signal, n);
+    n->sig_int = evsignal_new(n->base, SIGINT, on_stop_signal, n);
+    n->sig_hup = evsignal_new(n->base, SIGHUP, on_hup, n);
+    event_add(n->sig_term, NULL);
+    event_add(n->sig_int, NULL);
+    event_add(n->sig_hup, NULL);
+
+    log_write(LOG_INFO, "main", NULL, NULL,
+              "listening on http://%s:%d (version %s, commit %s, %d routes, pid %d)", c->http_host,
+              http_server_port(n->http), MMO_VERSION, MMO_GIT_COMMIT, script_routes(n->script),
+              (int) getpid());
+    event_base_dispatch(n->base);
+    log_info("main", "stopped");
+    node_free(n);
+    return 0;
+}
+
+/* ---- the command line ------------------------------------------------------------------- */
+
+static int has_flag(int argc, char **argv, const char *flag)
+{
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], flag) == 0)
+            return 1;
+    return 0;
+}
+
+static const char *opt_value(int argc, char **argv, const char *flag)
+{
+    for (int i = 1; i < argc - 1; i++)
+        if (strcmp(argv[i], flag) == 0)
+            return argv[i + 1];
+    return NULL;
+}
+
+int main(int argc, char **argv)
+{
+    const char *cmd = "serve";
+    if (argc > 1 && argv[1][0] != '-')
+        cmd = argv[1];
+    if (has_flag(argc, argv, "-h") || has_flag(argc, argv, "--help")) {
+        fputs(USAGE, stdout);
+        return 0;
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (i == 1 && a[0] != '-')
+            continue;
+        if (strcmp(a, "--config") == 0 || strcmp(a, "--sql") == 0) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "mmo: %s needs a value\n", a);
+                return 2;
+            }
+            i++;
+        } else if (strcmp(a, "--dry-run") != 0 && strcmp(a, "--status") != 0) {
+            fprintf(stderr, "mmo: unknown option %s (see mmo --help)\n", a);
+            return 2;
+        }
+    }
+    if (strcmp(cmd, "version") == 0) {
+        printf("mmo %s (commit %s)\n", MMO_VERSION, MMO_GIT_COMMIT);
+        return 0;
+    }
+
+    const char *config = opt_value(argc, argv, "--config");
+    if (config == NULL)
+        config = getenv("MMO_CONFIG");
+    if (config == NULL && access("config.lua", R_OK) == 0)
+        config = "config.lua";
+    const char *sql_dir = opt_value(argc, argv, "--sql");
+    if (sql_dir == NULL)
+        sql_dir = getenv("MMO_SQL_DIR");
+    if (sql_dir == NULL)
+        sql_dir = "sql";
+
+    static struct node n;
+    char err[1024];
+    if (conf_load(&n.conf, config, err, sizeof err) < 0) {
+        fprintf(stderr, "mmo: config: %s\n", err);
+        conf_free(&n.conf);
+        return 1;
+    }
+    int level = log_level_parse(n.conf.log_level);
+    if (level < 0) {
+        fprintf(stderr, "mmo: config: log.level must be debug, info, warn, error or off\n");
+        conf_free(&n.conf);
+        return 1;
+    }
+    log_init(n.conf.node_id, level);
+
+    int rc;
+    if (strcmp(cmd, "serve") == 0) {
+        rc = serve(&n);
+    } else if (strcmp(cmd, "migrate") == 0) {
+        if (has_flag(argc, argv, "--status"))
+            rc = migrate_status(n.conf.pg_conninfo, sql_dir, err, sizeof err) < 0;
+        else
+            rc = migrate_run(n.conf.pg_conninfo, sql_dir, has_flag(argc, argv, "--dry-run"), err,
+                             sizeof err) < 0;
+        if (rc)
+            fprintf(stderr, "mmo: migrate: %s\n", err);
+    } else if (strcmp(cmd, "seed") == 0) {
+        rc = seed_run(n.conf.pg_conninfo, sql_dir, err, sizeof err) < 0;
+        if (rc)
+            fprintf(stderr, "mmo: seed: %s\n", err);
+    } else if (strcmp(cmd, "check") == 0) {
+        struct lb_ctx ctx = {0};
+        ctx.conf = &n.conf;
+        int problems = script_check(&ctx, 1);
+        if (problems == 0)
+            printf("scripts OK\n");
+        rc = problems > 0;
+    } else if (strcmp(cmd, "config") == 0) {
+        conf_dump(&n.conf, 1);
+        rc = 0;
+    } else {
+        fprintf(stderr, "mmo: unknown command %s (see mmo --help)\n", cmd);
+        rc = 2;
+    }
+    conf_free(&n.conf);
+    log_deinit();
+    return rc;
+}

@@ -1,0 +1,26 @@
+/* ops.h -- the node's own endpoints, answered in C before the Lua routes:
+ *   GET /healthz  200 {"status":"ok"} while the process serves
+ *   GET /readyz   200 when PostgreSQL, Redis and the scripts are all ready, else 503; each
+ *                 with its own status in "checks"
+ * Everything else goes to the next dispatcher (the Lua routes). */
+#ifndef CORE_OPS_H
+#define CORE_OPS_H
+
+struct http_req;
+struct db_pool;
+struct rds;
+struct script;
+struct ops;
+
+typedef void ops_next_cb(struct http_req *req, void *ud);
+
+/* All borrowed; db/rds may be NULL (reported as down). */
+struct ops *ops_new(const char *node_id, struct db_pool *db, struct rds *rds,
+                    struct script *script, ops_next_cb *next, void *next_ud);
+void ops_free(struct ops *o);
+/* From now on /readyz answers 503 "draining". */
+void ops_set_draining(struct ops *o);
+/* An http_dispatch_cb; ud is the struct ops. */
+void ops_dispatch(struct http_req *req, void *ud);
+
+#endif
