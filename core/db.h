@@ -3,7 +3,9 @@
  * Never blocks the loop: connections are made with PQconnectStart/PQconnectPoll, queries
  * sent with PQsendQueryParams (parameters only; text format), results read when the socket
  * is readable. Every call has a timeout. A connection that fails is closed and made again
- * with backoff; while none is up, calls fail at once with ERR_UNAVAILABLE.
+ * with backoff; while none is up, calls fail at once with ERR_UNAVAILABLE. A call that times
+ * out closes the connection it ran on (no blocking PQcancel); the server-side
+ * statement_timeout, set at connect to query_timeout_ms + 1000, stops the statement there.
  *
  * Async contract: a call that returns < 0 never calls its callback; otherwise the callback
  * fires exactly once, never from inside the call itself, with status 0, ERR_QUERY (the
@@ -34,7 +36,9 @@ typedef void db_reserve_cb(struct db_conn *conn, int status, void *ud);
 
 /* Start a pool; connecting begins at once, in the background. */
 struct db_pool *db_pool_new(struct event_base *base, const struct db_opts *opts);
-/* Close every connection; pending callbacks fire with ERR_CLOSED before this returns. */
+/* Close every connection; pending callbacks fire with ERR_CLOSED before this returns. Safe
+ * from inside a callback. A connection still reserved stays a valid (closed) handle until
+ * db_release frees it. p may be NULL. */
 void db_pool_free(struct db_pool *p);
 /* Number of connections up (idle or busy). */
 int db_pool_up(const struct db_pool *p);
@@ -42,7 +46,9 @@ int db_pool_up(const struct db_pool *p);
 int db_pool_waiting(const struct db_pool *p);
 
 /* Run sql with nparams text parameters (params[i] NULL is SQL NULL; borrowed: copied before
- * return) on any free connection. op (may be NULL) receives a handle for db_op_cancel. */
+ * return; lengths may be NULL; a NUL byte inside a parameter is ERR_INVALID) on any free
+ * connection. op (may be NULL) receives a handle for db_op_cancel, valid until the callback
+ * fires or the op is canceled. */
 int db_query(struct db_pool *p, const char *sql, int nparams, const char *const *params,
              const int *lengths, int timeout_ms, db_result_cb *cb, void *ud, struct db_op **op);
 /* Reserve one connection for a sequence of queries (a transaction). */

@@ -182,6 +182,23 @@ static int sane_request_id(const char *v, size_t len)
     return 1;
 }
 
+/* Best effort: one error response on a socket the caller closes next (no buffering). */
+static void send_and_close(struct http_server *s, int fd, int status, const char *code,
+                           const char *message, const char *request_id)
+{
+    char body[256], resp[768];
+    size_t bn = http_error_body(body, sizeof body, code, message, request_id);
+    int n = snprintf(resp, sizeof resp,
+                     "HTTP/1.1 %d %s\r\nServer: mmo\r\nContent-Type: application/json\r\n"
+                     "Content-Length: %zu\r\nX-Request-Id: %s\r\nConnection: close\r\n%s\r\n%s",
+                     status, http_status_text(status), bn, request_id,
+                     status == 503 ? "Retry-After: 1\r\n" : "", body);
+    if (n > 0) {
+        ssize_t w = send(fd, resp, (size_t) n, MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void) w;
+    }
+}
+
 static void new_request_id(struct http_conn *c)
 {
     snprintf(c->request_id, sizeof c->request_id, "%s%llx", c->srv->req_prefix,
@@ -217,14 +234,8 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
     case C_BODY:
         /* a slow client: say so if we can, then close */
         log_debug("http", "request timeout from %s", c->remote_ip);
-        {
-            static const char R[] = "HTTP/1.1 408 Request Timeout\r\nContent-Type: "
-                                    "application/json\r\nContent-Length: 87\r\nConnection: "
-                                    "close\r\n\r\n{\"error\":{\"code\":\"request_timeout\","
-                                    "\"message\":\"request too slow\",\"details\":{}}}";
-            ssize_t w = send(c->fd, R, sizeof R - 1, MSG_NOSIGNAL);
-            (void) w;
-        }
+        new_request_id(c);
+        send_and_close(c->srv, c->fd, 408, "request_timeout", "request too slow", c->request_id);
         conn_free(c);
         return;
     case C_IDLE:
@@ -261,9 +272,21 @@ static int cb_message_begin(http_parser *p)
     return 0;
 }
 
+/* The head of a request (request line + headers) may not grow past max_header_bytes. */
+static int head_too_big(struct http_conn *c, const char *at, size_t len)
+{
+    if ((size_t) (at + len - c->in) - c->req_start > (size_t) c->srv->o.max_header_bytes) {
+        c->fail_status = 431;
+        return 1;
+    }
+    return 0;
+}
+
 static int cb_url(http_parser *p, const char *at, size_t len)
 {
     struct http_conn *c = P(p);
+    if (head_too_big(c, at, len))
+        return -1;
     if (c->url_len == 0)
         c->url_off = (size_t) (at - c->in);
     c->url_len += len;
@@ -273,6 +296,8 @@ static int cb_url(http_parser *p, const char *at, size_t len)
 static int cb_header_field(http_parser *p, const char *at, size_t len)
 {
     struct http_conn *c = P(p);
+    if (head_too_big(c, at, len))
+        return -1;
     if (c->nhdrs == 0 || c->hdr_in_value) {
         if (c->nhdrs == MAX_HEADERS) {
             c->fail_status = 431;
@@ -292,6 +317,8 @@ static int cb_header_field(http_parser *p, const char *at, size_t len)
 static int cb_header_value(http_parser *p, const char *at, size_t len)
 {
     struct http_conn *c = P(p);
+    if (head_too_big(c, at, len))
+        return -1;
     struct hdr_off *h = &c->hdrs[c->nhdrs - 1];
     if (!c->hdr_in_value) {
         h->value = (size_t) (at - c->in);
@@ -690,12 +717,9 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
 {
     struct http_server *s = arg;
     if (s->nconns >= s->o.max_connections || s->draining) {
-        static const char R[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: "
-                                "application/json\r\nContent-Length: 86\r\nConnection: "
-                                "close\r\nRetry-After: 1\r\n\r\n{\"error\":{\"code\":\"overloaded\","
-                                "\"message\":\"too many connections\",\"details\":{}}}";
-        ssize_t w = send(fd, R, sizeof R - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
-        (void) w;
+        char id[40];
+        snprintf(id, sizeof id, "%s%llx", s->req_prefix, (unsigned long long) ++s->req_seq);
+        send_and_close(s, fd, 503, "overloaded", "too many connections", id);
         close(fd);
         return;
     }

@@ -38,11 +38,22 @@ int rds_up(const struct rds *r);
 
 /* Send ncmds commands in one pipeline: command i has argc[i] arguments argv[i][j] of
  * lengths argvlen[i][j] (borrowed: copied before return). The callback gets every reply at
- * once. op (may be NULL) receives a handle for rds_op_cancel. */
+ * once. op (may be NULL) receives a handle for rds_op_cancel, valid until the callback fires.
+ * Returns 0, ERR_INVALID (rds_check_batch), ERR_UNAVAILABLE (not connected: no waiting) or
+ * ERR_CLOSED (from a callback fired by rds_free). timeout_ms <= 0: the default. */
 int rds_batch(struct rds *r, int ncmds, const int *argc, const char *const *const *argv,
               const size_t *const *argvlen, int timeout_ms, rds_batch_cb *cb, void *ud,
               struct rds_op **op);
 /* Forget a pending call: its callback never fires. */
 void rds_op_cancel(struct rds_op *op);
+
+/* 0, or ERR_INVALID for a batch that cannot run on the shared command connection: a command
+ * that would block it (BLPOP, WAIT, XREAD ... BLOCK) or change its protocol or state for every
+ * other caller (SUBSCRIBE, MONITOR, HELLO, SELECT, CLIENT REPLY, WATCH, ...), or a MULTI not
+ * closed by EXEC/DISCARD in the same batch. rds_batch checks with it; bindings call it first to
+ * raise a clear error. On ERR_INVALID, *bad (may be NULL) is the index of the command and *why
+ * (may be NULL) a static reason. Arguments as for rds_batch, borrowed. */
+int rds_check_batch(int ncmds, const int *argc, const char *const *const *argv,
+                    const size_t *const *argvlen, int *bad, const char **why);
 
 #endif

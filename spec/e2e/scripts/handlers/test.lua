@@ -1,0 +1,155 @@
+-- handlers/test.lua: handlers that exist only for the end-to-end specs.
+local cache = require "mmo.cache"
+local db = require "mmo.db"
+local http = require "lib.http"
+local log = require "mmo.log"
+local time = require "mmo.time"
+
+
+local _M = {}
+
+
+function _M.echo(req)
+    return 200, {
+        method = req.method, path = req.path, params = req.params, query = req.query,
+        headers = req.headers, body = req.body, id = req.id, ip = req.ip,
+    }
+end
+
+
+function _M.special()
+    return 200, { special = true }
+end
+
+
+function _M.boom()
+    local t = nil
+    return 200, { value = t.field }    -- raises: attempt to index a nil value
+end
+
+
+function _M.typed()
+    http.fail(409, "thing_taken", "that thing is taken", { thing = "x" })
+end
+
+
+function _M.bad_status()
+    return "not a status"
+end
+
+
+function _M.bare_yield()
+    coroutine.yield()
+    return 200, {}
+end
+
+
+function _M.global()
+    -- luacheck: ignore 111
+    undeclared_global_for_spec = 1
+    return 200, {}
+end
+
+
+function _M.headers()
+    return 201, "plain text", { ["Content-Type"] = "text/plain; charset=utf-8",
+                                ["X-Thing"] = "yes", ["Bad\nName"] = "x", ["X-Bad"] = "a\r\nb" }
+end
+
+
+function _M.sleep(req)
+    local s = tonumber(req.query.s) or 0.1
+    local t0 = time.monotonic()
+    assert(time.sleep(s))
+    return 200, { slept = time.monotonic() - t0 }
+end
+
+
+function _M.log(req)
+    log.info("hello from lua", { player = 42, region = "r1" })
+    return 200, {}
+end
+
+
+-- mmo.time.after: the timer's task writes a Redis key when it runs
+function _M.timer(req)
+    local key = "spec:timer:" .. req.query.key
+    time.after(0.05, function()
+        cache.set(key, "fired")
+    end)
+    return 200, {}
+end
+
+
+-- reads PostgreSQL (slowly) then Redis, in sequence; other requests must go on meanwhile
+function _M.db_sleep_then_cache(req)
+    local s = tonumber(req.query.s) or 0.5
+    http.check(db.query("select pg_sleep($1)", s))
+    local v = http.check(cache.set("spec:after_sleep", "1"))
+    return 200, { done = time.now(), cache = v }
+end
+
+
+function _M.db_types()
+    local rows = http.check(db.query(
+        "select $1::int as n, $2::text as t, true as b, 1.5::float8 as f, " ..
+        "'{\"a\":[1,2]}'::jsonb as j, null::int as z, 9007199254740993::int8 as big", 7, "x"))
+    return 200, { row = rows[1], count = #rows }
+end
+
+
+function _M.db_error()
+    local rows, err, detail = db.query("select * from no_such_table_for_spec")
+    return 200, { rows = rows, err = err, sqlstate = detail and detail.sqlstate }
+end
+
+
+-- body: { name, fail }: inserts name in a transaction; fail=true raises after the insert
+function _M.db_tx(req)
+    http.check(db.query("create table if not exists spec_tx (name text primary key)"))
+    local body = req.body or {}
+    local ok, res, err = pcall(db.tx, function(q)
+        http.check(q("insert into spec_tx(name) values ($1)", body.name))
+        if body.fail then
+            error("fail inside the transaction")
+        end
+        return "committed"
+    end)
+    return 200, { ok = ok, result = ok and res or nil, err = ok and err or tostring(res) }
+end
+
+
+function _M.db_count(req)
+    local rows = http.check(db.query("select count(*)::int as n from spec_tx where name = $1",
+                                     req.query.name))
+    return 200, { n = rows[1].n }
+end
+
+
+function _M.db_ping()
+    local rows = http.check(db.query("select 1 as one"))
+    return 200, { one = rows[1].one }
+end
+
+
+function _M.cache_roundtrip(req)
+    local k = "spec:rt:" .. req.id
+    assert(cache.set(k, "v1", 5000))
+    local v = cache.get(k)
+    local n = cache.incr(k .. ":n", 5)
+    local missing = cache.get(k .. ":missing")
+    local results = http.check(cache.pipeline({ { "SET", k .. ":p", "pv" }, { "GET", k .. ":p" },
+                                                { "INCR", k } }))
+    local deleted = cache.del(k, k .. ":n", k .. ":p")
+    return 200, { v = v, n = n, missing = missing == nil, pipeline = results,
+                  deleted = deleted }
+end
+
+
+function _M.cache_ping()
+    local v = http.check(cache.cmd("PING"))
+    return 200, { pong = v }
+end
+
+
+return _M

@@ -1,0 +1,351 @@
+-- helpers/server.lua: start the real node binary for end-to-end specs and talk HTTP to it.
+--
+--   local server = require "helpers.server"
+--   local node = server.start { env = { MMO_HTTP_HEADER_TIMEOUT_MS = "1000" } }
+--   local res = node:request("GET", "/healthz")      -- { status, headers, body, json }
+--   local c = node:connect(); c:send(raw); local r = c:read_response(); c:close()
+--   node:stop()                                       -- SIGTERM, waits, returns exit code
+--
+-- The binary is $MMO_BIN (tools/dev test points it at the sanitizer build), else build/mmo.
+-- PostgreSQL and Redis come from $MMO_PG and $MMO_REDIS, which tools/dev test exports.
+-- Each node listens on a free port (MMO_PORT=0; the port is read from its first log line)
+-- and logs to a file of its own, so specs can read what it logged.
+local socket = require "socket"
+local json = require "cjson.safe"
+
+
+local _M = {}
+
+local ROOT = os.getenv("MMO_ROOT") or "."
+local BIN = os.getenv("MMO_BIN") or (ROOT .. "/build/mmo")
+
+local Node = {}
+Node.__index = Node
+
+local Conn = {}
+Conn.__index = Conn
+
+
+local function sh_quote(s)
+    return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+
+local function read_file(path)
+    local f = io.open(path, "rb")
+    if not f then
+        return ""
+    end
+    local s = f:read("*a")
+    f:close()
+    return s
+end
+
+
+function _M.sleep(seconds)
+    socket.sleep(seconds)
+end
+
+
+function _M.now()
+    return socket.gettime()
+end
+
+
+-- Start a node. opts.env: extra environment; opts.scripts: scripts path (default: the test
+-- scripts first, then the real ones); opts.routes: route module (default test_routes);
+-- opts.args: extra arguments; opts.expect_fail: return the exit code and log instead of
+-- waiting for the listening line.
+function _M.start(opts)
+    opts = opts or {}
+    local log = os.tmpname()
+    local env = {
+        MMO_PORT = "0",
+        MMO_NODE_ID = "spec-node",
+        MMO_SCRIPTS = ROOT .. "/spec/e2e/scripts;" .. ROOT .. "/scripts",
+        MMO_ROUTES = "test_routes",
+        MMO_LOG_LEVEL = "info",
+        MMO_CONFIG = ROOT .. "/config.lua",
+    }
+    if opts.scripts then
+        env.MMO_SCRIPTS = opts.scripts
+    end
+    if opts.routes then
+        env.MMO_ROUTES = opts.routes
+    end
+    for k, v in pairs(opts.env or {}) do
+        env[k] = v
+    end
+    local parts = {}
+    for k, v in pairs(env) do
+        parts[#parts + 1] = k .. "=" .. sh_quote(v)
+    end
+    -- a launcher records the node's pid (exec keeps it) and, from the outer shell, its exit
+    -- code, so specs can signal the node itself and read how it ended
+    local launcher = log .. ".sh"
+    local f = assert(io.open(launcher, "w"))
+    f:write("echo $$ > ", log, ".pid\n",
+            "cd ", sh_quote(ROOT), " || exit 99\n",
+            "exec env ", table.concat(parts, " "), " ", sh_quote(BIN), " serve ",
+            table.concat(opts.args or {}, " "), "\n")
+    f:close()
+    os.execute("( sh " .. launcher .. " >" .. log .. " 2>&1; echo $? >" .. log .. ".rc ) " ..
+               ">/dev/null 2>&1 &")
+    local node = setmetatable({ log = log, host = "127.0.0.1" }, Node)
+    local deadline = socket.gettime() + 20
+    while socket.gettime() < deadline and not node.pid do
+        node.pid = tonumber(read_file(log .. ".pid"):match("%d+"))
+        if not node.pid then
+            socket.sleep(0.02)
+        end
+    end
+    assert(node.pid, "the launcher did not start")
+    if opts.expect_fail then
+        node:wait(20)
+        return node.rc, node:logs()
+    end
+    while socket.gettime() < deadline do
+        local text = read_file(log)
+        local port = text:match("listening on http://[%d%.]+:(%d+)")
+        if port then
+            node.port = tonumber(port)
+            return node
+        end
+        if not node:alive() then
+            error("node exited at start:\n" .. text)
+        end
+        socket.sleep(0.05)
+    end
+    node:kill()
+    error("node did not start in 20 s:\n" .. read_file(log))
+end
+
+
+function Node:alive()
+    if self.rc then
+        return false
+    end
+    local rc = tonumber(read_file(self.log .. ".rc"):match("%d+"))
+    if rc then
+        self.rc = rc
+        return false
+    end
+    return true
+end
+
+
+function Node:signal(sig)
+    if self.pid and self:alive() then
+        os.execute("kill -" .. sig .. " " .. self.pid .. " 2>/dev/null")
+    end
+end
+
+
+-- Wait for the process to exit; returns its exit code, or nil on timeout.
+function Node:wait(timeout)
+    local deadline = socket.gettime() + (timeout or 20)
+    while socket.gettime() < deadline do
+        if not self:alive() then
+            return self.rc
+        end
+        socket.sleep(0.02)
+    end
+    return nil
+end
+
+
+-- SIGTERM and wait; returns the exit code (nil if it had to be killed). The log stays.
+function Node:stop(timeout)
+    if not self:alive() then
+        return self.rc
+    end
+    self:signal("TERM")
+    local rc = self:wait(timeout or 20)
+    if rc == nil then
+        self:kill()
+    end
+    return rc
+end
+
+
+function Node:kill()
+    if self:alive() then
+        self:signal("KILL")
+        self:wait(5)
+    end
+end
+
+
+function Node:logs()
+    return read_file(self.log)
+end
+
+
+-- Log lines decoded as JSON objects (lines that are not JSON are skipped).
+function Node:log_entries()
+    local out = {}
+    for line in self:logs():gmatch("[^\n]+") do
+        local v = json.decode(line)
+        if type(v) == "table" then
+            out[#out + 1] = v
+        end
+    end
+    return out
+end
+
+
+function Node:connect(timeout)
+    local c = assert(socket.tcp())
+    c:settimeout(timeout or 10)
+    assert(c:connect(self.host, self.port))
+    return setmetatable({ sock = c, buf = "", timeout = timeout or 10 }, Conn)
+end
+
+
+-- One request on a new connection. opts: headers (table), body (string or table -> JSON),
+-- timeout. Returns { status, headers (lower-case), body, json }.
+function Node:request(method, path, opts)
+    local c = self:connect(opts and opts.timeout)
+    c:send(_M.format_request(method, path, opts))
+    local res, err = c:read_response(method == "HEAD")
+    c:close()
+    assert(res, err)
+    return res
+end
+
+
+function _M.format_request(method, path, opts)
+    opts = opts or {}
+    local body = opts.body
+    if type(body) == "table" then
+        body = json.encode(body)
+    end
+    local lines = { method .. " " .. path .. " HTTP/1.1", "Host: 127.0.0.1" }
+    local headers = opts.headers or {}
+    for k, v in pairs(headers) do
+        lines[#lines + 1] = k .. ": " .. v
+    end
+    if body then
+        if not headers["Content-Type"] then
+            lines[#lines + 1] = "Content-Type: application/json"
+        end
+        lines[#lines + 1] = "Content-Length: " .. #body
+    end
+    return table.concat(lines, "\r\n") .. "\r\n\r\n" .. (body or "")
+end
+
+
+function Conn:send(data)
+    local i = 1
+    while i <= #data do
+        local n, err, partial = self.sock:send(data, i)
+        if not n then
+            if partial and partial >= i then
+                i = partial + 1
+            end
+            return nil, err
+        end
+        i = n + 1
+    end
+    return true
+end
+
+
+-- Read what has arrived (waiting up to the connection's timeout for the first byte).
+-- luasocket's receive(n) waits for all n bytes, so wait with select, then read without
+-- blocking.
+function Conn:fill(timeout)
+    local r = socket.select({ self.sock }, nil, timeout or self.timeout)
+    if not r or #r == 0 then
+        return nil, "timeout"
+    end
+    self.sock:settimeout(0)
+    local data, err, partial = self.sock:receive(65536)
+    self.sock:settimeout(self.timeout)
+    data = data or partial
+    if data and #data > 0 then
+        self.buf = self.buf .. data
+        return true
+    end
+    return nil, err
+end
+
+
+-- Read one response; nil, err ("closed", "timeout") when none came.
+function Conn:read_response(head_only)
+    while not self.buf:find("\r\n\r\n", 1, true) do
+        local ok, err = self:fill()
+        if not ok then
+            return nil, err
+        end
+    end
+    local head_end = self.buf:find("\r\n\r\n", 1, true)
+    local head = self.buf:sub(1, head_end - 1)
+    self.buf = self.buf:sub(head_end + 4)
+    local status = tonumber(head:match("^HTTP/1%.%d (%d%d%d)"))
+    local headers = {}
+    for k, v in head:gmatch("\r\n([^:\r\n]+):%s*([^\r\n]*)") do
+        headers[k:lower()] = v
+    end
+    if status == 100 then
+        return self:read_response(head_only)
+    end
+    local len = tonumber(headers["content-length"] or "0")
+    if head_only then
+        len = 0
+    end
+    while #self.buf < len do
+        local ok, err = self:fill()
+        if not ok then
+            return nil, err
+        end
+    end
+    local body = self.buf:sub(1, len)
+    self.buf = self.buf:sub(len + 1)
+    return { status = status, headers = headers, body = body, json = json.decode(body) }
+end
+
+
+-- true when the server closed the connection (EOF or reset) within timeout seconds;
+-- whatever it sent before is kept in the buffer.
+function Conn:closed_by_peer(timeout)
+    local deadline = socket.gettime() + (timeout or 5)
+    while socket.gettime() < deadline do
+        local ok, err = self:fill(math.max(0.01, deadline - socket.gettime()))
+        if not ok and err ~= "timeout" then
+            return true
+        end
+    end
+    return false
+end
+
+
+function Conn:close()
+    self.sock:close()
+end
+
+
+-- Poll fn() every 50 ms until it returns a truthy value or timeout seconds pass.
+function _M.eventually(fn, timeout)
+    local deadline = socket.gettime() + (timeout or 10)
+    local last
+    repeat
+        last = fn()
+        if last then
+            return last
+        end
+        socket.sleep(0.05)
+    until socket.gettime() > deadline
+    return last
+end
+
+
+-- Run a tools/dev service command against the test instances (pg|redis, stop|start).
+function _M.service(name, action)
+    local ok = os.execute(sh_quote(ROOT .. "/tools/dev") .. " svc " .. name .. " " .. action ..
+                          " >/dev/null 2>&1")
+    assert(ok == 0 or ok == true, "tools/dev svc " .. name .. " " .. action .. " failed")
+end
+
+
+return _M
