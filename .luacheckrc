@@ -4,5 +4,5 @@ globals = {}
 max_line_length = 100
 codes = true
 
-files["spec"] = { std = "+busted" }
+files["spec"] = { std = "+busted", max_line_length = 120 }
 files["config.lua"] = { std = "min" }

@@ -238,11 +238,8 @@ end
 function Conn:send(data)
     local i = 1
     while i <= #data do
-        local n, err, partial = self.sock:send(data, i)
+        local n, err = self.sock:send(data, i)
         if not n then
-            if partial and partial >= i then
-                i = partial + 1
-            end
             return nil, err
         end
         i = n + 1
@@ -325,6 +322,51 @@ function Conn:close()
 end
 
 
+-- Run `mmo ARGS` to completion with extra environment; returns exit code, stdout+stderr.
+function _M.run(args, env)
+    local parts = {}
+    for k, v in pairs(env or {}) do
+        parts[#parts + 1] = k .. "=" .. sh_quote(v)
+    end
+    local out = os.tmpname()
+    local cmd = "cd " .. sh_quote(ROOT) .. " && env " .. table.concat(parts, " ") .. " " ..
+                sh_quote(BIN) .. " " .. args .. " >" .. out .. " 2>&1; echo $? >>" .. out
+    os.execute(cmd)
+    local text = read_file(out)
+    os.remove(out)
+    local rc = tonumber(text:match("(%d+)%s*$"))
+    return rc, text:gsub("%d+%s*$", "")
+end
+
+
+-- A fresh temporary directory (removed by the caller with rm_rf).
+function _M.tmpdir()
+    local p = io.popen("mktemp -d")
+    local dir = p:read("*l")
+    p:close()
+    return dir
+end
+
+
+function _M.write(path, text)
+    os.execute("mkdir -p " .. sh_quote(path:match("^(.*)/[^/]*$")))
+    local f = assert(io.open(path, "w"))
+    f:write(text)
+    f:close()
+end
+
+
+function _M.rm_rf(dir)
+    if dir and dir:match("^/tmp/") then
+        os.execute("rm -rf " .. sh_quote(dir))
+    end
+end
+
+
+_M.ROOT = ROOT
+_M.BIN = BIN
+
+
 -- Poll fn() every 50 ms until it returns a truthy value or timeout seconds pass.
 function _M.eventually(fn, timeout)
     local deadline = socket.gettime() + (timeout or 10)
@@ -340,9 +382,11 @@ function _M.eventually(fn, timeout)
 end
 
 
--- Run a tools/dev service command against the test instances (pg|redis, stop|start).
+-- Run a tools/dev service command against the test instances (pg|redis, stop|start);
+-- MMO_SVC_CMD replaces `tools/dev svc` (for running specs against other services).
 function _M.service(name, action)
-    local ok = os.execute(sh_quote(ROOT .. "/tools/dev") .. " svc " .. name .. " " .. action ..
+    local cmd = os.getenv("MMO_SVC_CMD") or (sh_quote(ROOT .. "/tools/dev") .. " svc")
+    local ok = os.execute(cmd .. " " .. name .. " " .. action ..
                           " >/dev/null 2>&1")
     assert(ok == 0 or ok == true, "tools/dev svc " .. name .. " " .. action .. " failed")
 end

@@ -30,6 +30,7 @@ local TEST = {
     { "GET", "/test/db/ping", "test.db_ping", role = "public" },
     { "GET", "/test/cache/roundtrip", "test.cache_roundtrip", role = "public" },
     { "GET", "/test/cache/ping", "test.cache_ping", role = "public" },
+    { "GET", "/test/cache/get", "test.cache_get", role = "public" },
 }
 for _, r in ipairs(TEST) do
     http[#http + 1] = r

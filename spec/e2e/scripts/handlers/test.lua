@@ -65,7 +65,7 @@ function _M.sleep(req)
 end
 
 
-function _M.log(req)
+function _M.log()
     log.info("hello from lua", { player = 42, region = "r1" })
     return 200, {}
 end
@@ -108,14 +108,17 @@ end
 function _M.db_tx(req)
     http.check(db.query("create table if not exists spec_tx (name text primary key)"))
     local body = req.body or {}
-    local ok, res, err = pcall(db.tx, function(q)
+    local ok, res = pcall(db.tx, function(q)
         http.check(q("insert into spec_tx(name) values ($1)", body.name))
         if body.fail then
             error("fail inside the transaction")
         end
         return "committed"
     end)
-    return 200, { ok = ok, result = ok and res or nil, err = ok and err or tostring(res) }
+    if ok then
+        return 200, { ok = true, result = res }
+    end
+    return 200, { ok = false, err = tostring(res) }
 end
 
 
@@ -143,6 +146,13 @@ function _M.cache_roundtrip(req)
     local deleted = cache.del(k, k .. ":n", k .. ":p")
     return 200, { v = v, n = n, missing = missing == nil, pipeline = results,
                   deleted = deleted }
+end
+
+
+function _M.cache_get(req)
+    local v, err = cache.get(req.query.key)
+    http.check(v ~= nil or err == nil, err)
+    return 200, { value = v }
 end
 
 

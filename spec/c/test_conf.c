@@ -1,0 +1,130 @@
+/* test_conf.c -- core/conf.c: defaults, the file, the environment, refusals. */
+#include "test.h"
+
+#include "conf.h"
+
+#include <stdlib.h>
+#include <unistd.h>
+
+static char *write_tmp(const char *text)
+{
+    static char path[64];
+    snprintf(path, sizeof path, "/tmp/mmo-conf-test-XXXXXX");
+    int fd = mkstemp(path);
+    if (fd < 0)
+        return NULL;
+    ssize_t w = write(fd, text, strlen(text));
+    (void) w;
+    close(fd);
+    return path;
+}
+
+static void clear_env(void)
+{
+    unsetenv("MMO_PORT");
+    unsetenv("MMO_HTTP_PORT");
+    unsetenv("MMO_REDIS");
+    unsetenv("MMO_PG");
+    unsetenv("MMO_POSTGRES_POOL_SIZE");
+}
+
+TEST(defaults)
+{
+    clear_env();
+    struct conf c;
+    char err[256];
+    ASSERT_OK(conf_load(&c, NULL, err, sizeof err));
+    ASSERT_EQ(c.http_port, 8080);
+    ASSERT_EQ(c.http_max_body_bytes, 1048576);
+    ASSERT_STR(c.scripts_routes, "routes");
+    conf_free(&c);
+}
+
+TEST(file_then_environment)
+{
+    clear_env();
+    char *path = write_tmp("return { http = { port = 9000, max_connections = 10 },\n"
+                           "         postgres = { pool_size = 2 * 3 } }\n");
+    ASSERT(path);
+    struct conf c;
+    char err[256];
+    ASSERT_OK(conf_load(&c, path, err, sizeof err));
+    ASSERT_EQ(c.http_port, 9000);
+    ASSERT_EQ(c.pg_pool_size, 6);
+    conf_free(&c);
+    setenv("MMO_PORT", "9100", 1);
+    setenv("MMO_POSTGRES_POOL_SIZE", "3", 1);
+    setenv("MMO_REDIS", "10.1.2.3:6390", 1);
+    setenv("MMO_PG", "host=/tmp dbname=x", 1);
+    ASSERT_OK(conf_load(&c, path, err, sizeof err));
+    ASSERT_EQ(c.http_port, 9100);
+    ASSERT_EQ(c.pg_pool_size, 3);
+    ASSERT_EQ(c.http_max_connections, 10);
+    ASSERT_STR(c.redis_host, "10.1.2.3");
+    ASSERT_EQ(c.redis_port, 6390);
+    ASSERT_STR(c.pg_conninfo, "host=/tmp dbname=x");
+    conf_free(&c);
+    clear_env();
+    unlink(path);
+}
+
+TEST(refusals)
+{
+    clear_env();
+    struct conf c;
+    char err[256];
+    const char *bad[] = {
+        "return { http = { prot = 1 } }",                 /* unknown key */
+        "return { htp = { port = 1 } }",                  /* unknown section */
+        "return { http = { port = 'x' } }",               /* wrong type */
+        "return { http = { port = 70000 } }",             /* out of range */
+        "return { http = { port = 1.5 } }",               /* not an integer */
+        "return 42",                                      /* not a table */
+        "return { http = { port = 1 }",                   /* syntax */
+        "return { log = { level = os.getenv('HOME') } }", /* no libraries */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char *path = write_tmp(bad[i]);
+        int rc = conf_load(&c, path, err, sizeof err);
+        conf_free(&c);
+        unlink(path);
+        if (rc != -1)
+            FAIL_AT("accepted: %s", bad[i]);
+        ASSERT(strlen(err) > 0);
+    }
+    setenv("MMO_PORT", "eighty", 1);
+    ASSERT_EQ(conf_load(&c, NULL, err, sizeof err), -1);
+    ASSERT(strstr(err, "MMO_PORT") != NULL);
+    conf_free(&c);
+    setenv("MMO_PORT", "80", 1);
+    setenv("MMO_REDIS", "nocolon", 1);
+    ASSERT_EQ(conf_load(&c, NULL, err, sizeof err), -1);
+    ASSERT(strstr(err, "MMO_REDIS") != NULL);
+    conf_free(&c);
+    clear_env();
+    ASSERT_EQ(conf_load(&c, "/nonexistent/config.lua", err, sizeof err), -1);
+    conf_free(&c);
+}
+
+TEST(the_shipped_config_loads)
+{
+    clear_env();
+    struct conf c;
+    char err[256];
+    const char *root = getenv("MMO_ROOT");
+    char path[512];
+    snprintf(path, sizeof path, "%s/config.lua", root ? root : ".");
+    if (conf_load(&c, path, err, sizeof err) != 0)
+        FAIL_AT("%s", err);
+    ASSERT_EQ(c.http_port, 8080);
+    conf_free(&c);
+}
+
+int main(void)
+{
+    RUN(defaults);
+    RUN(file_then_environment);
+    RUN(refusals);
+    RUN(the_shipped_config_loads);
+    return test_summary();
+}

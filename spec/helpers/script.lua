@@ -1,0 +1,87 @@
+-- helpers/script.lua: load a script module for a busted spec, with fake bindings.
+--
+--   local script = require "helpers.script"
+--   local clock = { now = function() return 1000 end }
+--   local demo = script.load("handlers.demo", { ["mmo.time"] = clock })
+--
+-- Every mmo.* module the script requires is replaced: by the table given for it, or by a
+-- fake whose functions raise "<module>.<name> is not faked in this spec", so a spec never
+-- reaches a real database by accident. The module is loaded fresh each time, with globals
+-- locked (reading or writing an undeclared global raises, as in the server).
+local _M = {}
+
+local BINDINGS = { "mmo.db", "mmo.cache", "mmo.json", "mmo.log", "mmo.time" }
+
+
+local function unfaked(name)
+    return setmetatable({}, {
+        __index = function(_, k)
+            return function()
+                error(name .. "." .. tostring(k) .. " is not faked in this spec", 2)
+            end
+        end,
+    })
+end
+
+
+-- A fake mmo.json backed by lua-cjson, the same library the server uses.
+function _M.json()
+    local cjson = require "cjson"
+    local safe = require "cjson.safe"
+    return { encode = cjson.encode, decode = safe.decode, null = cjson.null }
+end
+
+
+-- A fake mmo.log that records lines: log.lines = { {level, msg, fields}, ... }.
+function _M.log()
+    local log = { lines = {} }
+    for _, level in ipairs({ "debug", "info", "warn", "error" }) do
+        log[level] = function(msg, fields)
+            log.lines[#log.lines + 1] = { level = level, msg = msg, fields = fields }
+        end
+    end
+    log.level = function() return "debug" end
+    return log
+end
+
+
+function _M.load(name, fakes)
+    fakes = fakes or {}
+    local saved = {}
+    local names = {}
+    for _, b in ipairs(BINDINGS) do
+        names[#names + 1] = b
+    end
+    for k in pairs(fakes) do
+        names[#names + 1] = k
+    end
+    for _, b in ipairs(names) do
+        saved[b] = package.loaded[b]
+        package.loaded[b] = fakes[b] or (b == "mmo.json" and _M.json()) or unfaked(b)
+    end
+    saved[name] = package.loaded[name]
+    package.loaded[name] = nil
+
+    local mt = getmetatable(_G)
+    setmetatable(_G, {
+        __newindex = function(_, k)
+            error("assignment to undeclared global '" .. tostring(k) .. "'", 2)
+        end,
+        __index = function(_, k)
+            error("undeclared global '" .. tostring(k) .. "'", 2)
+        end,
+    })
+    local ok, mod = pcall(require, name)
+    setmetatable(_G, mt)
+
+    for b, v in pairs(saved) do
+        package.loaded[b] = v
+    end
+    if not ok then
+        error(mod, 2)
+    end
+    return mod
+end
+
+
+return _M
