@@ -8,15 +8,16 @@
 #include "bindings.h"
 #include "lb.h"
 
-static const char CHUNK[] = "local cjson = require 'cjson'\n"
-                            "local safe = require 'cjson.safe'\n"
-                            "local enc = cjson.new()\n"
-                            "local dec = safe.new()\n"
-                            "enc.encode_invalid_numbers(false)\n"
-                            "enc.encode_max_depth(128)\n"
-                            "dec.decode_invalid_numbers(false)\n"
-                            "dec.decode_max_depth(128)\n"
-                            "return { encode = enc.encode, decode = dec.decode, null = cjson.null }\n";
+static const char CHUNK[] =
+    "local cjson = require 'cjson'\n"
+    "local safe = require 'cjson.safe'\n"
+    "local enc = cjson.new()\n"
+    "local dec = safe.new()\n"
+    "enc.encode_invalid_numbers(false)\n"
+    "enc.encode_max_depth(128)\n"
+    "dec.decode_invalid_numbers(false)\n"
+    "dec.decode_max_depth(128)\n"
+    "return { encode = enc.encode, decode = dec.decode, null = cjson.null }\n";
 
 int luaopen_mmo_json(lua_State *L)
 {

@@ -30,8 +30,13 @@ struct key {
 };
 
 #define K_INT(sec, name, field, def, lo, hi)                                                       \
-    {sec, name, T_INT, offsetof(struct conf, field), def, lo, hi}
-#define K_STR(sec, name, field, def) {sec, name, T_STR, offsetof(struct conf, field), def, 0, 0}
+    {                                                                                              \
+        sec, name, T_INT, offsetof(struct conf, field), def, lo, hi                                \
+    }
+#define K_STR(sec, name, field, def)                                                               \
+    {                                                                                              \
+        sec, name, T_STR, offsetof(struct conf, field), def, 0, 0                                  \
+    }
 
 /* Every key; config.lua documents each one. */
 static const struct key KEYS[] = {
@@ -203,9 +208,9 @@ static int apply_env(struct conf *c, char *err, size_t cap)
     static const struct {
         const char *env, *section, *name;
     } ALIASES[] = {
-        {"MMO_NODE_ID", "node", "id"},      {"MMO_HOST", "http", "host"},
-        {"MMO_PORT", "http", "port"},       {"MMO_PG", "postgres", "conninfo"},
-        {"MMO_LOG_LEVEL", "log", "level"},  {"MMO_SCRIPTS", "scripts", "path"},
+        {"MMO_NODE_ID", "node", "id"},       {"MMO_HOST", "http", "host"},
+        {"MMO_PORT", "http", "port"},        {"MMO_PG", "postgres", "conninfo"},
+        {"MMO_LOG_LEVEL", "log", "level"},   {"MMO_SCRIPTS", "scripts", "path"},
         {"MMO_ROUTES", "scripts", "routes"},
     };
     for (size_t i = 0; i < sizeof ALIASES / sizeof ALIASES[0]; i++) {

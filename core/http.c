@@ -33,9 +33,9 @@
 #include <event2/listener.h>
 #include <http_parser.h>
 
-#define MAX_HEADERS  100
-#define READ_CHUNK   16384
-#define REQ_ID_LEN   64
+#define MAX_HEADERS 100
+#define READ_CHUNK  16384
+#define REQ_ID_LEN  64
 
 enum cstate {
     C_IDLE,     /* between requests */
@@ -248,9 +248,7 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
         c->dead = 1;
         want_read(c, 0);
         return;
-    case C_LINGER:
-        conn_free(c);
-        return;
+    case C_LINGER: conn_free(c); return;
     }
 }
 
@@ -533,8 +531,8 @@ static void conn_process(struct http_conn *c)
             c->fail_status = 0;
             arm_timer(c, s->t_header);
         }
-        size_t n = http_parser_execute(&c->parser, &SETTINGS, c->in + c->parsed,
-                                       c->in_len - c->parsed);
+        size_t n =
+            http_parser_execute(&c->parser, &SETTINGS, c->in + c->parsed, c->in_len - c->parsed);
         c->parsed += n;
         enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
         if (e == HPE_PAUSED) {
@@ -799,8 +797,7 @@ static int listen_socket(const struct http_opts *o, char *err, size_t cap)
     if (o->reuseport)
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
     if (bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, o->backlog) < 0) {
-        snprintf(err, cap, "http: cannot listen on %s:%d: %s", o->host, o->port,
-                 strerror(errno));
+        snprintf(err, cap, "http: cannot listen on %s:%d: %s", o->host, o->port, strerror(errno));
         close(fd);
         freeaddrinfo(res);
         return -1;

@@ -105,8 +105,8 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
     log_info("main", "signal %d: draining (at most %d ms)", (int) sig, n->conf.shutdown_drain_ms);
     ops_set_draining(n->ops);
     http_server_drain(n->http);
-    struct timeval now, d = {n->conf.shutdown_drain_ms / 1000,
-                             (n->conf.shutdown_drain_ms % 1000) * 1000};
+    struct timeval now,
+        d = {n->conf.shutdown_drain_ms / 1000, (n->conf.shutdown_drain_ms % 1000) * 1000};
     event_base_gettimeofday_cached(n->base, &now);
     evutil_timeradd(&now, &d, &n->drain_deadline);
     n->drain_timer = evtimer_new(n->base, on_drain_tick, n);

@@ -50,8 +50,9 @@ char *xstrdup(const char *s)
 
 void mem__assert_fail(const char *expr, const char *file, int line)
 {
-    fprintf(stderr, "{\"level\":\"fatal\",\"msg\":\"assertion failed\",\"expr\":\"%s\","
-                    "\"file\":\"%s\",\"line\":%d}\n",
+    fprintf(stderr,
+            "{\"level\":\"fatal\",\"msg\":\"assertion failed\",\"expr\":\"%s\","
+            "\"file\":\"%s\",\"line\":%d}\n",
             expr, file, line);
     abort();
 }

@@ -23,8 +23,8 @@ struct ops {
     time_t started;
 };
 
-struct ops *ops_new(const char *node_id, struct db_pool *db, struct rds *rds,
-                    struct script *script, ops_next_cb *next, void *next_ud)
+struct ops *ops_new(const char *node_id, struct db_pool *db, struct rds *rds, struct script *script,
+                    ops_next_cb *next, void *next_ud)
 {
     struct ops *o = xcalloc(1, sizeof *o);
     char esc[128];
@@ -69,8 +69,7 @@ static void healthz(struct ops *o, struct http_req *req)
     char body[256];
     int n = snprintf(body, sizeof body, "{\"status\":\"ok\",\"node\":\"%s\",\"uptime_s\":%ld}",
                      o->node_id, (long) (time(NULL) - o->started));
-    http_respond(req, 200, "application/json", body, (size_t) n, "Cache-Control: no-store\r\n",
-                 25);
+    http_respond(req, 200, "application/json", body, (size_t) n, "Cache-Control: no-store\r\n", 25);
 }
 
 static void readyz(struct ops *o, struct http_req *req)

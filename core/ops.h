@@ -15,8 +15,8 @@ struct ops;
 typedef void ops_next_cb(struct http_req *req, void *ud);
 
 /* All borrowed; db/rds may be NULL (reported as down). */
-struct ops *ops_new(const char *node_id, struct db_pool *db, struct rds *rds,
-                    struct script *script, ops_next_cb *next, void *next_ud);
+struct ops *ops_new(const char *node_id, struct db_pool *db, struct rds *rds, struct script *script,
+                    ops_next_cb *next, void *next_ud);
 void ops_free(struct ops *o);
 /* From now on /readyz answers 503 "draining". */
 void ops_set_draining(struct ops *o);

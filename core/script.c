@@ -214,10 +214,10 @@ static int load_routes(struct script *s, char *err, size_t cap)
         /* known fields only: a typo must not silently weaken a route */
         lua_pushnil(L);
         while (lua_next(L, e)) {
-            int ok = lua_type(L, -2) == LUA_TNUMBER
-                         ? (lua_tointeger(L, -2) >= 1 && lua_tointeger(L, -2) <= 3)
-                         : (lua_type(L, -2) == LUA_TSTRING &&
-                            strcmp(lua_tostring(L, -2), "role") == 0);
+            int ok =
+                lua_type(L, -2) == LUA_TNUMBER
+                    ? (lua_tointeger(L, -2) >= 1 && lua_tointeger(L, -2) <= 3)
+                    : (lua_type(L, -2) == LUA_TSTRING && strcmp(lua_tostring(L, -2), "role") == 0);
             if (!ok) {
                 snprintf(err, cap, "%s: http[%d]: unknown field %s", modname, i,
                          lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "(number)");
@@ -234,13 +234,17 @@ static int load_routes(struct script *s, char *err, size_t cap)
         const char *handler = lua_tostring(L, e + 3);
         const char *role = lua_tostring(L, e + 4);
         if (!method || !path || !handler) {
-            snprintf(err, cap, "%s: http[%d] must be { METHOD, \"/path\", \"module.function\", "
-                     "role = ... }", modname, i);
+            snprintf(err, cap,
+                     "%s: http[%d] must be { METHOD, \"/path\", \"module.function\", "
+                     "role = ... }",
+                     modname, i);
             return -1;
         }
         if (role == NULL || parse_role(role) < 0) {
-            snprintf(err, cap, "%s: route %s %s: role must be one of public, player, moderator, "
-                     "designer, admin", modname, method, path);
+            snprintf(err, cap,
+                     "%s: route %s %s: role must be one of public, player, moderator, "
+                     "designer, admin",
+                     modname, method, path);
             return -1;
         }
         struct route *rt = &s->routes[s->nroutes];

@@ -16,7 +16,7 @@ describe("storage", function()
     end)
 
     teardown(function()
-        node:stop()
+        assert.equal(0, node:stop())
     end)
 
     describe("mmo.db", function()

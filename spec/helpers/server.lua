@@ -154,15 +154,30 @@ function Node:wait(timeout)
 end
 
 
+-- Sanitizer reports (ASan, LSan, UBSan) the node wrote to its log, or nil.
+function Node:sanitizer_report()
+    local text = self:logs()
+    local at = text:find("ERROR: AddressSanitizer", 1, true) or
+               text:find("ERROR: LeakSanitizer", 1, true) or
+               text:find("runtime error:", 1, true)
+    return at and text:sub(math.max(1, at - 200), at + 3000) or nil
+end
+
+
 -- SIGTERM and wait; returns the exit code (nil if it had to be killed). The log stays.
+-- Raises if the node wrote a sanitizer report: a leak or a memory error fails the spec.
 function Node:stop(timeout)
-    if not self:alive() then
-        return self.rc
+    local rc = self.rc
+    if self:alive() then
+        self:signal("TERM")
+        rc = self:wait(timeout or 20)
+        if rc == nil then
+            self:kill()
+        end
     end
-    self:signal("TERM")
-    local rc = self:wait(timeout or 20)
-    if rc == nil then
-        self:kill()
+    local report = self:sanitizer_report()
+    if report then
+        error("sanitizer report in the node's log:\n" .. report, 2)
     end
     return rc
 end
