@@ -385,23 +385,62 @@ static int cb_message_complete(http_parser *p)
 
 /* ---- responses ---------------------------------------------------------------------------- */
 
+static char *put(char *o, const char *src, size_t n)
+{
+    memcpy(o, src, n);
+    return o + n;
+}
+
+#define PUTS(o, lit) put((o), (lit), sizeof(lit) - 1)
+
+static char *put_uint(char *o, size_t v)
+{
+    char tmp[24];
+    int n = 0;
+    do {
+        tmp[n++] = (char) ('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (n)
+        *o++ = tmp[--n];
+    return o;
+}
+
+/* The response head is built by hand (no printf: it is on every request). Every piece but
+ * the content type and the extra headers has a known bound, and those two are appended to
+ * the buffer directly. */
 static void append_response(struct http_conn *c, int status, const char *ctype, const char *body,
                             size_t len, const char *extra, size_t extra_len, int head_only)
 {
     struct http_server *s = c->srv;
-    char head[512];
-    int n = snprintf(head, sizeof head,
-                     "HTTP/1.1 %d %s\r\nServer: mmo\r\nDate: %s\r\nContent-Length: %zu\r\n", status,
-                     http_status_text(status), date_header(s), len);
-    if (len > 0 || status >= 200)
-        n += snprintf(head + n, sizeof head - (size_t) n, "Content-Type: %s\r\n",
-                      ctype ? ctype : "application/json");
-    n += snprintf(head + n, sizeof head - (size_t) n, "X-Request-Id: %s\r\n%s", c->request_id,
-                  c->close_after ? "Connection: close\r\n" : "");
-    evbuffer_add(c->out, head, (size_t) n);
-    if (extra && extra_len)
+    char head[384];
+    char *o = head;
+    const char *reason = http_status_text(status);
+    o = PUTS(o, "HTTP/1.1 ");
+    o = put_uint(o, (size_t) (status >= 100 && status <= 999 ? status : 500));
+    *o++ = ' ';
+    o = put(o, reason, strlen(reason)); /* at most 31 bytes */
+    o = PUTS(o, "\r\nServer: mmo\r\nDate: ");
+    o = put(o, date_header(s), 29);
+    o = PUTS(o, "\r\nContent-Length: ");
+    o = put_uint(o, len);
+    o = PUTS(o, "\r\nX-Request-Id: ");
+    o = put(o, c->request_id, strlen(c->request_id)); /* at most REQ_ID_LEN */
+    o = PUTS(o, "\r\n");
+    if (c->close_after)
+        o = PUTS(o, "Connection: close\r\n");
+    o = PUTS(o, "Content-Type: ");
+    evbuffer_add(c->out, head, (size_t) (o - head));
+    if (ctype == NULL)
+        ctype = "application/json";
+    evbuffer_add(c->out, ctype, strlen(ctype));
+    if (extra && extra_len) {
+        evbuffer_add(c->out, "\r\n", 2);
         evbuffer_add(c->out, extra, extra_len);
-    evbuffer_add(c->out, "\r\n", 2);
+        evbuffer_add(c->out, "\r\n", 2);
+    } else {
+        evbuffer_add(c->out, "\r\n\r\n", 4);
+    }
     if (len && !head_only)
         evbuffer_add(c->out, body, len);
 }
@@ -500,7 +539,6 @@ static void dispatch(struct http_conn *c)
         c->close_after = 1;
     c->state = C_INFLIGHT;
     s->inflight++;
-    want_read(c, 0);
     arm_timer(c, NULL);
 
     http_parser_url_init(&u);
@@ -538,6 +576,10 @@ static void conn_process(struct http_conn *c)
         if (e == HPE_PAUSED) {
             http_parser_pause(&c->parser, 0);
             dispatch(c);
+            /* still in flight: the handler waits on I/O; stop reading until it answers (a
+             * handler that answered at once costs no epoll_ctl) */
+            if (c->state == C_INFLIGHT)
+                want_read(c, 0);
             continue;
         }
         if (e != HPE_OK) {
