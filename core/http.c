@@ -691,6 +691,8 @@ static void grow_in(struct http_conn *c)
         c->in_len -= shift;
         c->parsed -= shift;
         c->req_start -= shift;
+        if (c->state == C_BODY)
+            c->head_end -= shift;
         for (int i = 0; i < c->nhdrs; i++) {
             c->hdrs[i].name -= shift;
             c->hdrs[i].value -= shift;

@@ -112,6 +112,28 @@ describe("storage", function()
         end)
     end)
 
+    describe("mmo.time.every", function()
+        local function count(key)
+            local r = node:request("GET", "/test/cache/get?key=spec:every:" .. key)
+            return tonumber(r.json.value)
+        end
+
+        it("runs again and again until canceled", function()
+            local key = "a" .. tostring(math.floor(server.now() * 1000))
+            assert.equal(200, node:request("GET", "/test/every?key=" .. key).status)
+            assert.truthy(server.eventually(function() return count(key) == 3 end, 3))
+            server.sleep(0.3)
+            assert.equal(3, count(key))
+        end)
+
+        it("logs a failing run and goes on", function()
+            local key = "b" .. tostring(math.floor(server.now() * 1000))
+            assert.equal(200, node:request("GET", "/test/every?fail=1&key=" .. key).status)
+            assert.truthy(server.eventually(function() return count(key) == 3 end, 3))
+            assert.truthy(node:logs():find("first run fails on purpose", 1, true))
+        end)
+    end)
+
     describe("outages", function()
         it("answers 503 while PostgreSQL is down, says so in /readyz, and recovers", function()
             server.service("pg", "stop")

@@ -259,6 +259,40 @@ describe("http", function()
             c:close()
         end)
 
+        it("answers 300 pipelined requests sent in one write, in order", function()
+            local c = node:connect()
+            local parts = {}
+            for i = 1, 300 do
+                parts[i] = server.format_request("GET", "/test/items/" .. i)
+            end
+            -- and a last one whose headers arrive in pieces
+            c:send(table.concat(parts) .. "GET /test/items/last HTTP/1.1\r\nHo")
+            for i = 1, 300 do
+                local res = c:read_response()
+                assert.equal(200, res.status)
+                assert.equal(tostring(i), res.json.params.id)
+            end
+            server.sleep(0.05)
+            c:send("st: x\r\nX-A: ")
+            server.sleep(0.05)
+            c:send("b\r\n\r\n")
+            local res = c:read_response()
+            assert.equal("last", res.json.params.id)
+            assert.equal("b", res.json.headers["x-a"])
+            c:close()
+        end)
+
+        it("reads a large body that spans many reads", function()
+            local big = {}
+            for i = 1, 30000 do
+                big[i] = i
+            end
+            local res = node:request("POST", "/test/echo", { body = { list = big } })
+            assert.equal(200, res.status)
+            assert.equal(30000, #res.json.body.list)
+            assert.equal(30000, res.json.body.list[30000])
+        end)
+
         it("closes after the response when the client asks", function()
             local c = node:connect()
             c:send("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")

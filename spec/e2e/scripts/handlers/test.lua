@@ -81,6 +81,26 @@ function _M.timer(req)
 end
 
 
+-- mmo.time.every: counts its runs in Redis and cancels itself after the third; with fail=1
+-- the first run raises (logged) and the timer goes on
+function _M.every(req)
+    local key = "spec:every:" .. req.query.key
+    local runs = 0
+    local timer
+    timer = time.every(0.05, function()
+        runs = runs + 1
+        cache.incr(key)
+        if runs == 1 and req.query.fail then
+            error("first run fails on purpose")
+        end
+        if runs == 3 then
+            timer:cancel()
+        end
+    end)
+    return 200, {}
+end
+
+
 -- reads PostgreSQL (slowly) then Redis, in sequence; other requests must go on meanwhile
 function _M.db_sleep_then_cache(req)
     local s = tonumber(req.query.s) or 0.5
