@@ -49,6 +49,15 @@ struct hdr_off {
     size_t name, name_len, value, value_len;
 };
 
+/* What only a request being read or served needs; an idle connection holds none of it (nor
+ * an input buffer), so 10,000 idle keep-alive connections cost ~1 KB each. */
+struct reqbuf {
+    struct hdr_off hdrs[MAX_HEADERS];
+    struct http_header headers[MAX_HEADERS];
+};
+
+#define POOL_MAX 1024 /* spare input buffers and reqbufs kept for reuse */
+
 struct http_conn {
     struct http_server *srv;
     struct http_conn *prev, *next;
@@ -58,9 +67,9 @@ struct http_conn {
     http_parser parser;
     char *in;
     size_t in_len, in_cap, parsed;
-    size_t req_start; /* offset of the current request's first byte */
-    size_t head_end;  /* offset just past its headers (C_BODY) */
-    struct hdr_off hdrs[MAX_HEADERS];
+    size_t req_start;  /* offset of the current request's first byte */
+    size_t head_end;   /* offset just past its headers (C_BODY) */
+    struct reqbuf *rb; /* NULL while idle */
     int nhdrs;
     int hdr_in_value; /* last callback was a header value */
     size_t url_off, url_len;
@@ -74,7 +83,6 @@ struct http_conn {
     unsigned batching : 1;    /* inside conn_run: responses are flushed once at its end */
     unsigned reading : 1;     /* rev is added */
     unsigned writing : 1;     /* wev is added */
-    struct http_header headers[MAX_HEADERS];
     struct http_req req;
     char request_id[REQ_ID_LEN + 1];
     char remote_ip[INET6_ADDRSTRLEN];
@@ -94,6 +102,10 @@ struct http_server {
     struct http_conn *conns;
     const struct timeval *t_header, *t_body, *t_idle, *t_write, *t_linger;
     struct event *accept_retry;
+    char *spare_in[POOL_MAX];
+    int nspare_in;
+    struct reqbuf *spare_rb[POOL_MAX];
+    int nspare_rb;
     uint64_t req_seq;
     char req_prefix[16];
     time_t date_at;
@@ -205,6 +217,43 @@ static void new_request_id(struct http_conn *c)
              (unsigned long long) ++c->srv->req_seq);
 }
 
+/* ---- buffers: taken when a request starts, given back when the connection is idle --------- */
+
+static void conn_acquire(struct http_conn *c)
+{
+    struct http_server *s = c->srv;
+    if (c->in == NULL) {
+        c->in = s->nspare_in ? s->spare_in[--s->nspare_in] : xmalloc(READ_CHUNK);
+        c->in_cap = READ_CHUNK;
+        c->in_len = c->parsed = 0;
+    }
+    if (c->rb == NULL)
+        c->rb = s->nspare_rb ? s->spare_rb[--s->nspare_rb] : xmalloc(sizeof *c->rb);
+}
+
+static void conn_release(struct http_conn *c)
+{
+    struct http_server *s = c->srv;
+    if (c->in) {
+        if (c->in_cap == READ_CHUNK && s->nspare_in < POOL_MAX)
+            s->spare_in[s->nspare_in++] = c->in;
+        else
+            free(c->in);
+        c->in = NULL;
+        c->in_cap = c->in_len = c->parsed = 0;
+    }
+    if (c->rb) {
+        if (s->nspare_rb < POOL_MAX)
+            s->spare_rb[s->nspare_rb++] = c->rb;
+        else
+            free(c->rb);
+        c->rb = NULL;
+    }
+    free(c->body);
+    c->body = NULL;
+    c->body_len = c->body_cap = 0;
+}
+
 /* ---- timers and events ----------------------------------------------------------------- */
 
 static void arm_timer(struct http_conn *c, const struct timeval *tv)
@@ -301,14 +350,14 @@ static int cb_header_field(http_parser *p, const char *at, size_t len)
             c->fail_status = 431;
             return -1;
         }
-        struct hdr_off *h = &c->hdrs[c->nhdrs++];
+        struct hdr_off *h = &c->rb->hdrs[c->nhdrs++];
         h->name = (size_t) (at - c->in);
         h->name_len = 0;
         h->value = 0;
         h->value_len = 0;
         c->hdr_in_value = 0;
     }
-    c->hdrs[c->nhdrs - 1].name_len += len;
+    c->rb->hdrs[c->nhdrs - 1].name_len += len;
     return 0;
 }
 
@@ -317,7 +366,7 @@ static int cb_header_value(http_parser *p, const char *at, size_t len)
     struct http_conn *c = P(p);
     if (head_too_big(c, at, len))
         return -1;
-    struct hdr_off *h = &c->hdrs[c->nhdrs - 1];
+    struct hdr_off *h = &c->rb->hdrs[c->nhdrs - 1];
     if (!c->hdr_in_value) {
         h->value = (size_t) (at - c->in);
         c->hdr_in_value = 1;
@@ -333,9 +382,9 @@ static int cb_headers_complete(http_parser *p)
     /* everything the request table needs ends here; later bytes (CRLFs, body) may be dropped */
     c->head_end = c->url_off + c->url_len;
     if (c->nhdrs > 0)
-        c->head_end = c->hdrs[c->nhdrs - 1].value + c->hdrs[c->nhdrs - 1].value_len;
+        c->head_end = c->rb->hdrs[c->nhdrs - 1].value + c->rb->hdrs[c->nhdrs - 1].value_len;
     for (int i = 0; i < c->nhdrs; i++) {
-        struct hdr_off *h = &c->hdrs[i];
+        struct hdr_off *h = &c->rb->hdrs[i];
         char *name = c->in + h->name;
         for (size_t k = 0; k < h->name_len; k++)
             if (name[k] >= 'A' && name[k] <= 'Z')
@@ -515,12 +564,12 @@ static void dispatch(struct http_conn *c)
     r->head_only = c->parser.method == HTTP_HEAD;
     r->remote_ip = c->remote_ip;
     for (int i = 0; i < c->nhdrs; i++) {
-        c->headers[i].name = c->in + c->hdrs[i].name;
-        c->headers[i].name_len = c->hdrs[i].name_len;
-        c->headers[i].value = c->in + c->hdrs[i].value;
-        c->headers[i].value_len = c->hdrs[i].value_len;
+        c->rb->headers[i].name = c->in + c->rb->hdrs[i].name;
+        c->rb->headers[i].name_len = c->rb->hdrs[i].name_len;
+        c->rb->headers[i].value = c->in + c->rb->hdrs[i].value;
+        c->rb->headers[i].value_len = c->rb->hdrs[i].value_len;
     }
-    r->headers = c->headers;
+    r->headers = c->rb->headers;
     r->nheaders = c->nhdrs;
     r->body = c->body;
     r->body_len = c->body_len;
@@ -655,8 +704,10 @@ static int conn_flush(struct http_conn *c)
             conn_free(c);
             return -1;
         }
-        if (c->parsed == c->in_len)
+        if (c->parsed == c->in_len) {
             arm_timer(c, s->t_idle);
+            conn_release(c);
+        }
         want_read(c, 1);
     }
     return 0;
@@ -694,8 +745,8 @@ static void grow_in(struct http_conn *c)
         if (c->state == C_BODY)
             c->head_end -= shift;
         for (int i = 0; i < c->nhdrs; i++) {
-            c->hdrs[i].name -= shift;
-            c->hdrs[i].value -= shift;
+            c->rb->hdrs[i].name -= shift;
+            c->rb->hdrs[i].value -= shift;
         }
         if (c->url_len)
             c->url_off -= shift;
@@ -719,6 +770,7 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
     /* a request body already consumed need not stay in the buffer: keep only its head */
     if (c->state == C_BODY && c->parsed == c->in_len && c->head_end > c->req_start)
         c->in_len = c->parsed = c->head_end;
+    conn_acquire(c);
     grow_in(c);
     ssize_t n = recv(fd, c->in + c->in_len, c->in_cap - c->in_len, 0);
     if (n <= 0) {
@@ -747,8 +799,7 @@ static void conn_free(struct http_conn *c)
     event_free(c->timer);
     evbuffer_free(c->out);
     close(c->fd);
-    free(c->in);
-    free(c->body);
+    conn_release(c);
     free(c);
     if (s->draining && s->nconns == 0 && s->listener == NULL)
         log_info("http", "all connections closed");
@@ -770,8 +821,6 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     struct http_conn *c = xcalloc(1, sizeof *c);
     c->srv = s;
     c->fd = fd;
-    c->in_cap = READ_CHUNK;
-    c->in = xmalloc(c->in_cap);
     c->out = evbuffer_new();
     c->rev = event_new(s->base, fd, EV_READ | EV_PERSIST, on_read, c);
     c->wev = event_new(s->base, fd, EV_WRITE, on_write, c);
@@ -948,6 +997,10 @@ void http_server_free(struct http_server *s)
         conn_free(c);
     }
     event_free(s->accept_retry);
+    while (s->nspare_in)
+        free(s->spare_in[--s->nspare_in]);
+    while (s->nspare_rb)
+        free(s->spare_rb[--s->nspare_rb]);
     free(s->host);
     free(s);
 }
