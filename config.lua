@@ -22,6 +22,8 @@ return {
         idle_timeout_ms = 75000,        -- keep-alive connections idle longer are closed
         write_timeout_ms = 30000,       -- a client that stops reading its answers is cut off
         backlog = 4096,                 -- listen(2) backlog
+        rate_class = "api",             -- rate-limit class of routes that name none
+        rate_local_keys = 65536,        -- clients tracked in memory by the rate limiter
     },
     postgres = {
         -- libpq connection string or URI; tools/dev sets MMO_PG for its private cluster
@@ -47,5 +49,31 @@ return {
     },
     shutdown = {
         drain_ms = 10000,               -- SIGTERM: time given to requests in flight
+    },
+    auth = {
+        -- HS256 signing key of access tokens, 32 bytes or more. Set it from the environment
+        -- (MMO_AUTH_JWT_SECRET) on every node; unset, a random key is made at each start (and
+        -- every token dies with the process). tools/dev keeps one in var/jwt-secret.
+        jwt_secret = "",
+        jwt_kid = "k1",                 -- key id written in each token's header
+        -- keys still accepted while their tokens live, "kid:secret;kid:secret": to rotate,
+        -- move the current key here under its kid and set a new jwt_secret and jwt_kid
+        jwt_old_keys = "",
+        access_ttl_s = 900,             -- access token lifetime (15 minutes at most)
+        refresh_ttl_s = 2592000,        -- a session (refresh token) unused this long ends
+        session_cache_ms = 1000,        -- how stale this node's view of another node's
+                                        -- logout, ban or role change may be (see security.md)
+        token_cache_size = 4096,        -- verified tokens kept (bounded, direct-mapped)
+        hash_threads = 2,               -- threads that hash passwords (yescrypt)
+        hash_queue = 1024,              -- hashes waiting; beyond it, logins get 503
+    },
+    -- Rate-limit classes (GCRA in Redis): `limit` requests per `period_ms`, `burst` at once,
+    -- counted per client IP (by = "ip") or per account (by = "account"; IP when the route is
+    -- public). `batch` requests are reserved from Redis at a time (1 = exact). A route names
+    -- its class with rate = "name"; others use http.rate_class. Override one number with
+    -- MMO_RATELIMIT_<CLASS>_<FIELD>, e.g. MMO_RATELIMIT_AUTH_LIMIT=20.
+    ratelimit = {
+        auth = { limit = 10, period_ms = 60000, burst = 10, batch = 1, by = "ip" },
+        api = { limit = 1200, period_ms = 60000, burst = 200, batch = 20, by = "account" },
     },
 }

@@ -30,6 +30,8 @@ struct db_pool;
 struct rds;
 struct conf;
 struct script;
+struct auth;
+struct gate;
 struct lb_wait;
 
 /* The node's shared objects, owned by main.c; bindings borrow them for the VM's lifetime.
@@ -41,6 +43,8 @@ struct lb_ctx {
     struct rds *rds;
     const struct conf *conf;
     struct script *script;
+    struct auth *auth; /* tokens and sessions (core/auth.h) */
+    struct gate *gate; /* what runs before Lua (core/gate.h); NULL: public routes only */
     lua_State *main_L; /* the VM's main thread (set by the script host) */
 };
 

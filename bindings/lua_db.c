@@ -11,7 +11,7 @@
  * Parameters: every argument after sql is one text parameter, $1..$n (never spliced into
  * the SQL): nil (or json null) -> NULL, boolean -> 't'/'f', integral number up to 2^53 ->
  * "%lld", other number -> shortest "%.17g" form that reads back exactly, string -> as is (no
- * NUL bytes: "invalid"), table -> JSON (lua-cjson). Anything else raises.
+ * NUL bytes: "invalid"), table -> JSON (mmo.json). Anything else raises.
  *
  * rows: an array of rows, each a table keyed by column name. By type OID: bool -> boolean;
  * int2/int4/oid/float4/float8/numeric -> number; int8 -> number, or string beyond +-2^53 (keeps
@@ -57,7 +57,7 @@
 
 #define CONN_MT    "mmo.db.conn"
 #define HELPER_KEY "mmo.db.helper" /* registry: thread where replies become Lua values */
-#define ENCODE_KEY "mmo.db.encode" /* registry: cjson encode (raises) */
+#define ENCODE_KEY "mmo.db.encode" /* registry: mmo.json encode (raises) */
 #define DECODE_KEY "mmo.db.decode" /* registry: cjson.safe decode (nil, err) */
 #define MAX_PARAMS 65535
 #define SMALL      16
@@ -448,17 +448,15 @@ static int l_conn_tostring(lua_State *L)
 }
 
 /* db.tx on top of reserve/query/release, in Lua: a C function cannot yield across lua_call,
- * but Lua code can yield across pcall in LuaJIT. Gets the module table; returns cjson's
+ * but Lua code can yield across pcall in LuaJIT. Gets the module table; returns mmo.json's
  * encode and cjson.safe's decode for the C side. */
 static const char TX_CHUNK[] =
     "local M = ...\n"
-    "local cjson = require 'cjson'\n"
+    "local json = require 'mmo.json'\n"
     "local safe = require 'cjson.safe'\n"
     "local pcall, error, select, type, unpack = pcall, error, select, type, unpack\n"
     "local reserve = M.reserve\n"
-    "local enc, dec = cjson.new(), safe.new()\n"
-    "enc.encode_invalid_numbers(false)\n"
-    "enc.encode_max_depth(128)\n"
+    "local enc, dec = json, safe.new()\n"
     "dec.decode_max_depth(128)\n"
     "local BEGIN = {\n"
     "    ['serializable'] = 'BEGIN ISOLATION LEVEL SERIALIZABLE',\n"

@@ -65,7 +65,137 @@ static const struct key KEYS[] = {
     K_STR("scripts", "routes", scripts_routes, "routes"),
     K_STR("log", "level", log_level, "info"),
     K_INT("shutdown", "drain_ms", shutdown_drain_ms, "10000", 0, 600000),
+    K_STR("auth", "jwt_secret", auth_jwt_secret, ""),
+    K_STR("auth", "jwt_kid", auth_jwt_kid, "k1"),
+    K_STR("auth", "jwt_old_keys", auth_jwt_old_keys, ""),
+    K_INT("auth", "access_ttl_s", auth_access_ttl_s, "900", 30, 900),
+    K_INT("auth", "refresh_ttl_s", auth_refresh_ttl_s, "2592000", 300, 31536000),
+    K_INT("auth", "session_cache_ms", auth_session_cache_ms, "1000", 0, 60000),
+    K_INT("auth", "token_cache_size", auth_token_cache_size, "4096", 16, 1048576),
+    K_INT("auth", "hash_threads", auth_hash_threads, "2", 1, 64),
+    K_INT("auth", "hash_queue", auth_hash_queue, "1024", 1, 1000000),
+    K_STR("http", "rate_class", http_rate_class, "api"),
+    K_INT("http", "rate_local_keys", rate_local_keys, "65536", 64, 16777216),
 };
+
+/* Rate classes built in; config.lua's section ratelimit changes or adds to them. */
+static const struct {
+    const char *name;
+    int limit, period_ms, burst, batch, by_ip;
+} RATE_DEFAULTS[] = {
+    {"auth", 10, 60000, 10, 1, 1},    /* login, register, refresh: per IP, exact */
+    {"api", 1200, 60000, 200, 20, 0}, /* everything else: per account (IP when public) */
+};
+
+static const char *RATE_FIELDS[] = {"limit", "period_ms", "burst", "batch", "by"};
+
+int conf_rate_find(const struct conf *c, const char *name)
+{
+    for (int i = 0; i < c->nrate; i++)
+        if (strcmp(c->rate[i].name, name) == 0)
+            return i;
+    return -1;
+}
+
+static struct conf_rate *rate_get(struct conf *c, const char *name)
+{
+    int i = conf_rate_find(c, name);
+    if (i >= 0)
+        return &c->rate[i];
+    c->rate = xrealloc(c->rate, sizeof *c->rate * (size_t) (c->nrate + 1));
+    struct conf_rate *r = &c->rate[c->nrate++];
+    memset(r, 0, sizeof *r);
+    r->name = xstrdup(name);
+    r->limit = 60;
+    r->period_ms = 60000;
+    r->burst = 10;
+    r->batch = 1;
+    return r;
+}
+
+/* Set field of class r from text. */
+static int rate_set(struct conf_rate *r, const char *field, const char *text, const char *origin,
+                    char *err, size_t cap)
+{
+    if (strcmp(field, "by") == 0) {
+        if (strcmp(text, "ip") != 0 && strcmp(text, "account") != 0) {
+            snprintf(err, cap, "%s: ratelimit.%s.by must be \"ip\" or \"account\"", origin,
+                     r->name);
+            return -1;
+        }
+        r->by_ip = strcmp(text, "ip") == 0;
+        return 0;
+    }
+    char *end;
+    errno = 0;
+    long v = strtol(text, &end, 10);
+    if (errno || end == text || *end || v < 1 || v > 100000000) {
+        snprintf(err, cap, "%s: ratelimit.%s.%s must be a positive integer, got \"%s\"", origin,
+                 r->name, field, text);
+        return -1;
+    }
+    if (strcmp(field, "limit") == 0)
+        r->limit = (int) v;
+    else if (strcmp(field, "period_ms") == 0)
+        r->period_ms = (int) v;
+    else if (strcmp(field, "burst") == 0)
+        r->burst = (int) v;
+    else if (strcmp(field, "batch") == 0)
+        r->batch = (int) v;
+    else {
+        snprintf(err, cap, "%s: unknown key ratelimit.%s.%s", origin, r->name, field);
+        return -1;
+    }
+    return 0;
+}
+
+static int valid_class_name(const char *s)
+{
+    if (*s == '\0' || strlen(s) > 32)
+        return 0;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '_'))
+            return 0;
+    return 1;
+}
+
+/* [.., t(ratelimit section)] -> same */
+static int read_rates(lua_State *L, struct conf *c, const char *path, char *err, size_t cap)
+{
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+        if (lua_type(L, -2) != LUA_TSTRING || !lua_istable(L, -1) ||
+            !valid_class_name(lua_tostring(L, -2))) {
+            snprintf(err, cap,
+                     "%s: ratelimit entries must be name = { limit = ..., ... } with "
+                     "names of [a-z0-9_]",
+                     path);
+            return -1;
+        }
+        struct conf_rate *r = rate_get(c, lua_tostring(L, -2));
+        lua_pushnil(L);
+        while (lua_next(L, -2)) {
+            if (lua_type(L, -2) != LUA_TSTRING ||
+                (lua_type(L, -1) != LUA_TNUMBER && lua_type(L, -1) != LUA_TSTRING)) {
+                snprintf(err, cap, "%s: ratelimit.%s: bad entry", path, r->name);
+                return -1;
+            }
+            char buf[64];
+            const char *text;
+            if (lua_type(L, -1) == LUA_TNUMBER) {
+                snprintf(buf, sizeof buf, "%.17g", lua_tonumber(L, -1));
+                text = buf;
+            } else {
+                text = lua_tostring(L, -1);
+            }
+            if (rate_set(r, lua_tostring(L, -2), text, path, err, cap) < 0)
+                return -1;
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+    }
+    return 0;
+}
 #define NKEYS (sizeof KEYS / sizeof KEYS[0])
 
 static int set_value(struct conf *c, const struct key *k, const char *text, const char *origin,
@@ -180,6 +310,12 @@ static int read_file(struct conf *c, const char *path, char *err, size_t cap)
             goto done;
         }
         const char *section = lua_tostring(L, -2);
+        if (strcmp(section, "ratelimit") == 0) {
+            if (read_rates(L, c, path, err, cap) < 0)
+                goto done;
+            lua_pop(L, 1);
+            continue;
+        }
         if (!known_section(section)) {
             snprintf(err, cap, "%s: unknown section %s", path, section);
             goto done;
@@ -220,6 +356,17 @@ static int apply_env(struct conf *c, char *err, size_t cap)
                       cap) < 0)
             return -1;
     }
+    /* MMO_RATELIMIT_<CLASS>_<FIELD> for every class */
+    for (int i = 0; i < c->nrate; i++) {
+        for (size_t f = 0; f < sizeof RATE_FIELDS / sizeof RATE_FIELDS[0]; f++) {
+            snprintf(name, sizeof name, "MMO_RATELIMIT_%s_%s", c->rate[i].name, RATE_FIELDS[f]);
+            for (char *p = name; *p; p++)
+                *p = (char) toupper((unsigned char) *p);
+            const char *v = getenv(name);
+            if (v && *v && rate_set(&c->rate[i], RATE_FIELDS[f], v, name, err, cap) < 0)
+                return -1;
+        }
+    }
     const char *r = getenv("MMO_REDIS"); /* host:port */
     if (r && *r) {
         const char *colon = strrchr(r, ':');
@@ -242,6 +389,14 @@ int conf_load(struct conf *c, const char *path, char *err, size_t cap)
     for (size_t i = 0; i < NKEYS; i++)
         if (set_value(c, &KEYS[i], KEYS[i].def, "default", err, cap) < 0)
             return -1;
+    for (size_t i = 0; i < sizeof RATE_DEFAULTS / sizeof RATE_DEFAULTS[0]; i++) {
+        struct conf_rate *r = rate_get(c, RATE_DEFAULTS[i].name);
+        r->limit = RATE_DEFAULTS[i].limit;
+        r->period_ms = RATE_DEFAULTS[i].period_ms;
+        r->burst = RATE_DEFAULTS[i].burst;
+        r->batch = RATE_DEFAULTS[i].batch;
+        r->by_ip = RATE_DEFAULTS[i].by_ip;
+    }
     if (path) {
         if (access(path, R_OK) != 0) {
             snprintf(err, cap, "%s: %s", path, strerror(errno));
@@ -250,11 +405,23 @@ int conf_load(struct conf *c, const char *path, char *err, size_t cap)
         if (read_file(c, path, err, cap) < 0)
             return -1;
     }
-    return apply_env(c, err, cap);
+    if (apply_env(c, err, cap) < 0)
+        return -1;
+    if (conf_rate_find(c, c->http_rate_class) < 0) {
+        snprintf(err, cap, "http.rate_class \"%s\" is not a class of section ratelimit",
+                 c->http_rate_class);
+        return -1;
+    }
+    return 0;
 }
 
 void conf_free(struct conf *c)
 {
+    for (int i = 0; i < c->nrate; i++)
+        free(c->rate[i].name);
+    free(c->rate);
+    c->rate = NULL;
+    c->nrate = 0;
     for (size_t i = 0; i < NKEYS; i++) {
         if (KEYS[i].type == T_STR) {
             char **s = (char **) (void *) ((char *) c + KEYS[i].offset);
@@ -268,11 +435,21 @@ void conf_dump(const struct conf *c, int fd)
 {
     for (size_t i = 0; i < NKEYS; i++) {
         const char *field = (const char *) c + KEYS[i].offset;
-        if (KEYS[i].type == T_STR)
+        if (KEYS[i].type == T_STR && strcmp(KEYS[i].section, "auth") == 0 &&
+            strncmp(KEYS[i].name, "jwt_", 4) == 0 && strcmp(KEYS[i].name, "jwt_kid") != 0)
+            dprintf(fd, "%s.%s = %s\n", KEYS[i].section, KEYS[i].name,
+                    **(char *const *) (const void *) field ? "(secret, set)" : "(not set)");
+        else if (KEYS[i].type == T_STR)
             dprintf(fd, "%s.%s = \"%s\"\n", KEYS[i].section, KEYS[i].name,
                     *(char *const *) (const void *) field);
         else
             dprintf(fd, "%s.%s = %d\n", KEYS[i].section, KEYS[i].name,
                     *(const int *) (const void *) field);
     }
+    for (int i = 0; i < c->nrate; i++)
+        dprintf(fd,
+                "ratelimit.%s = { limit = %d, period_ms = %d, burst = %d, batch = %d, by = "
+                "\"%s\" }\n",
+                c->rate[i].name, c->rate[i].limit, c->rate[i].period_ms, c->rate[i].burst,
+                c->rate[i].batch, c->rate[i].by_ip ? "ip" : "account");
 }

@@ -10,6 +10,18 @@
 
 #include <stddef.h>
 
+/* A rate-limit class (section ratelimit of config.lua): GCRA, `limit` requests per
+ * `period_ms` with `burst` at once; `batch` requests reserved from Redis per round trip;
+ * counted per client IP (by_ip) or per account. */
+struct conf_rate {
+    char *name;
+    int limit;
+    int period_ms;
+    int burst;
+    int batch;
+    int by_ip;
+};
+
 struct conf {
     /* node */
     char *node_id;
@@ -43,7 +55,25 @@ struct conf {
     char *log_level;
     /* shutdown */
     int shutdown_drain_ms;
+    /* auth */
+    char *auth_jwt_secret; /* "" -> a random one per start (logged as a warning) */
+    char *auth_jwt_kid;
+    char *auth_jwt_old_keys; /* "kid:secret;kid:secret" */
+    int auth_access_ttl_s;
+    int auth_refresh_ttl_s;
+    int auth_session_cache_ms;
+    int auth_token_cache_size;
+    int auth_hash_threads;
+    int auth_hash_queue;
+    /* rate limits */
+    char *http_rate_class; /* class of routes that name none */
+    struct conf_rate *rate;
+    int nrate;
+    int rate_local_keys;
 };
+
+/* Index of the rate class called name, or -1. */
+int conf_rate_find(const struct conf *c, const char *name);
 
 /* Fill c with defaults, then config file `path` (NULL: no file), then the environment.
  * Returns 0, or -1 with a one-line message in err (cap bytes). Call conf_free() either way. */

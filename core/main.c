@@ -4,9 +4,11 @@
  * HTTP listener. Stop order is the reverse, after draining: SIGTERM/SIGINT stop accepting,
  * let requests in flight finish (at most shutdown.drain_ms), end the remaining tasks, then
  * free everything and exit 0. A second signal skips the wait. */
+#include "auth.h"
 #include "conf.h"
 #include "db.h"
 #include "err.h"
+#include "gate.h"
 #include "http.h"
 #include "lb.h"
 #include "log.h"
@@ -50,6 +52,8 @@ struct node {
     struct event_base *base;
     struct db_pool *db;
     struct rds *rds;
+    struct auth *auth;
+    struct gate *gate;
     struct lb_ctx ctx;
     struct script *script;
     struct ops *ops;
@@ -83,7 +87,8 @@ static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
     if (evutil_timercmp(&now, &n->drain_deadline, >=)) {
         if (inflight > 0)
             log_warn("main", "drain time is over: ending %d request(s) in flight", inflight);
-        script_kill_tasks(n->script); /* their requests get 503 */
+        gate_kill_all(n->gate);       /* requests waiting on Redis get 503 */
+        script_kill_tasks(n->script); /* and so do those in Lua */
         struct timeval flush = {0, 100000};
         event_base_loopexit(n->base, &flush);
         return;
@@ -133,9 +138,13 @@ static void node_free(struct node *n)
         event_free(n->drain_timer);
     /* Lua first: its tasks' pending I/O is canceled and its handles are released while the
      * pools still exist; then the connections they answered; then the pools. */
+    if (n->gate)
+        gate_kill_all(n->gate);
     script_free(n->script);
     http_server_free(n->http);
     ops_free(n->ops);
+    gate_free(n->gate);
+    auth_free(n->auth);
     db_pool_free(n->db);
     rds_free(n->rds);
     if (n->base)
@@ -161,7 +170,37 @@ static int serve(struct node *n)
                           c->redis_timeout_ms, c->redis_reconnect_max_ms};
     n->rds = rds_new(n->base, &ro);
 
+    char secret[64];
+    const char *key = c->auth_jwt_secret;
+    if (key[0] == '\0') {
+        unsigned char rnd[32];
+        evutil_secure_rng_get_bytes(rnd, sizeof rnd);
+        for (size_t i = 0; i < sizeof rnd; i++)
+            snprintf(secret + 2 * i, 3, "%02x", rnd[i]);
+        key = secret;
+        log_warn("main", "auth.jwt_secret is not set: using a random key; tokens will not survive "
+                         "a restart nor work on other nodes (set MMO_AUTH_JWT_SECRET)");
+    }
+    struct auth_opts ao = {key,
+                           c->auth_jwt_kid,
+                           c->auth_jwt_old_keys,
+                           c->auth_access_ttl_s,
+                           c->auth_session_cache_ms,
+                           c->auth_token_cache_size,
+                           c->redis_timeout_ms};
+    n->auth = auth_new(n->rds, &ao, err, sizeof err);
+    explicit_bzero(secret, sizeof secret);
+    if (n->auth == NULL) {
+        log_error("main", "%s", err);
+        fprintf(stderr, "mmo: %s\n", err);
+        node_free(n);
+        return 1;
+    }
+    n->gate = gate_new(n->auth, NULL);
+
     n->ctx.base = n->base;
+    n->ctx.auth = n->auth;
+    n->ctx.gate = n->gate;
     n->ctx.db = n->db;
     n->ctx.rds = n->rds;
     n->ctx.conf = c;

@@ -13,6 +13,7 @@
 #include "bindings.h"
 #include "conf.h"
 #include "err.h"
+#include "gate.h"
 #include "http.h"
 #include "log.h"
 #include "mem.h"
@@ -26,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 
 int luaopen_cjson(lua_State *L);
@@ -214,10 +216,11 @@ static int load_routes(struct script *s, char *err, size_t cap)
         /* known fields only: a typo must not silently weaken a route */
         lua_pushnil(L);
         while (lua_next(L, e)) {
-            int ok =
-                lua_type(L, -2) == LUA_TNUMBER
-                    ? (lua_tointeger(L, -2) >= 1 && lua_tointeger(L, -2) <= 3)
-                    : (lua_type(L, -2) == LUA_TSTRING && strcmp(lua_tostring(L, -2), "role") == 0);
+            int ok = lua_type(L, -2) == LUA_TNUMBER
+                         ? (lua_tointeger(L, -2) >= 1 && lua_tointeger(L, -2) <= 3)
+                         : (lua_type(L, -2) == LUA_TSTRING &&
+                            (strcmp(lua_tostring(L, -2), "role") == 0 ||
+                             strcmp(lua_tostring(L, -2), "rate") == 0));
             if (!ok) {
                 snprintf(err, cap, "%s: http[%d]: unknown field %s", modname, i,
                          lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "(number)");
@@ -229,6 +232,7 @@ static int load_routes(struct script *s, char *err, size_t cap)
         lua_rawgeti(L, e, 2);
         lua_rawgeti(L, e, 3);
         lua_getfield(L, e, "role");
+        lua_getfield(L, e, "rate");
         const char *method = lua_tostring(L, e + 1);
         const char *path = lua_tostring(L, e + 2);
         const char *handler = lua_tostring(L, e + 3);
@@ -247,8 +251,22 @@ static int load_routes(struct script *s, char *err, size_t cap)
                      modname, method, path);
             return -1;
         }
+        const char *rate =
+            lua_isnil(L, e + 5) ? s->ctx->conf->http_rate_class : lua_tostring(L, e + 5);
+        int rate_class = -1;
+        if (rate == NULL ||
+            (strcmp(rate, "none") != 0 && (rate_class = conf_rate_find(s->ctx->conf, rate)) < 0)) {
+            snprintf(err, cap,
+                     "%s: route %s %s: rate must name a class of config.lua's ratelimit "
+                     "section, or be \"none\"",
+                     modname, method, path);
+            return -1;
+        }
         struct route *rt = &s->routes[s->nroutes];
         rt->role = parse_role(role);
+        rt->gate.role = rt->role == ROLE_PUBLIC ? 0 : 1u << (rt->role - 1);
+        rt->gate.rate_class = rate_class;
+        rt->gate.rate_by_ip = rate_class >= 0 && s->ctx->conf->rate[rate_class].by_ip;
         size_t nl = strlen(method) + strlen(path) + 2;
         rt->name = xmalloc(nl);
         snprintf(rt->name, nl, "%s %s", method, path);
@@ -287,14 +305,10 @@ struct script *script_new(struct lb_ctx *ctx, char *err, size_t cap)
     task__init(s);
     lua_State *L = s->L;
     lua_getfield(L, LUA_GLOBALSINDEX, "require");
-    lua_pushliteral(L, "cjson");
+    lua_pushliteral(L, "mmo.json");
     lua_call(L, 1, 1);
     lua_getfield(L, -1, "encode");
     s->encode_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_pop(L, 1);
-    lua_getfield(L, LUA_GLOBALSINDEX, "require");
-    lua_pushliteral(L, "mmo.json");
-    lua_call(L, 1, 1);
     lua_getfield(L, -1, "decode");
     s->decode_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_pop(L, 1);
@@ -614,6 +628,8 @@ static void on_http_done(struct task *t, int status, void *ud)
     http_respond(req, code, ctype, body, len, xn ? extra : NULL, xn);
 }
 
+static void on_pass(struct http_req *req, const struct gate_identity *id, void *ud);
+
 static void respond_simple(struct http_req *req, int status, const char *code, const char *msg)
 {
     http_respond_error(req, status, code, msg);
@@ -638,15 +654,46 @@ void script_http_dispatch(struct http_req *req, void *ud)
         http_respond(req, 405, "application/json", body, bn, extra, (size_t) xn);
         return;
     }
+    req->ud = (void *) (intptr_t) m.route_id;
     struct route *rt = &s->routes[m.route_id];
-    if (rt->role != ROLE_PUBLIC) {
-        /* Accounts (JWT sessions) are not built yet: nobody can prove a role. */
-        size_t alen;
-        const char *auth = http_req_header(req, "authorization", &alen);
-        if (auth == NULL)
-            respond_simple(req, 401, "unauthenticated", "this route needs a signed-in account");
-        else
-            respond_simple(req, 401, "invalid_token", "the token is not valid");
+    if (s->ctx->gate) {
+        gate_run(s->ctx->gate, req, &rt->gate, on_pass, s);
+    } else if (rt->role == ROLE_PUBLIC) {
+        struct gate_identity anonymous = {0};
+        on_pass(req, &anonymous, s);
+    } else {
+        http_respond_error(req, 503, "unavailable", "authentication is not configured");
+    }
+}
+
+/* The body of a request must be JSON: say so in Content-Type (this also keeps browsers from
+ * sending it cross-site without a preflight). */
+static int json_content_type(const struct http_req *req)
+{
+    size_t n;
+    const char *v = http_req_header(req, "content-type", &n);
+    if (v == NULL)
+        return 0;
+    size_t base = 0;
+    while (base < n && v[base] != ';' && v[base] != ' ')
+        base++;
+    if (base == 16 && strncasecmp(v, "application/json", 16) == 0)
+        return 1;
+    return base > 5 && strncasecmp(v + base - 5, "+json", 5) == 0 &&
+           strncasecmp(v, "application/", 12) == 0;
+}
+
+/* The gate let req through: build the request table and run the handler in a task. */
+static void on_pass(struct http_req *req, const struct gate_identity *id, void *ud)
+{
+    struct script *s = ud;
+    int route_id = (int) (intptr_t) req->ud;
+    struct route *rt = &s->routes[route_id];
+    struct router_match m;
+    router_match(s->router, req->method, req->method_len, req->path, req->path_len, &m);
+    if (req->body_len > 0 && !json_content_type(req)) {
+        http_respond_error(req, 415, "unsupported_media_type",
+                           "the body must be JSON, sent with Content-Type: application/json");
         return;
     }
 
@@ -680,6 +727,27 @@ void script_http_dispatch(struct http_req *req, void *ud)
         lua_rawset(L, -3);
     }
     lua_setfield(L, -2, "headers");
+    if (id->authenticated) {
+        lua_createtable(L, 0, 3);
+        lua_pushnumber(L, (lua_Number) id->account_id);
+        lua_setfield(L, -2, "id");
+        lua_pushstring(L, id->sid);
+        lua_setfield(L, -2, "sid");
+        char roles[64];
+        size_t rn = auth_roles_format(id->roles, roles, sizeof roles);
+        lua_createtable(L, 4, 0);
+        int k = 0;
+        for (size_t i = 0; i < rn;) {
+            size_t j = i;
+            while (j < rn && roles[j] != ',')
+                j++;
+            lua_pushlstring(L, roles + i, j - i);
+            lua_rawseti(L, -2, ++k);
+            i = j + 1;
+        }
+        lua_setfield(L, -2, "roles");
+        lua_setfield(L, -2, "account");
+    }
     if (req->body_len > 0) {
         lua_pushlstring(L, req->body, req->body_len);
         lua_setfield(L, -2, "raw_body");
@@ -697,7 +765,6 @@ void script_http_dispatch(struct http_req *req, void *ud)
         lua_pop(L, 1);
         lua_setfield(L, -2, "body");
     }
-    req->ud = (void *) (intptr_t) m.route_id;
     struct task *t = task__new(s, on_http_done, req, req->request_id);
     lua_xmove(L, t->co, 2);
     lua_settop(L, top);

@@ -4,6 +4,7 @@
 
 #include <lua.h>
 
+#include "gate.h"
 #include "lb.h"
 
 struct router;
@@ -40,6 +41,7 @@ struct route {
     int role;        /* ROLE_* */
     char *name;      /* "GET /api/x" for logs */
     char *handler;   /* "module.function" */
+    struct gate_route gate;
 };
 
 enum { ROLE_PUBLIC = 0, ROLE_PLAYER, ROLE_MODERATOR, ROLE_DESIGNER, ROLE_ADMIN };

@@ -109,10 +109,26 @@ describe("http", function()
             is_error_shape(res, 400, "bad_json")
         end)
 
+        it("refuses a body that is not sent as JSON with 415", function()
+            for _, ctype in ipairs({ "text/plain", "application/x-www-form-urlencoded",
+                                     "multipart/form-data; boundary=x", "application/jsonx" }) do
+                local res = node:request("POST", "/test/echo",
+                                         { body = "{\"a\":1}", headers = { ["Content-Type"] = ctype } })
+                is_error_shape(res, 415, "unsupported_media_type")
+            end
+            local c = node:connect()
+            c:send("POST /test/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+            is_error_shape(c:read_response(), 415, "unsupported_media_type")
+            c:close()
+            local res = node:request("POST", "/test/echo", { body = "{\"a\":1}",
+                headers = { ["Content-Type"] = "application/json; charset=utf-8" } })
+            assert.equal(200, res.status)
+        end)
+
         it("accepts a chunked body", function()
             local c = node:connect()
-            c:send("POST /test/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" ..
-                   "5\r\n{\"k\":\r\n4\r\n\"v\"}\r\n0\r\n\r\n")
+            c:send("POST /test/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n" ..
+                   "Content-Type: application/json\r\n\r\n5\r\n{\"k\":\r\n4\r\n\"v\"}\r\n0\r\n\r\n")
             local res = c:read_response()
             assert.equal(200, res.status)
             assert.same({ k = "v" }, res.json.body)
@@ -148,7 +164,7 @@ describe("http", function()
         it("answers Expect: 100-continue", function()
             local c = node:connect()
             c:send("POST /test/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 7\r\n" ..
-                   "Expect: 100-continue\r\n\r\n")
+                   "Content-Type: application/json\r\nExpect: 100-continue\r\n\r\n")
             assert.is_true(c:fill())
             assert.truthy(c.buf:match("^HTTP/1.1 100 Continue\r\n\r\n"))
             c:send("{\"a\":1}")

@@ -1,0 +1,115 @@
+-- rules/validation.lua: what the game accepts as input. Pure: no mmo.*, no clock, no I/O.
+--
+-- Each check returns true, or nil and a message for the client ("username: ...").
+local ipairs = ipairs
+local type = type
+local string_lower = string.lower
+local string_find = string.find
+
+
+local _M = {}
+
+_M.USERNAME_MIN = 3
+_M.USERNAME_MAX = 24
+_M.PASSWORD_MIN = 10
+_M.PASSWORD_MAX = 128
+
+_M.ROLES = { "player", "moderator", "designer", "admin" }
+
+-- The commonest passwords of public breach lists that fit the length rule. A real deployment
+-- may load a longer list from scripts/data/; this one stops the obvious.
+local DENY = {}
+for _, p in ipairs({
+    "1234567890", "12345678910", "0123456789", "1111111111", "0000000000", "9876543210",
+    "qwertyuiop", "1q2w3e4r5t", "1qaz2wsx3edc", "qwerty1234", "qwerty12345", "password1",
+    "password12", "password123", "password1234", "passw0rd123", "iloveyou12", "letmein123",
+    "welcome123", "monkey1234", "dragon1234", "football12", "baseball12", "sunshine12",
+    "princess12", "abc1234567", "abcdefghij", "aaaaaaaaaa", "zxcvbnm123", "asdfghjkl1",
+    "changeme123", "administrator", "admin12345", "trustno1234", "starwars12", "superman12",
+}) do
+    DENY[p] = true
+end
+
+
+function _M.username(name)
+    if type(name) ~= "string" then
+        return nil, "username: must be a string"
+    end
+    if #name < _M.USERNAME_MIN or #name > _M.USERNAME_MAX then
+        return nil, "username: must be " .. _M.USERNAME_MIN .. "-" .. _M.USERNAME_MAX ..
+                    " characters"
+    end
+    if not name:match("^[A-Za-z][A-Za-z0-9_%-%.]*$") then
+        return nil, "username: letters, digits, '_', '-' and '.', starting with a letter"
+    end
+    return true
+end
+
+
+function _M.password(password, username)
+    if type(password) ~= "string" then
+        return nil, "password: must be a string"
+    end
+    if #password < _M.PASSWORD_MIN or #password > _M.PASSWORD_MAX then
+        return nil, "password: must be " .. _M.PASSWORD_MIN .. "-" .. _M.PASSWORD_MAX ..
+                    " characters"
+    end
+    if string_find(password, "%z") then
+        return nil, "password: must not contain NUL bytes"
+    end
+    local lower = string_lower(password)
+    if type(username) == "string" and
+       (lower == string_lower(username) or string_find(lower, string_lower(username), 1, true)) then
+        return nil, "password: must not contain the username"
+    end
+    if DENY[lower] then
+        return nil, "password: too common"
+    end
+    return true
+end
+
+
+-- A list of role names: known, no duplicates, "player" always included.
+function _M.roles(roles)
+    if type(roles) ~= "table" or #roles == 0 or #roles > #_M.ROLES then
+        return nil, "roles: must be a list of role names"
+    end
+    local known, seen, has_player = {}, {}, false
+    for _, r in ipairs(_M.ROLES) do
+        known[r] = true
+    end
+    for i = 1, #roles do
+        local r = roles[i]
+        if type(r) ~= "string" or not known[r] then
+            return nil, "roles: unknown role " .. tostring(r)
+        end
+        if seen[r] then
+            return nil, "roles: " .. r .. " given twice"
+        end
+        seen[r] = true
+        has_player = has_player or r == "player"
+    end
+    if not has_player then
+        return nil, "roles: every account keeps the player role"
+    end
+    return true
+end
+
+
+-- A ban: a reason and a duration in minutes (1 minute to 10 years).
+function _M.ban(body)
+    if type(body) ~= "table" then
+        return nil, "body: must be an object"
+    end
+    if type(body.reason) ~= "string" or #body.reason < 1 or #body.reason > 500 then
+        return nil, "reason: must be 1-500 characters"
+    end
+    local m = body.minutes
+    if type(m) ~= "number" or m ~= m or m < 1 or m > 5256000 or m % 1 ~= 0 then
+        return nil, "minutes: must be a whole number from 1 to 5256000"
+    end
+    return true
+end
+
+
+return _M

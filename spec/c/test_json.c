@@ -1,0 +1,124 @@
+/* test_json.c -- bindings/lua_json.c: the encoder's output, byte for byte, and its refusals. */
+#include "test.h"
+
+#include "bindings.h"
+
+#include <lauxlib.h>
+#include <lualib.h>
+
+int luaopen_cjson(lua_State *L);
+int luaopen_cjson_safe(lua_State *L);
+
+static lua_State *vm(void)
+{
+    lua_State *L = luaL_newstate();
+    luaL_openlibs(L);
+    lua_getfield(L, LUA_GLOBALSINDEX, "package");
+    lua_getfield(L, -1, "preload");
+    lua_pushcfunction(L, luaopen_cjson);
+    lua_setfield(L, -2, "cjson");
+    lua_pushcfunction(L, luaopen_cjson_safe);
+    lua_setfield(L, -2, "cjson.safe");
+    lua_pushcfunction(L, luaopen_mmo_json);
+    lua_setfield(L, -2, "mmo.json");
+    lua_pop(L, 2);
+    return L;
+}
+
+/* Run chunk (which returns a string); compare with want. */
+static int run(lua_State *L, const char *chunk, const char *want)
+{
+    if (luaL_dostring(L, chunk) != 0) {
+        fprintf(stderr, "error: %s\n", lua_tostring(L, -1));
+        lua_pop(L, 1);
+        return 0;
+    }
+    const char *got = lua_tostring(L, -1);
+    int ok = got && strcmp(got, want) == 0;
+    if (!ok)
+        fprintf(stderr, "chunk: %s\n got: %s\nwant: %s\n", chunk, got ? got : "(nil)", want);
+    lua_pop(L, 1);
+    return ok;
+}
+
+static int raises(lua_State *L, const char *chunk, const char *needle)
+{
+    int rc = luaL_dostring(L, chunk);
+    const char *msg = rc ? lua_tostring(L, -1) : NULL;
+    int ok = rc != 0 && msg && strstr(msg, needle);
+    if (!ok)
+        fprintf(stderr, "chunk: %s\nexpected an error with \"%s\", got %s\n", chunk, needle,
+                msg ? msg : "no error");
+    lua_pop(L, 1);
+    return ok;
+}
+
+#define J "local j = require 'mmo.json' "
+
+TEST(scalars)
+{
+    lua_State *L = vm();
+    ASSERT(run(L, J "return j.encode(42)", "42"));
+    ASSERT(run(L, J "return j.encode(-7)", "-7"));
+    ASSERT(run(L, J "return j.encode(0.1)", "0.1"));
+    ASSERT(run(L, J "return j.encode(1795855020.4752)", "1795855020.4752"));
+    ASSERT(run(L, J "return j.encode(2^53)", "9007199254740992"));
+    ASSERT(run(L, J "return j.encode(1e300)", "1e+300"));
+    ASSERT(run(L, J "return j.encode(true) .. j.encode(false) .. j.encode(nil)", "truefalsenull"));
+    ASSERT(run(L, J "return j.encode(j.null)", "null"));
+    ASSERT(run(L, J "return j.encode('a\"b\\\\c\\n\\1/é')", "\"a\\\"b\\\\c\\n\\u0001/é\""));
+    lua_close(L);
+}
+
+TEST(tables)
+{
+    lua_State *L = vm();
+    ASSERT(run(L, J "return j.encode({1, 2, 'x'})", "[1,2,\"x\"]"));
+    ASSERT(run(L, J "return j.encode({})", "{}"));
+    ASSERT(run(L, J "return j.encode(j.array({}))", "[]"));
+    ASSERT(run(L, J "return j.encode({ players = j.empty_array })", "{\"players\":[]}"));
+    ASSERT(run(L, J "return j.encode({ a = { b = { 1 } } })", "{\"a\":{\"b\":[1]}}"));
+    ASSERT(run(L, J "return j.encode({ [1] = 'a', [3] = 'c' })", "[\"a\",null,\"c\"]"));
+    ASSERT(run(L, J "return j.encode({ [10] = 1, x = 2 }):len() > 0 and 'ok'", "ok"));
+    /* what is encoded decodes back to the same value */
+    ASSERT(run(L,
+               J "local v = { n = 123456789012345, f = -0.5, s = 'x\\0y', l = { 1, { 2 } } }\n"
+                 "local d = j.decode(j.encode(v))\n"
+                 "return (d.n == v.n and d.f == v.f and d.s == v.s and d.l[2][1] == 2) and 'same'",
+               "same"));
+    lua_close(L);
+}
+
+TEST(refusals)
+{
+    lua_State *L = vm();
+    ASSERT(raises(L, J "return j.encode(0/0)", "NaN"));
+    ASSERT(raises(L, J "return j.encode(1/0)", "infinity"));
+    ASSERT(raises(L, J "return j.encode({ f = print })", "function"));
+    ASSERT(raises(L, J "return j.encode({ [100] = 1 })", "sparse"));
+    ASSERT(raises(L, J "local t = {} t.t = t return j.encode(t)", "deeper"));
+    ASSERT(raises(L, J "return j.encode({ [true] = 1 })", "key"));
+    /* the encoder is usable after an error */
+    ASSERT(run(L, J "return j.encode({ 1 })", "[1]"));
+    lua_close(L);
+}
+
+TEST(decode_never_raises)
+{
+    lua_State *L = vm();
+    ASSERT(run(L,
+               J "local v, e = j.decode('{bad') return v == nil and type(e) == 'string' and 'ok'",
+               "ok"));
+    ASSERT(run(L, J "local v = j.decode('[NaN]') return v == nil and 'ok'", "ok"));
+    ASSERT(run(L, J "return j.decode('{\"a\":null}').a == j.null and 'ok'", "ok"));
+    lua_close(L);
+}
+
+int main(void)
+{
+    RUN(scalars);
+    RUN(tables);
+    RUN(refusals);
+    RUN(decode_never_raises);
+    return test_summary();
+}
