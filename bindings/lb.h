@@ -28,6 +28,7 @@
 struct event_base;
 struct db_pool;
 struct rds;
+struct work_pool;
 struct conf;
 struct script;
 struct auth;
@@ -41,6 +42,7 @@ struct lb_ctx {
     struct event_base *base;
     struct db_pool *db;
     struct rds *rds;
+    struct work_pool *work; /* worker threads (mmo.crypto); NULL: "unavailable" */
     const struct conf *conf;
     struct script *script;
     struct auth *auth; /* tokens and sessions (core/auth.h) */

@@ -8,23 +8,7 @@
 #include "http.h"
 #include "log.h"
 #include "mem.h"
-#if __has_include("ratelimit.h") /* TEMPORARY while core/ratelimit.c is written */
 #include "ratelimit.h"
-#else
-struct rl_op;
-enum { RL_ALLOW, RL_DENY, RL_PENDING };
-typedef void rl_cb(int status, int retry_after_ms, void *ud);
-static inline int rl_check(struct rl *rl, int c, const char *k, size_t n, rl_cb *cb, void *ud,
-                           struct rl_op **op, int *retry)
-{
-    (void) rl, (void) c, (void) k, (void) n, (void) cb, (void) ud, (void) op, (void) retry;
-    return RL_ALLOW;
-}
-static inline void rl_op_cancel(struct rl_op *op)
-{
-    (void) op;
-}
-#endif
 
 #include <stdio.h>
 #include <string.h>
@@ -147,10 +131,11 @@ static void step_rate(struct gate *g, struct http_req *req, const struct gate_ro
                       const struct gate_identity *id, gate_pass_cb *pass, void *ud,
                       struct parked *p)
 {
+    struct gate_identity who = *id; /* id may live in p, freed by unpark */
     if (g->rl == NULL || rt->rate_class < 0) {
         if (p)
             unpark(p);
-        pass(req, id, ud);
+        pass(req, &who, ud);
         return;
     }
     char key[96];
@@ -165,12 +150,13 @@ static void step_rate(struct gate *g, struct http_req *req, const struct gate_ro
     int rc = rl_check(g->rl, rt->rate_class, key, (size_t) kn, on_rate, p, &p->rop, &retry_ms);
     if (rc == RL_PENDING)
         return;
-    struct gate_identity copy = *id;
     unpark(p);
     if (rc == RL_ALLOW)
-        pass(req, &copy, ud);
-    else
+        pass(req, &who, ud);
+    else if (rc == RL_DENY)
         respond_limited(req, retry_ms);
+    else
+        http_respond_error(req, 503, "unavailable", "rate limits cannot be checked right now");
 }
 
 /* ---- step 2: the session and the role ------------------------------------------------------ */

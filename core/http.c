@@ -708,8 +708,10 @@ static int conn_flush(struct http_conn *c)
             arm_timer(c, s->t_idle);
             conn_release(c);
         }
-        want_read(c, 1);
     }
+    /* idle, or the next request is half read: read on (reading stopped while a request
+     * waited on I/O) */
+    want_read(c, 1);
     return 0;
 }
 

@@ -16,7 +16,9 @@
 #include "migrate.h"
 #include "ops.h"
 #include "rds.h"
+#include "ratelimit.h"
 #include "script.h"
+#include "work.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -53,7 +55,9 @@ struct node {
     struct db_pool *db;
     struct rds *rds;
     struct auth *auth;
+    struct rl *rl;
     struct gate *gate;
+    struct work_pool *work;
     struct lb_ctx ctx;
     struct script *script;
     struct ops *ops;
@@ -141,9 +145,11 @@ static void node_free(struct node *n)
     if (n->gate)
         gate_kill_all(n->gate);
     script_free(n->script);
+    work_pool_free(n->work);
     http_server_free(n->http);
     ops_free(n->ops);
     gate_free(n->gate);
+    rl_free(n->rl);
     auth_free(n->auth);
     db_pool_free(n->db);
     rds_free(n->rds);
@@ -170,7 +176,7 @@ static int serve(struct node *n)
                           c->redis_timeout_ms, c->redis_reconnect_max_ms};
     n->rds = rds_new(n->base, &ro);
 
-    char secret[64];
+    char secret[65];
     const char *key = c->auth_jwt_secret;
     if (key[0] == '\0') {
         unsigned char rnd[32];
@@ -196,11 +202,28 @@ static int serve(struct node *n)
         node_free(n);
         return 1;
     }
-    n->gate = gate_new(n->auth, NULL);
+    struct rl_class classes[32];
+    int nclasses = c->nrate < 32 ? c->nrate : 32;
+    for (int i = 0; i < nclasses; i++) {
+        classes[i].name = c->rate[i].name;
+        classes[i].limit = c->rate[i].limit;
+        classes[i].period_ms = c->rate[i].period_ms;
+        classes[i].burst = c->rate[i].burst;
+        classes[i].batch = c->rate[i].batch;
+    }
+    n->rl = rl_new(n->rds, classes, nclasses, c->rate_local_keys);
+    if (n->rl == NULL) {
+        fprintf(stderr, "mmo: config: a ratelimit class is not valid (see the log)\n");
+        node_free(n);
+        return 1;
+    }
+    n->gate = gate_new(n->auth, n->rl);
+    n->work = work_pool_new(n->base, c->auth_hash_threads, c->auth_hash_queue);
 
     n->ctx.base = n->base;
     n->ctx.auth = n->auth;
     n->ctx.gate = n->gate;
+    n->ctx.work = n->work;
     n->ctx.db = n->db;
     n->ctx.rds = n->rds;
     n->ctx.conf = c;

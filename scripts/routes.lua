@@ -1,15 +1,28 @@
 -- routes.lua: every HTTP route of the node.
 --
--- Each entry: { METHOD, "/path/:param", "module.function", role = ROLE }
+-- Each entry: { METHOD, "/path/:param", "module.function", role = ROLE, rate = CLASS }
 --   module.function   a function of scripts/handlers/<module>.lua, called as fn(req) and
 --                     returning status, body (table -> JSON, or string), headers (table)
 --   role              public | player | moderator | designer | admin: who may call it,
---                     checked by the core before any Lua runs
+--                     checked by the core before any Lua runs (admin passes every role)
+--   rate              a rate-limit class of config.lua (default http.rate_class), or "none"
 -- req = { id, method, path, ip, params, query, headers (lower-case names), body (decoded
---         JSON), raw_body }
--- /healthz and /readyz are answered by the core itself.
+--         JSON), raw_body, account = { id, sid, roles } when signed in }
+-- /healthz and /readyz are answered by the core itself. docs/openapi.json documents each
+-- route (spec/unit/openapi_spec.lua keeps the two in step).
 return {
     http = {
+        { "POST", "/api/auth/register", "auth.register", role = "public", rate = "auth" },
+        { "POST", "/api/auth/login", "auth.login", role = "public", rate = "auth" },
+        { "POST", "/api/auth/refresh", "auth.refresh", role = "public", rate = "auth" },
+        { "POST", "/api/auth/logout", "auth.logout", role = "player" },
+        { "GET", "/api/me", "auth.me", role = "player" },
+
+        { "POST", "/api/admin/accounts/:id/roles", "admin.set_roles", role = "admin" },
+        { "POST", "/api/admin/accounts/:id/ban", "admin.ban", role = "moderator" },
+        { "GET", "/api/admin/audit", "admin.audit", role = "admin" },
+
         { "GET", "/api/demo/player", "demo.player", role = "public" },
+        { "GET", "/api/demo/player/signed", "demo.player", role = "player" },
     },
 }

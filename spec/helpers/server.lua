@@ -22,6 +22,8 @@ local BIN = os.getenv("MMO_BIN") or (ROOT .. "/build/mmo")
 local Node = {}
 Node.__index = Node
 
+_M.JWT_SECRET = "spec-secret-0123456789-abcdefghijklmnop"
+
 local Conn = {}
 Conn.__index = Conn
 
@@ -66,6 +68,14 @@ function _M.start(opts)
         MMO_ROUTES = "test_routes",
         MMO_LOG_LEVEL = "info",
         MMO_CONFIG = ROOT .. "/config.lua",
+        -- one key for every spec node, so specs can make tokens of their own (helpers/jwt)
+        MMO_AUTH_JWT_SECRET = _M.JWT_SECRET,
+        MMO_AUTH_JWT_KID = "k1",
+        -- limits out of the way, but for the specs that set their own
+        MMO_RATELIMIT_AUTH_LIMIT = "1000000",
+        MMO_RATELIMIT_AUTH_BURST = "1000000",
+        MMO_RATELIMIT_API_LIMIT = "1000000",
+        MMO_RATELIMIT_API_BURST = "1000000",
     }
     if opts.scripts then
         env.MMO_SCRIPTS = opts.scripts
@@ -209,18 +219,24 @@ function Node:log_entries()
 end
 
 
-function Node:connect(timeout)
+-- A connection; from source address bind_ip when given (any 127.x.y.z works on loopback:
+-- specs use them as distinct client IPs).
+function Node:connect(timeout, bind_ip)
     local c = assert(socket.tcp())
     c:settimeout(timeout or 10)
+    if bind_ip then
+        assert(c:bind(bind_ip, 0))
+    end
     assert(c:connect(self.host, self.port))
     return setmetatable({ sock = c, buf = "", timeout = timeout or 10 }, Conn)
 end
 
 
 -- One request on a new connection. opts: headers (table), body (string or table -> JSON),
--- timeout. Returns { status, headers (lower-case), body, json }.
+-- timeout, ip (source address), token (sent as a bearer token). Returns { status, headers
+-- (lower-case), body, json }.
 function Node:request(method, path, opts)
-    local c = self:connect(opts and opts.timeout)
+    local c = self:connect(opts and opts.timeout, opts and opts.ip)
     c:send(_M.format_request(method, path, opts))
     local res, err = c:read_response(method == "HEAD")
     c:close()
@@ -237,6 +253,9 @@ function _M.format_request(method, path, opts)
     end
     local lines = { method .. " " .. path .. " HTTP/1.1", "Host: 127.0.0.1" }
     local headers = opts.headers or {}
+    if opts.token then
+        lines[#lines + 1] = "Authorization: Bearer " .. opts.token
+    end
     for k, v in pairs(headers) do
         lines[#lines + 1] = k .. ": " .. v
     end

@@ -1,0 +1,144 @@
+-- handlers/admin.lua: account administration and the audit log (API.md "Admin and
+-- operations"). Every call here writes an audit entry.
+local audit = require "lib.audit"
+local db = require "mmo.db"
+local http = require "lib.http"
+local json = require "mmo.json"
+local session = require "lib.session"
+local validation = require "rules.validation"
+
+local ipairs = ipairs
+local math_floor = math.floor
+local tonumber = tonumber
+local tostring = tostring
+local type = type
+
+
+local _M = {}
+
+
+local function account_id(req)
+    local id = tonumber(req.params.id)
+    if not id or id < 1 or id ~= math_floor(id) or id > 9007199254740991 then
+        http.fail(404, "not_found", "no such account")
+    end
+    return id
+end
+
+
+local function has(list, role)
+    for _, r in ipairs(list or {}) do
+        if r == role then
+            return true
+        end
+    end
+    return false
+end
+
+
+-- POST /api/admin/accounts/:id/roles {roles}
+function _M.set_roles(req)
+    local id = account_id(req)
+    local body = req.body
+    local roles = type(body) == "table" and body.roles or nil
+    local ok, msg = validation.roles(roles)
+    if not ok then
+        http.fail(422, "validation_failed", msg)
+    end
+    local acct
+    http.check(db.tx(function(q)
+        local rows = http.check(q("select id, username, array_to_json(roles) as roles " ..
+                                  "from accounts where id = $1 for update", id))
+        acct = rows[1]
+        if not acct then
+            http.fail(404, "not_found", "no such account")
+        end
+        http.check(q("update accounts set roles = $2::text[] where id = $1", id,
+                     "{" .. table.concat(roles, ",") .. "}"))
+        http.check(audit.write(req, "account.roles", "account:" .. id,
+                               { from = acct.roles, to = roles }, nil, q))
+        return true
+    end))
+    local sessions, err = session.set_roles(id, roles)
+    if not sessions then
+        http.fail(503, "unavailable",
+                  "roles saved, but live sessions could not be updated (" .. tostring(err) ..
+                  "); they get the new roles at their next refresh")
+    end
+    return 200, { id = id, username = acct.username, roles = roles, sessions = sessions }
+end
+
+
+-- POST /api/admin/accounts/:id/ban {reason, minutes}
+function _M.ban(req)
+    local id = account_id(req)
+    local ok, msg = validation.ban(req.body)
+    if not ok then
+        http.fail(422, "validation_failed", msg)
+    end
+    local body = req.body
+    local result
+    http.check(db.tx(function(q)
+        local rows = http.check(q("select id, array_to_json(roles) as roles from accounts " ..
+                                  "where id = $1 for update", id))
+        local acct = rows[1]
+        if not acct then
+            http.fail(404, "not_found", "no such account")
+        end
+        if has(acct.roles, "admin") and not has(req.account.roles, "admin") then
+            http.fail(403, "forbidden", "only an admin can ban an admin")
+        end
+        rows = http.check(q(
+            "update accounts set banned_until = now() + make_interval(mins => $2), " ..
+            "ban_reason = $3 where id = $1 returning to_char(banned_until at time zone 'UTC', " ..
+            "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') as banned_until", id, body.minutes, body.reason))
+        result = rows[1]
+        http.check(audit.write(req, "account.ban", "account:" .. id,
+                               { reason = body.reason, minutes = body.minutes }, nil, q))
+        return true
+    end))
+    local ended, err = session.finish_all(id)
+    if not ended then
+        http.fail(503, "unavailable",
+                  "ban saved, but live sessions could not be ended (" .. tostring(err) ..
+                  "); retry")
+    end
+    return 200, { id = id, banned_until = result.banned_until, reason = body.reason,
+                  sessions_ended = ended }
+end
+
+
+-- GET /api/admin/audit?limit=&after=&action=&actor=
+function _M.audit(req)
+    local q = req.query
+    local limit = tonumber(q.limit or 50)
+    if not limit or limit < 1 or limit > 200 or limit ~= math_floor(limit) then
+        http.fail(422, "validation_failed", "limit: a whole number from 1 to 200")
+    end
+    local after = q.after and tonumber(q.after)
+    if q.after and (not after or after < 1 or after ~= math_floor(after)) then
+        http.fail(422, "validation_failed", "after: an entry id")
+    end
+    local actor = q.actor and tonumber(q.actor)
+    if q.actor and not actor then
+        http.fail(422, "validation_failed", "actor: an account id")
+    end
+    if q.action and #q.action > 64 then
+        http.fail(422, "validation_failed", "action: too long")
+    end
+    local rows = http.check(db.query(
+        "select id, to_char(at at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') as at, " ..
+        "actor, action, target, data, ip, request_id from audit_log " ..
+        "where ($1::bigint is null or id < $1) and ($2::text is null or action = $2) " ..
+        "and ($3::bigint is null or actor = $3) order by id desc limit $4",
+        after, q.action, actor, limit))
+    audit.write(req, "admin.audit.read", nil, { after = after, action = q.action, actor = actor })
+    local entries = json.array({})
+    for i, r in ipairs(rows) do
+        entries[i] = r
+    end
+    return 200, { entries = entries, next = #rows == limit and rows[#rows].id or nil }
+end
+
+
+return _M
