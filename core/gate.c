@@ -10,6 +10,8 @@
 #include "mem.h"
 #include "ratelimit.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -113,6 +115,20 @@ static void respond_limited(struct http_req *req, int retry_after_ms)
 
 /* ---- step 3: the rate limit --------------------------------------------------------------- */
 
+/* "ip:1.2.3.4"; an IPv6 client counts by its /64, the block one host usually controls (else
+ * one machine could rotate addresses forever). */
+static int client_key(const char *ip, char *out, size_t cap)
+{
+    struct in6_addr a6;
+    if (strchr(ip, ':') && inet_pton(AF_INET6, ip, &a6) == 1 && !IN6_IS_ADDR_V4MAPPED(&a6)) {
+        memset(a6.s6_addr + 8, 0, 8);
+        char buf[INET6_ADDRSTRLEN];
+        inet_ntop(AF_INET6, &a6, buf, sizeof buf);
+        return snprintf(out, cap, "ip:%s/64", buf);
+    }
+    return snprintf(out, cap, "ip:%s", ip);
+}
+
 static void on_rate(int status, int retry_after_ms, void *ud)
 {
     struct parked *p = ud;
@@ -143,7 +159,7 @@ static void step_rate(struct gate *g, struct http_req *req, const struct gate_ro
     if (id->authenticated && !rt->rate_by_ip)
         kn = snprintf(key, sizeof key, "acct:%lld", (long long) id->account_id);
     else
-        kn = snprintf(key, sizeof key, "ip:%s", req->remote_ip);
+        kn = client_key(req->remote_ip, key, sizeof key);
     int retry_ms = 0;
     if (p == NULL)
         p = park(g, req, rt, id, pass, ud);

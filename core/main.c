@@ -203,7 +203,12 @@ static int serve(struct node *n)
         return 1;
     }
     struct rl_class classes[32];
-    int nclasses = c->nrate < 32 ? c->nrate : 32;
+    int nclasses = c->nrate;
+    if (nclasses > 32) {
+        fprintf(stderr, "mmo: config: at most 32 ratelimit classes\n");
+        node_free(n);
+        return 1;
+    }
     for (int i = 0; i < nclasses; i++) {
         classes[i].name = c->rate[i].name;
         classes[i].limit = c->rate[i].limit;
