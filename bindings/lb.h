@@ -41,6 +41,7 @@ struct lb_wait;
 struct lb_ctx {
     struct event_base *base;
     struct db_pool *db;
+    struct db_pool *shards[64]; /* [id] PostgreSQL shard pools (config shards); [0] unused */
     struct rds *rds;
     struct work_pool *work; /* worker threads (mmo.crypto); NULL: "unavailable" */
     const struct conf *conf;

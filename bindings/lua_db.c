@@ -42,6 +42,7 @@
  *
  * Registered by the lead in package.preload as "mmo.db" (bindings/bindings.h). */
 #include "bindings.h"
+#include "conf.h"
 #include "db.h"
 #include "err.h"
 #include "lb.h"
@@ -308,10 +309,11 @@ static void cancel_conn_query(void *ud)
 
 /* ---- calls --------------------------------------------------------------------------------- */
 
+/* The pool of the module table the function belongs to (its upvalue): the main database, or
+ * a shard (db.shard(n)). */
 static struct db_pool *ctx_pool(lua_State *L)
 {
-    struct lb_ctx *ctx = lb_ctx(L);
-    return ctx ? ctx->db : NULL;
+    return lua_touserdata(L, lua_upvalueindex(1));
 }
 
 /* sql at sqli, parameters after it up to the top. lc NULL: any pool connection. */
@@ -542,6 +544,62 @@ static const luaL_Reg FUNCS[] = {
     {NULL, NULL},
 };
 
+/* [..] -> [.., t]: query, query_timeout, reserve and tx on pool; t.id = shard id. */
+static void make_table(lua_State *L, struct db_pool *pool, int id)
+{
+    lua_createtable(L, 0, 6);
+    for (const luaL_Reg *f = FUNCS; f->name; f++) {
+        lua_pushlightuserdata(L, pool);
+        lua_pushcclosure(L, f->func, 1);
+        lua_setfield(L, -2, f->name);
+    }
+    lua_pushinteger(L, id);
+    lua_setfield(L, -2, "id");
+    if (luaL_loadbuffer(L, TX_CHUNK, sizeof TX_CHUNK - 1, "=mmo.db") != 0)
+        lua_error(L);
+    lua_pushvalue(L, -2);
+    lua_call(L, 1, 2);
+    lua_setfield(L, LUA_REGISTRYINDEX, DECODE_KEY);
+    lua_setfield(L, LUA_REGISTRYINDEX, ENCODE_KEY);
+}
+
+/* db.shard(n) -> the module table of shard n (0: the main database); raises if n has none */
+static int l_shard(lua_State *L)
+{
+    lua_Integer n = luaL_checkinteger(L, 1);
+    lua_rawgeti(L, lua_upvalueindex(1), (int) n);
+    if (lua_isnil(L, -1))
+        return luaL_error(L, "mmo.db: no shard %d (config.lua section shards)", (int) n);
+    return 1;
+}
+
+/* db.shard_for_region(region) -> n: the shard that holds players of that home region */
+static int l_shard_for_region(lua_State *L)
+{
+    struct lb_ctx *ctx = lua_touserdata(L, lua_upvalueindex(1));
+    size_t len;
+    const char *r = luaL_checklstring(L, 1, &len);
+    lua_pushinteger(L, ctx && ctx->conf ? conf_shard_of_region(ctx->conf, r, len) : 0);
+    return 1;
+}
+
+/* db.shard_ids() -> {0, 1, ...}: every shard with a pool */
+static int l_shard_ids(lua_State *L)
+{
+    struct lb_ctx *ctx = lua_touserdata(L, lua_upvalueindex(1));
+    lua_newtable(L);
+    int k = 0;
+    lua_pushinteger(L, 0);
+    lua_rawseti(L, -2, ++k);
+    for (int id = 1; ctx && id < 64; id++) {
+        if (ctx->shards[id]) {
+            lua_pushinteger(L, id);
+            lua_rawseti(L, -2, ++k);
+        }
+    }
+    return 1;
+}
+
 int luaopen_mmo_db(lua_State *L)
 {
     luaL_newmetatable(L, CONN_MT);
@@ -554,12 +612,26 @@ int luaopen_mmo_db(lua_State *L)
     lua_pushcfunction(h, push_reply);
     lua_setfield(L, LUA_REGISTRYINDEX, HELPER_KEY);
 
-    luaL_newlib(L, FUNCS);
-    if (luaL_loadbuffer(L, TX_CHUNK, sizeof TX_CHUNK - 1, "=mmo.db") != 0)
-        return lua_error(L);
-    lua_pushvalue(L, -2);
-    lua_call(L, 1, 2);
-    lua_setfield(L, LUA_REGISTRYINDEX, DECODE_KEY);
-    lua_setfield(L, LUA_REGISTRYINDEX, ENCODE_KEY);
+    struct lb_ctx *ctx = lb_ctx(L);
+    make_table(L, ctx ? ctx->db : NULL, 0); /* the module: the main database */
+    int mod = lua_gettop(L);
+    /* db.shards[n]: the same functions on shard n's pool */
+    lua_newtable(L);
+    lua_pushvalue(L, mod);
+    lua_rawseti(L, -2, 0);
+    for (int id = 1; ctx && id < 64; id++) {
+        if (ctx->shards[id] == NULL)
+            continue;
+        make_table(L, ctx->shards[id], id);
+        lua_rawseti(L, -2, id);
+    }
+    lua_pushcclosure(L, l_shard, 1);
+    lua_setfield(L, mod, "shard");
+    lua_pushlightuserdata(L, ctx);
+    lua_pushcclosure(L, l_shard_for_region, 1);
+    lua_setfield(L, mod, "shard_for_region");
+    lua_pushlightuserdata(L, ctx);
+    lua_pushcclosure(L, l_shard_ids, 1);
+    lua_setfield(L, mod, "shard_ids");
     return 1;
 }

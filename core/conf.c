@@ -159,6 +159,110 @@ static int valid_class_name(const char *s)
     return 1;
 }
 
+static struct conf_shard *shard_get(struct conf *c, int id)
+{
+    for (int i = 0; i < c->nshards; i++)
+        if (c->shards[i].id == id)
+            return &c->shards[i];
+    c->shards = xrealloc(c->shards, sizeof *c->shards * (size_t) (c->nshards + 1));
+    struct conf_shard *sh = &c->shards[c->nshards++];
+    sh->id = id;
+    sh->conninfo = xstrdup("");
+    sh->regions = xstrdup("");
+    return sh;
+}
+
+int conf_shard_of_region(const struct conf *c, const char *region, size_t len)
+{
+    for (int i = 0; i < c->nshards; i++) {
+        const char *p = c->shards[i].regions;
+        while (*p) {
+            const char *end = strchr(p, ',');
+            size_t n = end ? (size_t) (end - p) : strlen(p);
+            if (n == len && memcmp(p, region, len) == 0)
+                return c->shards[i].id;
+            p += n;
+            if (*p == ',')
+                p++;
+        }
+    }
+    return 0;
+}
+
+/* Every shard has a conninfo, and no region is in two shards. */
+static int check_shards(const struct conf *c, char *err, size_t cap)
+{
+    for (int i = 0; i < c->nshards; i++) {
+        const struct conf_shard *sh = &c->shards[i];
+        if (sh->conninfo[0] == '\0') {
+            snprintf(err, cap, "shards[%d]: conninfo is missing", sh->id);
+            return -1;
+        }
+        const char *p = sh->regions;
+        while (*p) {
+            const char *end = strchr(p, ',');
+            size_t n = end ? (size_t) (end - p) : strlen(p);
+            int owner = conf_shard_of_region(c, p, n);
+            if (n == 0 || owner != sh->id) {
+                snprintf(err, cap, "shards: region \"%.*s\" is listed twice (or empty)", (int) n,
+                         p);
+                return -1;
+            }
+            p += n;
+            if (*p == ',')
+                p++;
+        }
+    }
+    return 0;
+}
+
+/* [.., t(shards section)] -> same. shards = { [1] = { conninfo = "...", regions = {...} } } */
+static int read_shards(lua_State *L, struct conf *c, const char *path, char *err, size_t cap)
+{
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+        lua_Number idn = lua_type(L, -2) == LUA_TNUMBER ? lua_tonumber(L, -2) : -1;
+        if (idn < 1 || idn >= CONF_MAX_SHARDS || idn != (int) idn || !lua_istable(L, -1)) {
+            snprintf(err, cap,
+                     "%s: shards entries must be [1..%d] = { conninfo = ..., "
+                     "regions = { ... } }",
+                     path, CONF_MAX_SHARDS - 1);
+            return -1;
+        }
+        struct conf_shard *sh = shard_get(c, (int) idn);
+        lua_getfield(L, -1, "conninfo");
+        if (lua_type(L, -1) != LUA_TSTRING) {
+            snprintf(err, cap, "%s: shards[%d].conninfo must be a string", path, sh->id);
+            return -1;
+        }
+        free(sh->conninfo);
+        sh->conninfo = xstrdup(lua_tostring(L, -1));
+        lua_pop(L, 1);
+        lua_getfield(L, -1, "regions");
+        if (!lua_istable(L, -1)) {
+            snprintf(err, cap, "%s: shards[%d].regions must be a list of region ids", path, sh->id);
+            return -1;
+        }
+        char buf[1024];
+        size_t o = 0;
+        for (int i = 1; i <= (int) lua_objlen(L, -1); i++) {
+            lua_rawgeti(L, -1, i);
+            const char *r = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+            if (r == NULL || strchr(r, ',') || *r == '\0' || o + strlen(r) + 2 > sizeof buf) {
+                snprintf(err, cap, "%s: shards[%d].regions: bad region id", path, sh->id);
+                return -1;
+            }
+            o += (size_t) snprintf(buf + o, sizeof buf - o, "%s%s", o ? "," : "", r);
+            lua_pop(L, 1);
+        }
+        buf[o] = '\0';
+        free(sh->regions);
+        sh->regions = xstrdup(buf);
+        lua_pop(L, 2);
+    }
+    return 0;
+}
+
 /* [.., t(ratelimit section)] -> same */
 static int read_rates(lua_State *L, struct conf *c, const char *path, char *err, size_t cap)
 {
@@ -310,8 +414,9 @@ static int read_file(struct conf *c, const char *path, char *err, size_t cap)
             goto done;
         }
         const char *section = lua_tostring(L, -2);
-        if (strcmp(section, "ratelimit") == 0) {
-            if (read_rates(L, c, path, err, cap) < 0)
+        if (strcmp(section, "ratelimit") == 0 || strcmp(section, "shards") == 0) {
+            if ((section[0] == 'r' ? read_rates(L, c, path, err, cap)
+                                   : read_shards(L, c, path, err, cap)) < 0)
                 goto done;
             lua_pop(L, 1);
             continue;
@@ -367,6 +472,24 @@ static int apply_env(struct conf *c, char *err, size_t cap)
                 return -1;
         }
     }
+    /* MMO_SHARD_<n>_CONNINFO, MMO_SHARD_<n>_REGIONS ("r3,r4"): may add a shard */
+    for (int id = 1; id < CONF_MAX_SHARDS; id++) {
+        char cn[48], rn[48];
+        snprintf(cn, sizeof cn, "MMO_SHARD_%d_CONNINFO", id);
+        snprintf(rn, sizeof rn, "MMO_SHARD_%d_REGIONS", id);
+        const char *cv = getenv(cn), *rv = getenv(rn);
+        if ((cv && *cv) || (rv && *rv)) {
+            struct conf_shard *sh = shard_get(c, id);
+            if (cv && *cv) {
+                free(sh->conninfo);
+                sh->conninfo = xstrdup(cv);
+            }
+            if (rv && *rv) {
+                free(sh->regions);
+                sh->regions = xstrdup(rv);
+            }
+        }
+    }
     const char *r = getenv("MMO_REDIS"); /* host:port */
     if (r && *r) {
         const char *colon = strrchr(r, ':');
@@ -407,6 +530,8 @@ int conf_load(struct conf *c, const char *path, char *err, size_t cap)
     }
     if (apply_env(c, err, cap) < 0)
         return -1;
+    if (check_shards(c, err, cap) < 0)
+        return -1;
     if (conf_rate_find(c, c->http_rate_class) < 0) {
         snprintf(err, cap, "http.rate_class \"%s\" is not a class of section ratelimit",
                  c->http_rate_class);
@@ -417,6 +542,13 @@ int conf_load(struct conf *c, const char *path, char *err, size_t cap)
 
 void conf_free(struct conf *c)
 {
+    for (int i = 0; i < c->nshards; i++) {
+        free(c->shards[i].conninfo);
+        free(c->shards[i].regions);
+    }
+    free(c->shards);
+    c->shards = NULL;
+    c->nshards = 0;
     for (int i = 0; i < c->nrate; i++)
         free(c->rate[i].name);
     free(c->rate);
@@ -446,6 +578,9 @@ void conf_dump(const struct conf *c, int fd)
             dprintf(fd, "%s.%s = %d\n", KEYS[i].section, KEYS[i].name,
                     *(const int *) (const void *) field);
     }
+    for (int i = 0; i < c->nshards; i++)
+        dprintf(fd, "shards[%d] = { regions = \"%s\", conninfo = (set) }\n", c->shards[i].id,
+                c->shards[i].regions);
     for (int i = 0; i < c->nrate; i++)
         dprintf(fd,
                 "ratelimit.%s = { limit = %d, period_ms = %d, burst = %d, batch = %d, by = "

@@ -22,6 +22,15 @@ struct conf_rate {
     int by_ip;
 };
 
+/* A PostgreSQL shard (section shards of config.lua): players whose home region is listed
+ * live in this database. Shard 0 is postgres.conninfo and holds every other region. */
+#define CONF_MAX_SHARDS 64
+struct conf_shard {
+    int id; /* 1..CONF_MAX_SHARDS-1 */
+    char *conninfo;
+    char *regions; /* "r3,r4" */
+};
+
 struct conf {
     /* node */
     char *node_id;
@@ -70,7 +79,13 @@ struct conf {
     struct conf_rate *rate;
     int nrate;
     int rate_local_keys;
+    /* shards */
+    struct conf_shard *shards;
+    int nshards;
 };
+
+/* Shard of a region: the id of the shard listing it, else 0. */
+int conf_shard_of_region(const struct conf *c, const char *region, size_t len);
 
 /* Index of the rate class called name, or -1. */
 int conf_rate_find(const struct conf *c, const char *name);

@@ -53,6 +53,7 @@ struct node {
     struct conf conf;
     struct event_base *base;
     struct db_pool *db;
+    struct db_pool *shards[CONF_MAX_SHARDS];
     struct rds *rds;
     struct auth *auth;
     struct rl *rl;
@@ -152,6 +153,8 @@ static void node_free(struct node *n)
     rl_free(n->rl);
     auth_free(n->auth);
     db_pool_free(n->db);
+    for (int i = 0; i < CONF_MAX_SHARDS; i++)
+        db_pool_free(n->shards[i]);
     rds_free(n->rds);
     if (n->base)
         event_base_free(n->base);
@@ -172,6 +175,12 @@ static int serve(struct node *n)
     struct db_opts dbo = {c->pg_conninfo, c->pg_pool_size, c->pg_connect_timeout_ms,
                           c->pg_query_timeout_ms, c->pg_reconnect_max_ms};
     n->db = db_pool_new(n->base, &dbo);
+    for (int i = 0; i < c->nshards; i++) {
+        struct db_opts so = dbo;
+        so.conninfo = c->shards[i].conninfo;
+        n->shards[c->shards[i].id] = db_pool_new(n->base, &so);
+        n->ctx.shards[c->shards[i].id] = n->shards[c->shards[i].id];
+    }
     struct rds_opts ro = {c->redis_host, c->redis_port, c->redis_connect_timeout_ms,
                           c->redis_timeout_ms, c->redis_reconnect_max_ms};
     n->rds = rds_new(n->base, &ro);
@@ -353,18 +362,24 @@ int main(int argc, char **argv)
     int rc;
     if (strcmp(cmd, "serve") == 0) {
         rc = serve(&n);
-    } else if (strcmp(cmd, "migrate") == 0) {
-        if (has_flag(argc, argv, "--status"))
-            rc = migrate_status(n.conf.pg_conninfo, sql_dir, err, sizeof err) < 0;
-        else
-            rc = migrate_run(n.conf.pg_conninfo, sql_dir, has_flag(argc, argv, "--dry-run"), err,
-                             sizeof err) < 0;
-        if (rc)
-            fprintf(stderr, "mmo: migrate: %s\n", err);
-    } else if (strcmp(cmd, "seed") == 0) {
-        rc = seed_run(n.conf.pg_conninfo, sql_dir, err, sizeof err) < 0;
-        if (rc)
-            fprintf(stderr, "mmo: seed: %s\n", err);
+    } else if (strcmp(cmd, "migrate") == 0 || strcmp(cmd, "seed") == 0) {
+        rc = 0;
+        /* the main database, then every shard: they share one schema */
+        for (int i = -1; i < n.conf.nshards && rc == 0; i++) {
+            const char *ci = i < 0 ? n.conf.pg_conninfo : n.conf.shards[i].conninfo;
+            if (i >= 0)
+                printf("shard %d:\n", n.conf.shards[i].id);
+            if (cmd[0] == 's')
+                rc = (i < 0 ? seed_run(ci, sql_dir, err, sizeof err)
+                            : seed_run_shard(ci, sql_dir, err, sizeof err)) < 0;
+            else if (has_flag(argc, argv, "--status"))
+                rc = migrate_status(ci, sql_dir, err, sizeof err) < 0;
+            else
+                rc = migrate_run(ci, sql_dir, has_flag(argc, argv, "--dry-run"), err, sizeof err) <
+                     0;
+            if (rc)
+                fprintf(stderr, "mmo: %s%s: %s\n", cmd, i < 0 ? "" : " (shard)", err);
+        }
     } else if (strcmp(cmd, "check") == 0) {
         struct lb_ctx ctx = {0};
         ctx.conf = &n.conf;

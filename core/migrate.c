@@ -779,7 +779,7 @@ static int ensure_admin(PGconn *c, char *pw, size_t pw_cap, int *created, int *g
     return 0;
 }
 
-int seed_run(const char *conninfo, const char *sql_dir, char *err, size_t cap)
+static int seed(const char *conninfo, const char *sql_dir, int with_admin, char *err, size_t cap)
 {
     struct migrate_file *files = NULL;
     struct applied a = {NULL, 0};
@@ -817,13 +817,15 @@ int seed_run(const char *conninfo, const char *sql_dir, char *err, size_t cap)
         if (frc < 0)
             goto done;
     }
-    if (ensure_admin(c, pw, sizeof pw, &created, &generated, err, cap) < 0)
+    if (with_admin && ensure_admin(c, pw, sizeof pw, &created, &generated, err, cap) < 0)
         goto done;
     if (exec_ok(c, "COMMIT", "seed", err, cap) < 0)
         goto done;
     for (int i = 0; i < nseeds; i++)
         printf("seeded %s\n", seeds[i]);
-    if (created && generated)
+    if (!with_admin)
+        ; /* a shard: no accounts there */
+    else if (created && generated)
         printf("admin password: %s\n", pw);
     else if (created)
         printf("admin account created (password from MMO_ADMIN_PASSWORD)\n");
@@ -844,4 +846,14 @@ done:
     free_strs(seeds, nseeds);
     migrate_list_free(files, n);
     return rc;
+}
+
+int seed_run(const char *conninfo, const char *sql_dir, char *err, size_t cap)
+{
+    return seed(conninfo, sql_dir, 1, err, cap);
+}
+
+int seed_run_shard(const char *conninfo, const char *sql_dir, char *err, size_t cap)
+{
+    return seed(conninfo, sql_dir, 0, err, cap);
 }

@@ -64,4 +64,8 @@ int migrate_status(const char *conninfo, const char *sql_dir, char *err, size_t 
  * one-line message in err; on failure nothing is seeded. */
 int seed_run(const char *conninfo, const char *sql_dir, char *err, size_t cap);
 
+/* Like seed_run, for a shard database (config.lua section shards): the same seed files (the
+ * item catalogue and the regions are needed there), no admin account. */
+int seed_run_shard(const char *conninfo, const char *sql_dir, char *err, size_t cap);
+
 #endif

@@ -22,6 +22,17 @@ return {
         { "POST", "/api/admin/accounts/:id/ban", "admin.ban", role = "moderator" },
         { "GET", "/api/admin/audit", "admin.audit", role = "admin" },
 
+        { "POST", "/api/players", "players.create", role = "player" },
+        { "GET", "/api/players", "players.list", role = "moderator" },
+        { "GET", "/api/players/:id", "players.show", role = "player" },
+        { "PATCH", "/api/players/:id", "players.update", role = "player" },
+        { "DELETE", "/api/players/:id", "players.delete", role = "player" },
+        { "GET", "/api/items", "inventory.catalogue", role = "player" },
+        { "GET", "/api/players/:id/inventory", "inventory.show", role = "player" },
+        { "POST", "/api/players/:id/inventory/use", "inventory.use", role = "player" },
+        { "POST", "/api/trades", "trades.create", role = "player" },
+        { "POST", "/api/admin/players/:id/items", "inventory.grant", role = "admin" },
+
         { "GET", "/api/demo/player", "demo.player", role = "public" },
         { "GET", "/api/demo/player/signed", "demo.player", role = "player" },
     },
