@@ -21,6 +21,7 @@ return {
         { "POST", "/api/admin/accounts/:id/roles", "admin.set_roles", role = "admin" },
         { "POST", "/api/admin/accounts/:id/ban", "admin.ban", role = "moderator" },
         { "GET", "/api/admin/audit", "admin.audit", role = "admin" },
+        { "GET", "/api/admin/cache", "admin.cache", role = "admin" },
 
         { "POST", "/api/players", "players.create", role = "player" },
         { "GET", "/api/players", "players.list", role = "moderator" },

@@ -1,6 +1,7 @@
 -- handlers/admin.lua: account administration and the audit log (API.md "Admin and
 -- operations"). Every call here writes an audit entry.
 local audit = require "lib.audit"
+local cache = require "mmo.cache"
 local db = require "mmo.db"
 local http = require "lib.http"
 local json = require "mmo.json"
@@ -105,6 +106,13 @@ function _M.ban(req)
     end
     return 200, { id = id, banned_until = result.banned_until, reason = body.reason,
                   sessions_ended = ended }
+end
+
+
+-- GET /api/admin/cache: this node's cache layers, hits and misses per layer
+function _M.cache(req)
+    audit.write(req, "admin.cache.read")
+    return 200, cache.layers()
 end
 
 

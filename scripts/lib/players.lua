@@ -76,9 +76,16 @@ local function ttl_ms(row, now)
 end
 
 
--- The document of a row, encoded.
+-- The document of a row, encoded (a player without a guild has "guild": null).
 function _M.encode(row, now)
-    return json.encode(player.document(row, now))
+    local doc = player.document(row, now)
+    if doc.guild == nil then
+        doc.guild = json.null
+    end
+    if #doc.buffs == 0 then
+        doc.buffs = json.empty_array
+    end
+    return json.encode(doc)
 end
 
 

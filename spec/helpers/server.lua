@@ -401,6 +401,72 @@ _M.ROOT = ROOT
 _M.BIN = BIN
 
 
+-- Many clients at once, for `seconds`: n keep-alive connections, each sending the request
+-- next_request(i) returns ({method, path, opts}) and handing each answer to on_response(i,
+-- res, request) before sending the next. One process, non-blocking sockets and select(): the
+-- node sees n requests in flight at all times. Returns the number of requests answered.
+function _M.concurrent(node, n, seconds, next_request, on_response)
+    local conns, by_sock, pending = {}, {}, {}
+    local socks = {}
+    local function send(i)
+        local r = next_request(i)
+        pending[i] = r
+        assert(conns[i]:send(_M.format_request(r[1], r[2], r[3])))
+    end
+    for i = 1, n do
+        conns[i] = node:connect()
+        by_sock[conns[i].sock] = i
+        socks[i] = conns[i].sock
+        send(i)
+    end
+    local done, deadline = 0, socket.gettime() + seconds
+    local active = n
+    while active > 0 do
+        local readable = socket.select(socks, nil, 1)
+        for _, sk in ipairs(readable) do
+            local i = by_sock[sk]
+            local c = conns[i]
+            if c and pending[i] then
+                c.sock:settimeout(0)
+                local data, err, partial = c.sock:receive(65536)
+                c.sock:settimeout(c.timeout)
+                data = data or partial
+                if data and #data > 0 then
+                    c.buf = c.buf .. data
+                elseif err == "closed" then
+                    error("connection " .. i .. " closed by the node")
+                end
+                -- whole answers in the buffer
+                while pending[i] and c.buf:find("\r\n\r\n", 1, true) do
+                    local head_end = c.buf:find("\r\n\r\n", 1, true)
+                    local len = tonumber(c.buf:sub(1, head_end):match("[Cc]ontent%-[Ll]ength: (%d+)"))
+                    if not len or #c.buf < head_end + 3 + len then
+                        break
+                    end
+                    local res = c:read_response()
+                    local req = pending[i]
+                    pending[i] = nil
+                    done = done + 1
+                    on_response(i, res, req)
+                    if socket.gettime() < deadline then
+                        send(i)
+                    else
+                        active = active - 1
+                    end
+                end
+            end
+        end
+        if socket.gettime() > deadline + 30 then
+            error("answers still missing 30 s after the end")
+        end
+    end
+    for i = 1, n do
+        conns[i]:close()
+    end
+    return done
+end
+
+
 -- Poll fn() every 50 ms until it returns a truthy value or timeout seconds pass.
 function _M.eventually(fn, timeout)
     local deadline = socket.gettime() + (timeout or 10)

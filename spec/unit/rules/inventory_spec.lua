@@ -66,6 +66,7 @@ describe("rules.inventory", function()
             assert.equal("not_enough", why)
             assert.same({ item = "potion", have = 1, want = 2, side = "from" }, d)
             a, why = inv.trade({}, {}, { { item = "dragon", qty = 1 } }, {}, CAT)
+            assert.is_nil(a)
             assert.equal("unknown_item", why)
         end)
 
