@@ -31,6 +31,13 @@ _M.COLUMNS = "id, account_id, name, class, level, xp, hp, mp, region, x, y, move
              "as created_at"
 
 
+-- The shards of this node (fixed by config.lua at start): read once, when the module loads.
+local SHARD_EXISTS = {}
+for _, n in ipairs(db.shard_ids()) do
+    SHARD_EXISTS[n] = true
+end
+
+
 -- A player id from a path parameter: a positive whole number whose shard exists, or a 404.
 function _M.parse_id(text)
     local id = tonumber(text)
@@ -38,12 +45,7 @@ function _M.parse_id(text)
        not text:match("^%d+$") then
         http.fail(404, "not_found", "no such player")
     end
-    local shard = id % _M.SHARDS
-    local ok = false
-    for _, n in ipairs(db.shard_ids()) do
-        ok = ok or n == shard
-    end
-    if not ok then
+    if not SHARD_EXISTS[id % _M.SHARDS] then
         http.fail(404, "not_found", "no such player")
     end
     return id
