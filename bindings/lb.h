@@ -28,6 +28,8 @@
 struct event_base;
 struct db_pool;
 struct rds;
+struct rds_sub;
+struct lcache;
 struct work_pool;
 struct conf;
 struct script;
@@ -49,6 +51,11 @@ struct lb_ctx {
     struct auth *auth; /* tokens and sessions (core/auth.h) */
     struct gate *gate; /* what runs before Lua (core/gate.h); NULL: public routes only */
     lua_State *main_L; /* the VM's main thread (set by the script host) */
+    /* The cache layers of mmo.cache (fetch, fill, store, drop): the node's in-process layer
+     * (core/lcache.h; NULL: no local layer) and the subscriber to LCACHE_CHANNEL that keeps it
+     * coherent (NULL: the local layer is trusted as is, a single node). */
+    struct lcache *lcache;
+    struct rds_sub *sub;
 };
 
 /* Store ctx in L's registry (borrowed) / fetch it. */

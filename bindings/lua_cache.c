@@ -28,27 +28,78 @@
  * cache.null. Integers are Lua numbers: exact up to 2^53.
  *
  * The connection is shared by every task: a transaction is one cache.pipeline
- * ({ {"MULTI"}, ..., {"EXEC"} }), and a check-and-set is a cache.eval script. */
+ * ({ {"MULTI"}, ..., {"EXEC"} }), and a check-and-set is a cache.eval script.
+ *
+ * ---- The cache layers: in-process, then Redis, then the caller's database ----------------------
+ * For values that carry a version: an integer >= 0 that grows with every write of the key (a
+ * row's version column; a delete takes a version of its own, the row's last + 1). A version is
+ * a number (exact up to 2^53) or a decimal string (up to 2^63 - 1); it comes back as a number.
+ *
+ *   cache.fetch(key)        -> value, version, "local" | "redis"
+ *                            | nil          missed both layers: read the database, then fill
+ *                            | nil, err     (Redis failed: treat it as a miss)
+ *       The local layer first: a local hit never yields. Then Redis (GET + PTTL, one round
+ *       trip); a Redis hit fills the local layer until the Redis copy expires.
+ *   cache.fill(key, value, version, ttl_ms)  -> true | nil, err      after a database read
+ *       Redis first, newer-wins (FILL_SCRIPT: never over a version at least as new, nor over a
+ *       tombstone); then the local layer, newer-wins, if Redis took the version or holds it
+ *       already. No message: nothing changed. true also when a newer version was there.
+ *   cache.store(key, value, version, ttl_ms) -> true | nil, err      after a write
+ *       The local layer at once (newer-wins; a read after the write on this node sees it even
+ *       if Redis fails), then in one pipeline the same script and PUBLISH LCACHE_CHANNEL
+ *       "<version> <key>": every node drops its copies older than version.
+ *   cache.drop(key, version) -> true | nil, err                      after a delete
+ *       A local tombstone at once, then in one pipeline a Redis tombstone (the script, value
+ *       "<version>!", for LCACHE_TOMBSTONE_MS) and the PUBLISH. A tombstone is a miss in both
+ *       layers and refuses fills of older versions: a read that raced the delete cannot put the
+ *       row back. (A plain DEL would let such a fill in.)
+ *   cache.layers()          -> { local_hits, local_misses, redis_hits, misses, fills, stores,
+ *                                drops, stale_refused, evictions, expired,
+ *                                invalidations_received, entries, tombstones, bytes, clears,
+ *                                subscribed }
+ *       Counters since the node started. misses: fetches that missed both layers (or Redis
+ *       alone while the local layer was off); fills/stores/drops: calls Redis answered;
+ *       stale_refused: fills and stores refused for an older version, both layers; clears: the
+ *       local layer forgotten on (re)subscribing (the first subscription counts one);
+ *       entries, tombstones and bytes: the local layer now; subscribed: the invalidation
+ *       channel is up.
+ *
+ * In Redis a layered value is "<version>:<value>" (or the tombstone "<version>!") under
+ * "lc:<key>", with the ttl_ms given (PX). Another node's store or drop reaches this node as a
+ * message on LCACHE_CHANNEL (core/lcache.h, delivered by core/rds.c's subscriber): older local
+ * copies are dropped and a tombstone refuses older fills; this node's own messages change
+ * nothing. The local layer is only read or filled while that subscription is up: while it is
+ * down, fetch goes to Redis; when it comes back, the local layer is cleared (messages may have
+ * been missed), and a fill whose Redis answer straddles the clear (lcache_epoch) stays out of
+ * it. With no local layer (ctx->lcache NULL) every call uses Redis alone; with no Redis
+ * (ctx->rds NULL) store and drop still update the local layer, fill fills it only on a node
+ * without a subscriber, and anything that needs Redis returns nil, "unavailable". */
 #include "bindings.h"
 #include "err.h"
 #include "lb.h"
+#include "lcache.h"
 #include "log.h"
+#include "mem.h"
 #include "rds.h"
 #include "conf.h"
 
 #include <errno.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
 #include <hiredis/hiredis.h>
 
 #define NUM_CAP 32 /* "%.17g" of any double, or an int64 */
+#define VER_CAP 24 /* an int64 in decimal */
 
-enum { K_ANY, K_TRUE, K_BOOL, K_PIPE };
+enum { K_ANY, K_TRUE, K_BOOL, K_PIPE, K_FETCH, K_LAYER };
 
 /* Its address is the registry key of the helper thread that converts replies (see finish). */
 static const char HELPER_KEY = 0;
+/* Its address is the registry key of the layers' counters (struct layer_stats). */
+static const char STATS_KEY = 0;
 
 /* ---- arguments -------------------------------------------------------------------------------
  * One call's commands, as rds_batch wants them. They point into Lua strings (alive: on the
@@ -183,12 +234,37 @@ struct conv {
     struct redisReply **replies;
     int n;
     int kind;
+    /* K_FETCH and K_LAYER: decided by the C callback */
+    const redisReply *err; /* the first error reply, or NULL */
+    int hit;               /* K_FETCH: a live value */
+    const char *val;       /* borrowed from the reply */
+    size_t vlen;
+    int64_t version;
 };
 
 /* Runs protected on the helper thread: [conv] -> [results...] */
 static int l_convert(lua_State *L)
 {
     const struct conv *c = lua_touserdata(L, 1);
+    if (c->kind == K_FETCH || c->kind == K_LAYER) {
+        if (c->err) {
+            lua_pushnil(L);
+            push_redis_err(L, c->err);
+            return 2;
+        }
+        if (c->kind == K_LAYER) {
+            lua_pushboolean(L, 1);
+            return 1;
+        }
+        if (!c->hit) {
+            lua_pushnil(L);
+            return 1;
+        }
+        lua_pushlstring(L, c->val, c->vlen);
+        lua_pushnumber(L, (lua_Number) c->version);
+        lua_pushliteral(L, "redis");
+        return 3;
+    }
     if (c->kind == K_PIPE) {
         lua_createtable(L, c->n, 0);
         for (int i = 0; i < c->n; i++) {
@@ -218,7 +294,7 @@ static int l_convert(lua_State *L)
 /* Hand the outcome to the waiting task. The replies are converted in a protected call on a
  * helper thread, never on the suspended coroutine itself: a memory error (a capped VM, a huge
  * reply) then becomes nil, err instead of a panic outside any pcall. */
-static void finish(struct redisReply **replies, int n, int status, struct lb_wait *w, int kind)
+static void convert(const struct conv *c, int status, struct lb_wait *w)
 {
     if (status < 0) {
         lb_wait_resume_err(w, status);
@@ -229,10 +305,9 @@ static void finish(struct redisReply **replies, int n, int status, struct lb_wai
     lua_rawget(co, LUA_REGISTRYINDEX);
     lua_State *h = lua_tothread(co, -1);
     lua_pop(co, 1);
-    struct conv c = {replies, n, kind};
     int base = lua_gettop(h);
     lua_pushvalue(h, 1); /* l_convert, kept at the bottom of the helper's stack */
-    lua_pushlightuserdata(h, &c);
+    lua_pushlightuserdata(h, (void *) c);
     int rc = lua_pcall(h, 1, LUA_MULTRET, 0);
     if (rc != 0) {
         log_warn("cache", "cannot convert a Redis reply: %s",
@@ -244,6 +319,12 @@ static void finish(struct redisReply **replies, int n, int status, struct lb_wai
     int nres = lua_gettop(h) - base;
     lua_xmove(h, co, nres);
     lb_wait_resume(w, nres);
+}
+
+static void finish(struct redisReply **replies, int n, int status, struct lb_wait *w, int kind)
+{
+    struct conv c = {.replies = replies, .n = n, .kind = kind};
+    convert(&c, status, w);
 }
 
 static void on_any(struct redisReply **rp, int n, int status, void *ud)
@@ -434,10 +515,384 @@ static int l_pipeline(lua_State *L) /* cache.pipeline(cmds) -> results | nil, er
     return run(L, a, on_pipe);
 }
 
+/* ---- the cache layers ----------------------------------------------------------------------- */
+
+/* KEYS[1] "lc:<key>"; ARGV[1] the version (decimal, no leading zeros), ARGV[2] the new value
+ * ("<version>:<value>", or the tombstone "<version>!"), ARGV[3] its ttl in ms. Newer wins:
+ * versions are compared as decimal strings (longer is larger), so they are exact to 2^63 - 1.
+ * Returns 1 written; 0 the same version is there with a value (nothing to do); -1 refused: a
+ * newer version is there, or a tombstone of this version. A value that is not ours is
+ * overwritten. */
+static const char FILL_SCRIPT[] =
+    "local cur = redis.call('GET', KEYS[1])\n"
+    "if cur then\n"
+    "  local v, kind = string.match(cur, '^(%d+)([:!])')\n"
+    "  if v then\n"
+    "    local new = ARGV[1]\n"
+    "    if #v > #new or (#v == #new and v > new) then return -1 end\n"
+    "    if v == new then\n"
+    "      if kind == '!' then return -1 end\n"
+    "      return 0\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])\n"
+    "return 1\n";
+
+#define RKEY_PREFIX "lc:"
+
+enum { L_FETCH, L_FILL, L_STORE, L_DROP };
+
+/* The node's counters for the layers (the local layer counts its own, core/lcache.c). */
+struct layer_stats {
+    uint64_t redis_hits, misses, fills, stores, drops, redis_refused;
+};
+
+/* A layered call waiting for Redis: what the callback needs after the reply. Owned by the
+ * binding from rds_batch until the callback or the cancel. */
+struct lop {
+    struct lb_wait *w;
+    struct rds_op *op;
+    const struct lb_ctx *ctx; /* borrowed for the VM's lifetime */
+    struct layer_stats *st;   /* idem */
+    int kind;
+    uint64_t epoch; /* lcache_epoch when sent */
+    int64_t version;
+    int ttl_ms;
+    size_t klen, vlen;
+    char data[]; /* key, then value (L_FILL) */
+};
+
+/* The local layer may be read and filled: it exists, and no invalidation can be missing (the
+ * subscription is up, or the node has none: one node). */
+static int local_trusted(const struct lb_ctx *ctx)
+{
+    return ctx && ctx->lcache && (ctx->sub == NULL || rds_sub_up(ctx->sub));
+}
+
+/* A version: an integral number in [0, 2^53] or a decimal string in [0, 2^63 - 1]. Raises. */
+static int64_t check_version(lua_State *L, int idx)
+{
+    if (lua_type(L, idx) == LUA_TSTRING) {
+        size_t len;
+        const char *s = lua_tolstring(L, idx, &len);
+        uint64_t v = 0;
+        int ok = len >= 1 && len <= 19 && (len == 1 || s[0] != '0');
+        for (size_t i = 0; ok && i < len; i++) {
+            ok = s[i] >= '0' && s[i] <= '9';
+            v = v * 10 + (uint64_t) (s[i] - '0');
+        }
+        luaL_argcheck(L, ok && v <= (uint64_t) INT64_MAX, idx,
+                      "version must be a decimal integer >= 0");
+        return (int64_t) v;
+    }
+    lua_Number x = luaL_checknumber(L, idx);
+    luaL_argcheck(L, x >= 0 && x <= 9007199254740992.0 && x == floor(x), idx,
+                  "version must be an integer >= 0 (exact up to 2^53; a string beyond)");
+    return (int64_t) x;
+}
+
+static int check_ttl(lua_State *L, int idx)
+{
+    lua_Number ms = luaL_checknumber(L, idx);
+    luaL_argcheck(L, ms >= 1 && ms <= 2147483647.0 && ms == floor(ms), idx,
+                  "ttl_ms must be a positive integer");
+    return (int) ms;
+}
+
+/* [..] -> [.., "<version>"]; returns the index. */
+static int push_version(lua_State *L, int64_t version)
+{
+    char buf[VER_CAP];
+    int n = snprintf(buf, sizeof buf, "%lld", (long long) version);
+    lua_pushlstring(L, buf, (size_t) n);
+    return lua_gettop(L);
+}
+
+/* [..] -> [.., "lc:" .. key]; returns the index. Binary-safe. */
+static int push_rkey(lua_State *L, int key_idx)
+{
+    lua_pushliteral(L, RKEY_PREFIX);
+    lua_pushvalue(L, key_idx);
+    lua_concat(L, 2);
+    return lua_gettop(L);
+}
+
+/* [..] -> [.., a .. sep .. b]; returns the index. */
+static int push_join(lua_State *L, int a, const char *sep, int b)
+{
+    lua_pushvalue(L, a);
+    lua_pushstring(L, sep);
+    if (b)
+        lua_pushvalue(L, b);
+    else
+        lua_pushliteral(L, "");
+    lua_concat(L, 3);
+    return lua_gettop(L);
+}
+
+/* "<version>:<value>" -> 1; "<version>!" (a tombstone) and anything not ours -> 0. */
+static int parse_layered(const char *s, size_t len, int64_t *version, const char **val,
+                         size_t *vlen)
+{
+    size_t i = 0;
+    uint64_t v = 0;
+    while (i < len && i < 19 && s[i] >= '0' && s[i] <= '9')
+        v = v * 10 + (uint64_t) (s[i++] - '0');
+    if (i == 0 || i >= len || s[i] != ':' || v > (uint64_t) INT64_MAX)
+        return 0;
+    *version = (int64_t) v;
+    *val = s + i + 1;
+    *vlen = len - i - 1;
+    return 1;
+}
+
+static struct layer_stats *layer_stats(lua_State *L)
+{
+    return lua_touserdata(L, lua_upvalueindex(2));
+}
+
+/* Fill the local layer from a Redis answer: still trusted, and no clear since the call left. */
+static void local_fill(const struct lop *p, const char *val, size_t vlen, int64_t version,
+                       int ttl_ms)
+{
+    if (local_trusted(p->ctx) && lcache_epoch(p->ctx->lcache) == p->epoch)
+        lcache_fill(p->ctx->lcache, p->data, p->klen, val, vlen, version, ttl_ms);
+}
+
+static void on_layer(struct redisReply **rp, int n, int status, void *ud)
+{
+    struct lop *p = ud;
+    struct layer_stats *st = p->st;
+    struct conv c = {.replies = rp, .n = n, .kind = p->kind == L_FETCH ? K_FETCH : K_LAYER};
+    for (int i = 0; status == 0 && c.err == NULL && i < n; i++)
+        if (rp[i]->type == REDIS_REPLY_ERROR)
+            c.err = rp[i];
+    if (status == 0 && c.err == NULL && p->kind != L_FETCH && rp[0]->type != REDIS_REPLY_INTEGER)
+        status = ERR_PROTOCOL;
+    if (status == 0 && c.err == NULL) {
+        switch (p->kind) {
+        case L_FETCH:
+            if (rp[0]->type == REDIS_REPLY_STRING &&
+                parse_layered(rp[0]->str, rp[0]->len, &c.version, &c.val, &c.vlen)) {
+                c.hit = 1;
+                st->redis_hits++;
+                /* Expire with the Redis copy: PTTL -1 is none (0 here), -2 gone meanwhile. */
+                long long pttl = rp[1]->type == REDIS_REPLY_INTEGER ? rp[1]->integer : -2;
+                if (pttl == -1 || pttl > 0)
+                    local_fill(p, c.val, c.vlen, c.version,
+                               pttl > INT32_MAX ? INT32_MAX : (int) (pttl < 0 ? 0 : pttl));
+            } else {
+                st->misses++;
+            }
+            break;
+        case L_FILL:
+            st->fills++;
+            if (rp[0]->integer >= 0)
+                local_fill(p, p->data + p->klen, p->vlen, p->version, p->ttl_ms);
+            else
+                st->redis_refused++;
+            break;
+        case L_STORE:
+            st->stores++;
+            st->redis_refused += rp[0]->integer < 0;
+            break;
+        default: st->drops++; break;
+        }
+    }
+    struct lb_wait *w = p->w;
+    free(p);
+    convert(&c, status, w);
+}
+
+static void cancel_layer(void *ud)
+{
+    struct lop *p = ud;
+    rds_op_cancel(p->op);
+    free(p);
+}
+
+/* Send a's commands for a layered call and park the task. key/val are copied for the callback
+ * (val: L_FILL only). */
+static int run_layer(lua_State *L, const struct args *a, int kind, const char *key, size_t klen,
+                     const char *val, size_t vlen, int64_t version, int ttl_ms)
+{
+    const struct lb_ctx *ctx = lua_touserdata(L, lua_upvalueindex(1));
+    int timeout_ms = ctx->conf ? ctx->conf->redis_timeout_ms : 0;
+    struct lb_wait *w = lb_wait_begin(L); /* raises: before anything is allocated */
+    struct lop *p = xmalloc(sizeof *p + klen + vlen);
+    p->w = w;
+    p->op = NULL;
+    p->ctx = ctx;
+    p->st = layer_stats(L);
+    p->kind = kind;
+    p->epoch = ctx->lcache ? lcache_epoch(ctx->lcache) : 0;
+    p->version = version;
+    p->ttl_ms = ttl_ms;
+    p->klen = klen;
+    p->vlen = vlen;
+    memcpy(p->data, key, klen);
+    if (vlen)
+        memcpy(p->data + klen, val, vlen);
+    int rc = rds_batch(ctx->rds, a->ncmds, a->argc, a->argv, a->argvlen, timeout_ms, on_layer, p,
+                       &p->op);
+    if (rc < 0) {
+        free(p);
+        return lb_wait_fail(L, w, rc);
+    }
+    lb_wait_on_cancel(w, cancel_layer, p);
+    return lua_yield(L, 0);
+}
+
+static int l_fetch(lua_State *L) /* cache.fetch(key) -> value, version, layer | nil | nil, err */
+{
+    size_t klen;
+    const char *key = luaL_checklstring(L, 1, &klen);
+    lua_settop(L, 1);
+    const struct lb_ctx *ctx = lua_touserdata(L, lua_upvalueindex(1));
+    if (local_trusted(ctx)) {
+        const char *val;
+        size_t vlen;
+        int64_t version;
+        if (lcache_get(ctx->lcache, key, klen, &val, &vlen, &version)) {
+            lua_pushlstring(L, val, vlen);
+            lua_pushnumber(L, (lua_Number) version);
+            lua_pushliteral(L, "local");
+            return 3;
+        }
+    }
+    if (ctx == NULL || ctx->rds == NULL)
+        return lb_push_err(L, ERR_UNAVAILABLE);
+    int rkey = push_rkey(L, 1);
+    struct args *a = args_new(L, 2, 4);
+    args_cmd(a);
+    args_lit(a, "GET");
+    args_add(L, a, rkey, 0, 1);
+    args_cmd(a);
+    args_lit(a, "PTTL");
+    args_add(L, a, rkey, 0, 1);
+    return run_layer(L, a, L_FETCH, key, klen, NULL, 0, 0, 0);
+}
+
+/* EVAL FILL_SCRIPT for key (index 1) with payload at index pl, [+ PUBLISH "<version> <key>"]. */
+static struct args *layer_args(lua_State *L, int ver, int pl, int ttl_ms, int publish)
+{
+    int rkey = push_rkey(L, 1);
+    int msg = publish ? push_join(L, ver, " ", 1) : 0;
+    struct args *a = args_new(L, publish ? 2 : 1, 10);
+    args_cmd(a);
+    args_lit(a, "EVAL");
+    args_lit(a, FILL_SCRIPT);
+    args_lit(a, "1");
+    args_add(L, a, rkey, 0, 1);
+    args_add(L, a, ver, 0, 2);
+    args_add(L, a, pl, 0, 3);
+    args_num(a, ttl_ms);
+    if (publish) {
+        args_cmd(a);
+        args_lit(a, "PUBLISH");
+        args_lit(a, LCACHE_CHANNEL);
+        args_add(L, a, msg, 0, 1);
+    }
+    return a;
+}
+
+/* cache.fill(key, value, version, ttl_ms) / cache.store(...) -> true | nil, err */
+static int fill_or_store(lua_State *L, int kind)
+{
+    size_t klen, vlen;
+    const char *key = luaL_checklstring(L, 1, &klen);
+    const char *val = luaL_checklstring(L, 2, &vlen);
+    int64_t version = check_version(L, 3);
+    int ttl_ms = check_ttl(L, 4);
+    lua_settop(L, 4);
+    const struct lb_ctx *ctx = lua_touserdata(L, lua_upvalueindex(1));
+    if (kind == L_STORE && ctx && ctx->lcache)
+        lcache_set(ctx->lcache, key, klen, val, vlen, version, ttl_ms);
+    int rc = ctx && ctx->rds ? 0 : ERR_UNAVAILABLE;
+    if (rc == 0) {
+        int ver = push_version(L, version);
+        int pl = push_join(L, ver, ":", 2);
+        struct args *a = layer_args(L, ver, pl, ttl_ms, kind == L_STORE);
+        if (!rds_up(ctx->rds))
+            rc = ERR_UNAVAILABLE;
+        else
+            return run_layer(L, a, kind, key, klen, kind == L_FILL ? val : NULL,
+                             kind == L_FILL ? vlen : 0, version, ttl_ms);
+    }
+    /* No Redis to decide: a node without a subscriber trusts its local layer alone. */
+    if (kind == L_FILL && ctx && ctx->lcache && ctx->sub == NULL)
+        lcache_fill(ctx->lcache, key, klen, val, vlen, version, ttl_ms);
+    return lb_push_err(L, rc);
+}
+
+static int l_fill(lua_State *L)
+{
+    return fill_or_store(L, L_FILL);
+}
+
+static int l_store(lua_State *L)
+{
+    return fill_or_store(L, L_STORE);
+}
+
+static int l_drop(lua_State *L) /* cache.drop(key, version) -> true | nil, err */
+{
+    size_t klen;
+    const char *key = luaL_checklstring(L, 1, &klen);
+    int64_t version = check_version(L, 2);
+    lua_settop(L, 2);
+    const struct lb_ctx *ctx = lua_touserdata(L, lua_upvalueindex(1));
+    if (ctx && ctx->lcache)
+        lcache_drop(ctx->lcache, key, klen, version);
+    if (ctx == NULL || ctx->rds == NULL)
+        return lb_push_err(L, ERR_UNAVAILABLE);
+    int ver = push_version(L, version);
+    int pl = push_join(L, ver, "!", 0);
+    struct args *a = layer_args(L, ver, pl, LCACHE_TOMBSTONE_MS, 1);
+    return run_layer(L, a, L_DROP, key, klen, NULL, 0, version, 0);
+}
+
+static void set_count(lua_State *L, const char *name, uint64_t v)
+{
+    lua_pushnumber(L, (lua_Number) v);
+    lua_setfield(L, -2, name);
+}
+
+static int l_layers(lua_State *L) /* cache.layers() -> { counters } */
+{
+    const struct lb_ctx *ctx = lua_touserdata(L, lua_upvalueindex(1));
+    const struct layer_stats *st = layer_stats(L);
+    struct lcache_stats ls;
+    memset(&ls, 0, sizeof ls);
+    if (ctx && ctx->lcache)
+        lcache_stats(ctx->lcache, &ls);
+    lua_createtable(L, 0, 16);
+    set_count(L, "local_hits", ls.hits);
+    set_count(L, "local_misses", ls.misses);
+    set_count(L, "redis_hits", st->redis_hits);
+    set_count(L, "misses", st->misses);
+    set_count(L, "fills", st->fills);
+    set_count(L, "stores", st->stores);
+    set_count(L, "drops", st->drops);
+    set_count(L, "stale_refused", ls.stale_refused + st->redis_refused);
+    set_count(L, "evictions", ls.evictions);
+    set_count(L, "expired", ls.expired);
+    set_count(L, "invalidations_received", ls.invalidations);
+    set_count(L, "entries", ls.entries);
+    set_count(L, "tombstones", ls.tombstones);
+    set_count(L, "bytes", ls.bytes);
+    set_count(L, "clears", ls.clears);
+    lua_pushboolean(L, ctx && ctx->sub && rds_sub_up(ctx->sub));
+    lua_setfield(L, -2, "subscribed");
+    return 1;
+}
+
 static const luaL_Reg FUNCS[] = {
-    {"get", l_get},   {"set", l_set},           {"del", l_del},
-    {"incr", l_incr}, {"expire", l_expire},     {"eval", l_eval},
-    {"cmd", l_cmd},   {"pipeline", l_pipeline}, {NULL, NULL},
+    {"get", l_get},       {"set", l_set},   {"del", l_del},     {"incr", l_incr},
+    {"expire", l_expire}, {"eval", l_eval}, {"cmd", l_cmd},     {"pipeline", l_pipeline},
+    {"fetch", l_fetch},   {"fill", l_fill}, {"store", l_store}, {"drop", l_drop},
+    {"layers", l_layers}, {NULL, NULL},
 };
 
 int luaopen_mmo_cache(lua_State *L)
@@ -453,9 +908,22 @@ int luaopen_mmo_cache(lua_State *L)
     }
     lua_pop(L, 1);
 
+    /* The layers' counters, one block per VM, anchored in the registry. */
+    lua_pushlightuserdata(L, (void *) &STATS_KEY);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    struct layer_stats *st = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    if (st == NULL) {
+        lua_pushlightuserdata(L, (void *) &STATS_KEY);
+        st = lua_newuserdata(L, sizeof *st);
+        memset(st, 0, sizeof *st);
+        lua_rawset(L, LUA_REGISTRYINDEX);
+    }
+
     luaL_newlibtable(L, FUNCS);
     lua_pushlightuserdata(L, lb_ctx(L)); /* borrowed for the VM's lifetime */
-    luaL_setfuncs(L, FUNCS, 1);
+    lua_pushlightuserdata(L, st);        /* anchored in the registry */
+    luaL_setfuncs(L, FUNCS, 2);
     lua_pushlightuserdata(L, NULL);
     lua_setfield(L, -2, "null");
     return 1;

@@ -10,6 +10,7 @@
 #include "err.h"
 #include "gate.h"
 #include "http.h"
+#include "lcache.h"
 #include "lb.h"
 #include "log.h"
 #include "mem.h"
@@ -55,6 +56,8 @@ struct node {
     struct db_pool *db;
     struct db_pool *shards[CONF_MAX_SHARDS];
     struct rds *rds;
+    struct rds_sub *sub;
+    struct lcache *lcache;
     struct auth *auth;
     struct rl *rl;
     struct gate *gate;
@@ -152,6 +155,8 @@ static void node_free(struct node *n)
     gate_free(n->gate);
     rl_free(n->rl);
     auth_free(n->auth);
+    rds_sub_free(n->sub); /* before the cache its messages go to */
+    lcache_free(n->lcache);
     db_pool_free(n->db);
     for (int i = 0; i < CONF_MAX_SHARDS; i++)
         db_pool_free(n->shards[i]);
@@ -184,6 +189,9 @@ static int serve(struct node *n)
     struct rds_opts ro = {c->redis_host, c->redis_port, c->redis_connect_timeout_ms,
                           c->redis_timeout_ms, c->redis_reconnect_max_ms};
     n->rds = rds_new(n->base, &ro);
+    /* the in-process cache layer, and the channel that keeps nodes' copies fresh */
+    n->lcache = lcache_new(100000, (size_t) 64 << 20);
+    n->sub = rds_sub_new(n->base, &ro, LCACHE_CHANNEL, lcache_on_message, lcache_on_gap, n->lcache);
 
     char secret[65];
     const char *key = c->auth_jwt_secret;
@@ -236,6 +244,8 @@ static int serve(struct node *n)
 
     n->ctx.base = n->base;
     n->ctx.auth = n->auth;
+    n->ctx.lcache = n->lcache;
+    n->ctx.sub = n->sub;
     n->ctx.gate = n->gate;
     n->ctx.work = n->work;
     n->ctx.db = n->db;

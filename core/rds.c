@@ -21,7 +21,19 @@
  *
  * A call that gets no answer in time fails with ERR_TIMEOUT and the connection is dropped and
  * made again: a Redis that stopped answering is not trusted, and the calls queued behind the
- * stuck one fail at once with ERR_UNAVAILABLE instead of each waiting for its own deadline. */
+ * stuck one fail at once with ERR_UNAVAILABLE instead of each waiting for its own deadline.
+ *
+ * The subscriber (struct rds_sub, at the end) has the same life on a connection of its own:
+ * DOWN -> CONNECTING -> SUBSCRIBING (CLIENT SETNAME and SUBSCRIBE sent together) -> UP at the
+ * first confirmation. In subscribe mode hiredis 0.14 calls the SUBSCRIBE callback for every
+ * confirmation and message of the channel, and once more with NULL when the context is freed;
+ * the callback finds the subscriber through ac->data (never its privdata), so a context we
+ * freed (data cleared) reaches nothing. A PING is not usable there (0.14 looks the reply
+ * ["pong", ""] up as a message of channel "" and never gives it to the PING's callback: checked
+ * with a probe program), so the liveness check re-sends SUBSCRIBE for the channel and waits for
+ * its confirmation. Messages and gaps are copied into a FIFO and handed
+ * to the user from an event of ours: user code never runs inside hiredis, and may free the
+ * subscriber from a callback (depth/freed, as above). */
 #include "rds.h"
 #include "err.h"
 #include "log.h"
@@ -212,17 +224,28 @@ static void on_op_event(evutil_socket_t fd, short what, void *arg)
 
 /* ---- the connection ------------------------------------------------------------------------- */
 
+/* ms +- 25%, so nodes that lost Redis together do not come back in step. */
+static int jitter_ms(unsigned *rng, int ms)
+{
+    *rng = *rng * 1103515245u + 12345u;
+    int quarter = ms / 4;
+    return quarter > 0 ? ms - quarter + (int) ((*rng >> 8) % (unsigned) (2 * quarter + 1)) : ms;
+}
+
 static int jitter(struct rds *r, int ms)
 {
-    r->rng = r->rng * 1103515245u + 12345u;
-    int quarter = ms / 4;
-    return quarter > 0 ? ms - quarter + (int) ((r->rng >> 8) % (unsigned) (2 * quarter + 1)) : ms;
+    return jitter_ms(&r->rng, ms);
+}
+
+static void evtimer_in(struct event *ev, int ms)
+{
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    evtimer_add(ev, &tv);
 }
 
 static void timer_in(struct rds *r, int ms)
 {
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-    evtimer_add(r->timer, &tv);
+    evtimer_in(r->timer, ms);
 }
 
 /* The connection is gone (r->ac is NULL, state DOWN): log the change once, retry later. */
@@ -529,4 +552,339 @@ int rds_check_batch(int ncmds, const int *argc, const char *const *const *argv,
     if (why)
         *why = reason;
     return ERR_INVALID;
+}
+
+/* ---- the subscriber ------------------------------------------------------------------------- */
+
+#define SUB_PING_MS 1000
+
+enum { SUB_DOWN, SUB_CONNECTING, SUB_SUBSCRIBING, SUB_UP };
+
+/* A message or a gap, copied out of hiredis, waiting for the deliver event. */
+struct sub_item {
+    struct sub_item *next;
+    uint64_t gen; /* gap: the connection it was confirmed on */
+    int gap;
+    size_t len;
+    char data[];
+};
+
+struct rds_sub {
+    struct event_base *base; /* borrowed */
+    char *host;              /* owned */
+    int port;
+    int connect_timeout_ms;
+    int timeout_ms;
+    int retry_max_ms;
+    char *channel; /* owned */
+    size_t chlen;
+    char name[64]; /* CLIENT SETNAME: "mmo:sub:<channel>" */
+    rds_msg_cb *on_msg;
+    rds_gap_cb *on_gap;
+    void *ud;
+
+    redisAsyncContext *ac; /* NULL unless CONNECTING, SUBSCRIBING or UP */
+    int state;
+    int up;              /* the gap of this connection was delivered */
+    uint64_t gen;        /* connections started: a gap queued for an older one is stale */
+    int ping_out;        /* a SUBSCRIBE sent as a ping awaits its confirmation */
+    struct event *timer; /* connect deadline, retry delay, ping interval or ping deadline */
+    int retry_ms;
+    unsigned rng;
+    int was_up;
+    int down_logged;
+    char err[128]; /* a failure seen inside hiredis, for the timer to act on */
+
+    struct event *deliver; /* runs the queue */
+    struct sub_item *head, *tail;
+    int depth;   /* user callbacks running */
+    int closing; /* rds_sub_free has begun */
+    int freed;   /* rds_sub_free ran inside a callback: free the struct when depth is 0 */
+};
+
+static void sub_queue(struct rds_sub *s, const char *data, size_t len, int gap)
+{
+    struct sub_item *it = xmalloc(sizeof *it + len);
+    it->next = NULL;
+    it->gen = s->gen;
+    it->gap = gap;
+    it->len = len;
+    if (len)
+        memcpy(it->data, data, len);
+    if (s->tail)
+        s->tail->next = it;
+    else
+        s->head = it;
+    s->tail = it;
+    event_active(s->deliver, EV_TIMEOUT, 0);
+}
+
+/* Free the context ourselves (never from inside a hiredis callback): the channel callback gets
+ * NULL and on_disconnect runs, both with data == NULL, and do nothing. */
+static void sub_conn_drop(struct rds_sub *s)
+{
+    redisAsyncContext *ac = s->ac;
+    s->ac = NULL;
+    s->state = SUB_DOWN;
+    s->up = 0;
+    s->ping_out = 0;
+    event_del(s->timer);
+    if (ac) {
+        ac->data = NULL;
+        redisAsyncFree(ac);
+    }
+}
+
+/* The connection is gone (s->ac is NULL, state DOWN): log the change once, retry later. */
+static void sub_went_down(struct rds_sub *s, const char *why)
+{
+    if (s->was_up)
+        log_warn("rds", "subscription to %s on %s:%d lost: %s; resubscribing", s->channel, s->host,
+                 s->port, why);
+    else if (!s->down_logged)
+        log_warn("rds", "cannot subscribe to %s on %s:%d: %s; retrying", s->channel, s->host,
+                 s->port, why);
+    else
+        log_debug("rds", "subscribe to %s on %s:%d failed again: %s", s->channel, s->host, s->port,
+                  why);
+    s->was_up = 0;
+    s->down_logged = 1;
+    if (s->closing)
+        return;
+    evtimer_in(s->timer, jitter_ms(&s->rng, s->retry_ms));
+    s->retry_ms = s->retry_ms * 2 > s->retry_max_ms ? s->retry_max_ms : s->retry_ms * 2;
+}
+
+static int send_subscribe(struct rds_sub *s, redisCallbackFn *fn)
+{
+    const char *argv[2] = {"SUBSCRIBE", s->channel};
+    size_t lens[2] = {9, s->chlen};
+    return redisAsyncCommandArgv(s->ac, fn, NULL, 2, argv, lens);
+}
+
+static int is_str(const redisReply *r, const char *s)
+{
+    return r->type == REDIS_REPLY_STRING && is(r->str, r->len, s);
+}
+
+/* Every confirmation and message of the channel; NULL when the context is being freed (whoever
+ * frees it handles the state). */
+static void on_sub_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct rds_sub *s = ac->data;
+    redisReply *r = reply;
+    if (s == NULL || r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements < 3)
+        return;
+    if (is_str(r->element[0], "message") && r->element[2]->type == REDIS_REPLY_STRING) {
+        sub_queue(s, r->element[2]->str, r->element[2]->len, 0);
+    } else if (is_str(r->element[0], "subscribe")) {
+        if (s->state == SUB_SUBSCRIBING) {
+            s->state = SUB_UP;
+            s->retry_ms = RETRY_MIN_MS;
+            if (s->down_logged)
+                log_info("rds", "subscribed again to %s on %s:%d", s->channel, s->host, s->port);
+            else
+                log_info("rds", "subscribed to %s on %s:%d", s->channel, s->host, s->port);
+            s->down_logged = 0;
+            s->was_up = 1;
+            sub_queue(s, NULL, 0, 1);
+            evtimer_in(s->timer, SUB_PING_MS);
+        } else if (s->state == SUB_UP && s->ping_out) {
+            s->ping_out = 0;
+            evtimer_in(s->timer, SUB_PING_MS);
+        }
+    }
+}
+
+static void on_sub_connect(const redisAsyncContext *cac, int status)
+{
+    struct rds_sub *s = cac->data;
+    if (s == NULL)
+        return;
+    if (status != REDIS_OK) {
+        /* hiredis frees the context when we return; the disconnect callback will not run. */
+        char why[128];
+        snprintf(why, sizeof why, "%s", cac->c.errstr[0] ? cac->c.errstr : "connect failed");
+        s->ac = NULL;
+        s->state = SUB_DOWN;
+        event_del(s->timer);
+        sub_went_down(s, why);
+        return;
+    }
+    s->state = SUB_SUBSCRIBING;
+    const char *argv[3] = {"CLIENT", "SETNAME", s->name};
+    size_t lens[3] = {6, 7, strlen(s->name)};
+    /* The name's reply needs no callback; an error there (LOADING, NOAUTH) comes back for the
+     * SUBSCRIBE too, which no regular callback awaits: hiredis then drops the connection. */
+    if (redisAsyncCommandArgv(s->ac, NULL, NULL, 3, argv, lens) != REDIS_OK ||
+        send_subscribe(s, on_sub_reply) != REDIS_OK) {
+        snprintf(s->err, sizeof s->err, "cannot send SUBSCRIBE");
+        event_active(s->timer, EV_TIMEOUT, 0);
+    }
+}
+
+static void on_sub_disconnect(const redisAsyncContext *cac, int status)
+{
+    struct rds_sub *s = cac->data;
+    if (s == NULL)
+        return;
+    char why[128];
+    snprintf(why, sizeof why, "%s", cac->c.errstr[0] ? cac->c.errstr : "closed by the server");
+    s->ac = NULL;
+    s->state = SUB_DOWN;
+    s->up = 0;
+    s->ping_out = 0;
+    event_del(s->timer);
+    sub_went_down(s, why);
+}
+
+static void sub_connect_start(struct rds_sub *s)
+{
+    s->err[0] = '\0';
+    s->gen++;
+    redisAsyncContext *ac = redisAsyncConnect(s->host, s->port);
+    if (ac == NULL) {
+        sub_went_down(s, "cannot allocate a context");
+        return;
+    }
+    if (ac->err) {
+        char why[128];
+        snprintf(why, sizeof why, "%s", ac->c.errstr);
+        redisAsyncFree(ac); /* never connected, nothing attached: no callback runs */
+        sub_went_down(s, why);
+        return;
+    }
+    ac->data = s;
+    if (redisLibeventAttach(ac, s->base) != REDIS_OK) {
+        ac->data = NULL;
+        redisAsyncFree(ac);
+        sub_went_down(s, "cannot attach to the event loop");
+        return;
+    }
+    redisAsyncSetConnectCallback(ac, on_sub_connect);
+    redisAsyncSetDisconnectCallback(ac, on_sub_disconnect);
+    s->ac = ac;
+    s->state = SUB_CONNECTING;
+    evtimer_in(s->timer, s->connect_timeout_ms);
+}
+
+/* DOWN: retry. CONNECTING/SUBSCRIBING: the deadline passed, or sending failed. UP: time to
+ * ping, or the ping got no confirmation in time. */
+static void on_sub_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct rds_sub *s = arg;
+    char why[160];
+    if (s->state == SUB_DOWN) {
+        sub_connect_start(s);
+        return;
+    }
+    if (s->err[0]) {
+        snprintf(why, sizeof why, "%s", s->err);
+    } else if (s->state == SUB_CONNECTING) {
+        snprintf(why, sizeof why, "no connection within %d ms", s->connect_timeout_ms);
+    } else if (s->state == SUB_SUBSCRIBING) {
+        snprintf(why, sizeof why, "SUBSCRIBE not confirmed within %d ms", s->connect_timeout_ms);
+    } else if (s->ping_out) {
+        snprintf(why, sizeof why, "ping not answered within %d ms", s->timeout_ms);
+    } else if (send_subscribe(s, on_sub_reply) == REDIS_OK) {
+        s->ping_out = 1;
+        evtimer_in(s->timer, s->timeout_ms);
+        return;
+    } else {
+        snprintf(why, sizeof why, "cannot send the ping");
+    }
+    sub_conn_drop(s);
+    sub_went_down(s, why);
+}
+
+static void sub_destroy(struct rds_sub *s)
+{
+    free(s);
+}
+
+/* Hand the queue to the user, oldest first. A gap whose connection is gone is stale: the next
+ * confirmation brings a gap of its own. */
+static void on_sub_deliver(evutil_socket_t fd, short what, void *arg)
+{
+    struct rds_sub *s = arg;
+    s->depth++;
+    while (s->head && !s->closing) {
+        struct sub_item *it = s->head;
+        s->head = it->next;
+        if (s->head == NULL)
+            s->tail = NULL;
+        if (!it->gap) {
+            s->on_msg(it->data, it->len, s->ud);
+        } else if (it->gen == s->gen && s->state == SUB_UP) {
+            s->up = 1;
+            if (s->on_gap)
+                s->on_gap(s->ud);
+        }
+        free(it);
+    }
+    s->depth--;
+    if (s->freed && s->depth == 0)
+        sub_destroy(s);
+}
+
+struct rds_sub *rds_sub_new(struct event_base *base, const struct rds_opts *opts,
+                            const char *channel, rds_msg_cb *on_msg, rds_gap_cb *on_gap, void *ud)
+{
+    struct rds_sub *s = xcalloc(1, sizeof *s);
+    s->base = base;
+    s->host = xstrdup(opts && opts->host && *opts->host ? opts->host : "127.0.0.1");
+    s->port = opts && opts->port > 0 ? opts->port : DEFAULT_PORT;
+    s->connect_timeout_ms =
+        opts && opts->connect_timeout_ms > 0 ? opts->connect_timeout_ms : DEFAULT_CONNECT_MS;
+    s->timeout_ms = opts && opts->timeout_ms > 0 ? opts->timeout_ms : DEFAULT_TIMEOUT_MS;
+    s->retry_max_ms =
+        opts && opts->reconnect_max_ms > 0 ? opts->reconnect_max_ms : DEFAULT_RETRY_MAX_MS;
+    if (s->retry_max_ms < RETRY_MIN_MS)
+        s->retry_max_ms = RETRY_MIN_MS;
+    s->retry_ms = RETRY_MIN_MS;
+    s->channel = xstrdup(channel);
+    s->chlen = strlen(channel);
+    /* A name for CLIENT LIST: bytes a client name cannot hold become '_'. */
+    int n = snprintf(s->name, sizeof s->name, "mmo:sub:%s", channel);
+    for (int i = 0; i < n && i < (int) sizeof s->name - 1; i++)
+        if (s->name[i] <= ' ' || s->name[i] > '~')
+            s->name[i] = '_';
+    s->on_msg = on_msg;
+    s->on_gap = on_gap;
+    s->ud = ud;
+    s->rng = (unsigned) time(NULL) ^ (unsigned) (uintptr_t) s;
+    s->timer = evtimer_new(base, on_sub_timer, s);
+    s->deliver = event_new(base, -1, 0, on_sub_deliver, s);
+    s->state = SUB_DOWN;
+    sub_connect_start(s);
+    return s;
+}
+
+void rds_sub_free(struct rds_sub *s)
+{
+    if (s == NULL || s->closing)
+        return;
+    s->closing = 1;
+    sub_conn_drop(s);
+    while (s->head) {
+        struct sub_item *it = s->head;
+        s->head = it->next;
+        free(it);
+    }
+    s->tail = NULL;
+    event_free(s->timer);
+    event_free(s->deliver);
+    s->timer = s->deliver = NULL;
+    free(s->host);
+    free(s->channel);
+    s->host = s->channel = NULL;
+    if (s->depth > 0)
+        s->freed = 1; /* inside a callback: on_sub_deliver frees the struct */
+    else
+        sub_destroy(s);
+}
+
+int rds_sub_up(const struct rds_sub *s)
+{
+    return s != NULL && s->up && s->state == SUB_UP;
 }

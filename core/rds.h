@@ -1,8 +1,9 @@
 /* rds.h -- Redis over hiredis's async API and its libevent adapter.
  *
- * One command connection per node (pub/sub gets its own later). hiredis 0.14 has no command
- * timeouts, so each call carries its own timer. The connection is made again with backoff
- * when it drops; while it is down, calls fail at once with ERR_UNAVAILABLE.
+ * One command connection per node, and a subscriber (rds_sub) per pub/sub channel on a
+ * connection of its own. hiredis 0.14 has no command timeouts, so each call carries its own
+ * timer. Both connections are made again with backoff when they drop; while the command
+ * connection is down, calls fail at once with ERR_UNAVAILABLE.
  *
  * Async contract: a call that returns < 0 never calls its callback; otherwise the callback
  * fires exactly once, never from inside the call, with status 0, ERR_TIMEOUT,
@@ -16,6 +17,7 @@ struct event_base;
 struct redisReply;
 struct rds;
 struct rds_op;
+struct rds_sub;
 
 struct rds_opts {
     const char *host; /* copied */
@@ -55,5 +57,30 @@ void rds_op_cancel(struct rds_op *op);
  * (may be NULL) a static reason. Arguments as for rds_batch, borrowed. */
 int rds_check_batch(int ncmds, const int *argc, const char *const *const *argv,
                     const size_t *const *argvlen, int *bad, const char **why);
+
+/* ---- pub/sub ---------------------------------------------------------------------------------
+ * A subscriber: its own connection, in subscribe mode on one channel, made again with backoff
+ * (opts as for rds_new) when it drops. It also re-sends SUBSCRIBE every second as a ping: a
+ * connection that does not confirm within timeout_ms is dropped and made again, so a silent
+ * Redis is noticed.
+ *
+ * Callbacks run from the loop, never from inside rds_sub_new/rds_sub_free nor from inside
+ * hiredis, in the order Redis sent them. on_gap fires each time the subscription is confirmed
+ * (the first time too): messages published while it was not subscribed were missed, so a cache
+ * fed by the channel must forget what it holds. rds_sub_up turns 1 just before on_gap runs and
+ * 0 as soon as the connection is lost; while it is 0, messages may be missing. rds_sub_free may
+ * be called from inside a callback: no callback fires after it. */
+
+/* msg is borrowed: valid until the callback returns. */
+typedef void rds_msg_cb(const char *msg, size_t len, void *ud);
+typedef void rds_gap_cb(void *ud);
+
+/* channel copied; on_gap may be NULL. Connects at once (asynchronously). */
+struct rds_sub *rds_sub_new(struct event_base *base, const struct rds_opts *opts,
+                            const char *channel, rds_msg_cb *on_msg, rds_gap_cb *on_gap, void *ud);
+/* Close the connection; messages received and not yet delivered are dropped. */
+void rds_sub_free(struct rds_sub *s);
+/* 1 while subscribed (confirmed, and on_gap delivered for this connection). */
+int rds_sub_up(const struct rds_sub *s);
 
 #endif

@@ -83,7 +83,7 @@ function _M.use(req)
             http.fail(403, "forbidden", "not your player")
         end
         local old = players.inventory(id, q)
-        local def = players.catalogue(q, { item })[item]
+        local def = players.catalogue(q, { item }, old)[item]
         local now = time.now()
         local ctx = { stats = player.stats(row.class, row.level, row.buffs, now), now = now }
         local state = { hp = row.hp, mp = row.mp, buffs = row.buffs, region = row.region,
@@ -128,7 +128,7 @@ function _M.grant(req)
         end
         local old = players.inventory(id, q)
         local why
-        inv, why = inventory.grant(old, item, qty, players.catalogue(q, { item }))
+        inv, why = inventory.grant(old, item, qty, players.catalogue(q, { item }, old))
         if not inv then
             if why == "unknown_item" then
                 http.fail(422, why, "no such item", { item = item })

@@ -69,7 +69,7 @@ local function execute(from, to, give, take)
         end
         local inv_from = players.inventory(from, q)
         local inv_to = players.inventory(to, q)
-        local cat = players.catalogue(q, items)
+        local cat = players.catalogue(q, items, inv_from, inv_to)
         local a, b, d = inventory.trade(inv_from, inv_to, give, take, cat)
         if not a then
             local why = b

@@ -17,6 +17,7 @@ local floor = math.floor
 local ipairs = ipairs
 local math_min = math.min
 local pairs = pairs
+local select = select
 local tonumber = tonumber
 
 
@@ -132,8 +133,25 @@ function _M.regions()
 end
 
 
--- The item catalogue as rules/inventory.lua wants it, from the database q talks to.
-function _M.catalogue(q, ids)
+-- The item catalogue as rules/inventory.lua wants it, from the database q talks to: the items
+-- named in ids, and every item held in the inventories given after it (slots count them all).
+function _M.catalogue(q, ids, ...)
+    local seen, all = {}, {}
+    for _, id in ipairs(ids) do
+        if not seen[id] then
+            seen[id] = true
+            all[#all + 1] = id
+        end
+    end
+    for i = 1, select("#", ...) do
+        for id in pairs((select(i, ...))) do
+            if not seen[id] then
+                seen[id] = true
+                all[#all + 1] = id
+            end
+        end
+    end
+    ids = all
     local rows = http.check(q("select id, kind, stack, effects from items " ..
                               "where id in (select jsonb_array_elements_text($1))",
                               json.array(ids)))

@@ -3,10 +3,15 @@
  * Each test makes its own event_base and client and frees both (ASan/LSan check the rest).
  * Keys live under "test_rds:" and are deleted at the end. The optional restart test runs
  * MMO_TEST_REDIS_RESTART_CMD (a shell command that stops Redis and starts it again) and checks
- * that the client comes back by itself. */
+ * that the client and a subscriber come back by themselves.
+ *
+ * The subscriber (rds_sub) tests use channels "test_rds:<pid>:<name>" and find their own
+ * connection in CLIENT LIST by its name ("mmo:sub:<channel>") to kill it. The two-node test is
+ * the C half of the layered cache: two lcaches fed by two subscribers, one write published. */
 #include "test.h"
 
 #include "err.h"
+#include "lcache.h"
 #include "log.h"
 #include "rds.h"
 
@@ -174,6 +179,31 @@ static void client_free(struct client *c)
 {
     rds_free(c->r);
     event_base_free(c->base);
+}
+
+/* Run the loop until pred(arg) holds (checked every millisecond) or ms pass. */
+struct poll {
+    int (*pred)(void *);
+    void *arg;
+    int done;
+};
+
+static void on_poll(evutil_socket_t fd, short what, void *arg)
+{
+    struct poll *p = arg;
+    if (!p->done)
+        p->done = p->pred(p->arg);
+}
+
+static int run_until_pred(struct event_base *base, int (*pred)(void *), void *arg, int ms)
+{
+    struct poll p = {pred, arg, pred(arg)};
+    struct event *ev = event_new(base, -1, EV_PERSIST, on_poll, &p);
+    struct timeval tv = {0, 1000};
+    event_add(ev, &tv);
+    run_until(base, &p.done, ms);
+    event_free(ev);
+    return p.done;
 }
 
 /* Delete the test's keys with a fresh client. */
@@ -480,6 +510,356 @@ TEST(commands_that_break_a_shared_connection_are_refused)
     client_free(&c);
 }
 
+/* ---- pub/sub --------------------------------------------------------------------------------- */
+
+#define MAXM 8
+
+/* What a subscriber delivered, copied out of the callbacks. */
+struct subrec {
+    struct rds_sub *s;
+    int msgs;
+    char msg[MAXM][128];
+    size_t len[MAXM];
+    int gaps;
+    int up_in_gap;               /* rds_sub_up as seen from inside on_gap */
+    struct rds_sub *free_in_msg; /* rds_sub_free from inside on_msg */
+    struct rds_sub *free_in_gap; /* rds_sub_free from inside on_gap */
+};
+
+static void rec_msg(const char *msg, size_t len, void *ud)
+{
+    struct subrec *r = ud;
+    if (r->msgs < MAXM) {
+        r->len[r->msgs] = len;
+        memcpy(r->msg[r->msgs], msg, len < 128 ? len : 128);
+    }
+    r->msgs++;
+    if (r->free_in_msg)
+        rds_sub_free(r->free_in_msg);
+}
+
+static void rec_gap(void *ud)
+{
+    struct subrec *r = ud;
+    r->gaps++;
+    r->up_in_gap = rds_sub_up(r->s);
+    if (r->free_in_gap)
+        rds_sub_free(r->free_in_gap);
+}
+
+/* A channel of this test run: "test_rds:<pid>:<name>". */
+static const char *channel(char *buf, size_t cap, const char *name)
+{
+    snprintf(buf, cap, PFX "%d:%s", (int) getpid(), name);
+    return buf;
+}
+
+static struct rds_sub *sub_new(struct client *c, int p, int timeout_ms, const char *ch,
+                               rds_msg_cb *on_msg, rds_gap_cb *on_gap, void *ud)
+{
+    struct rds_opts o = {host, p, 500, timeout_ms, 400};
+    return rds_sub_new(c->base, &o, ch, on_msg, on_gap, ud);
+}
+
+static int sub_is_up(void *arg)
+{
+    return rds_sub_up(arg);
+}
+
+static int sub_is_down(void *arg)
+{
+    return !rds_sub_up(arg);
+}
+
+/* PUBLISH ch msg (binary-safe) on the command connection; the reply is res->integer[0]. */
+static int publish(struct client *c, const char *ch, const char *msg, size_t len, struct res *res)
+{
+    const char *argv0[] = {"PUBLISH", ch, msg};
+    size_t len0[] = {7, strlen(ch), len};
+    int argc[] = {3};
+    const char *const *argv[] = {argv0};
+    const size_t *const argvlen[] = {len0};
+    return rds_batch(c->r, 1, argc, argv, argvlen, 0, on_batch, res, NULL);
+}
+
+struct text {
+    int fired;
+    int status;
+    char buf[16384];
+};
+
+static void on_text(struct redisReply **replies, int n, int status, void *ud)
+{
+    struct text *t = ud;
+    t->fired = 1;
+    t->status = status;
+    if (status == 0 && replies[0]->str)
+        snprintf(t->buf, sizeof t->buf, "%.*s", (int) replies[0]->len, replies[0]->str);
+}
+
+/* Kill the subscriber connections named "mmo:sub:<ch>" (CLIENT KILL ID): how many. */
+static int kill_subscribers(struct client *c, const char *ch)
+{
+    struct text t = {0};
+    const char *argv0[] = {"CLIENT", "LIST", "TYPE", "pubsub"};
+    size_t len0[] = {6, 4, 4, 6};
+    int argc[] = {4};
+    const char *const *argv[] = {argv0};
+    const size_t *const argvlen[] = {len0};
+    if (rds_batch(c->r, 1, argc, argv, argvlen, 0, on_text, &t, NULL) < 0 ||
+        !run_until(c->base, &t.fired, 1000) || t.status != 0)
+        return -1;
+    char needle[160];
+    snprintf(needle, sizeof needle, " name=mmo:sub:%s ", ch);
+    int killed = 0;
+    for (char *save, *line = strtok_r(t.buf, "\n", &save); line;
+         line = strtok_r(NULL, "\n", &save)) {
+        long long id;
+        if (strstr(line, needle) == NULL || sscanf(line, "id=%lld", &id) != 1)
+            continue;
+        char cmd[64];
+        snprintf(cmd, sizeof cmd, "CLIENT KILL ID %lld", id);
+        struct res res = {0};
+        if (SEND(c->r, 0, &res, NULL, cmd) == 0 && run_until(c->base, &res.fired, 1000) &&
+            res.status == 0 && res.integer[0] == 1)
+            killed++;
+    }
+    return killed;
+}
+
+TEST(sub_delivers_messages_in_order)
+{
+    char ch[96];
+    channel(ch, sizeof ch, "order");
+    struct client c = client_new(port, 1000, 1000, 1000);
+    ASSERT(wait_up(c.base, c.r, 2000));
+    struct subrec rec = {0};
+    rec.s = sub_new(&c, port, 1000, ch, rec_msg, rec_gap, &rec);
+    ASSERT_EQ(rec.gaps, 0); /* never from inside the call */
+    ASSERT_EQ(rds_sub_up(rec.s), 0);
+    ASSERT(run_until_pred(c.base, sub_is_up, rec.s, 2000));
+    ASSERT_EQ(rec.gaps, 1); /* the first subscription is a gap too */
+    ASSERT_EQ(rec.up_in_gap, 1);
+
+    struct res res[4] = {{0}};
+    ASSERT_OK(publish(&c, ch, "one", 3, &res[0]));
+    ASSERT_OK(publish(&c, ch, "two words", 9, &res[1]));
+    ASSERT_OK(publish(&c, ch, "n\0l", 3, &res[2]));
+    ASSERT_OK(publish(&c, ch, "", 0, &res[3]));
+    ASSERT(run_until(c.base, &res[3].fired, 1000));
+    ASSERT_EQ(res[0].integer[0], 1); /* one subscriber got it */
+    double end = now_ms() + 1000;
+    while (rec.msgs < 4 && now_ms() < end)
+        run_for(c.base, 2);
+    ASSERT_EQ(rec.msgs, 4);
+    ASSERT_STR(rec.msg[0], "one");
+    ASSERT_STR(rec.msg[1], "two words");
+    ASSERT_EQ(rec.len[2], 3);
+    ASSERT(memcmp(rec.msg[2], "n\0l", 3) == 0);
+    ASSERT_EQ(rec.len[3], 0);
+    /* The liveness pings (a SUBSCRIBE again every second) neither drop it nor make gaps. */
+    run_for(c.base, 2300);
+    ASSERT_EQ(rds_sub_up(rec.s), 1);
+    ASSERT_EQ(rec.gaps, 1);
+    ASSERT_EQ(rec.msgs, 4);
+    rds_sub_free(rec.s);
+    ASSERT_EQ(rec.msgs, 4); /* nothing fires from inside the free either */
+    client_free(&c);
+    ASSERT_EQ(rds_sub_up(NULL), 0);
+    rds_sub_free(NULL);
+}
+
+TEST(sub_reports_a_gap_and_resubscribes_after_a_kill)
+{
+    char ch[96];
+    channel(ch, sizeof ch, "kill");
+    struct client c = client_new(port, 1000, 1000, 1000);
+    ASSERT(wait_up(c.base, c.r, 2000));
+    struct lcache *lc = lcache_new(100, 1 << 20);
+    struct rds_sub *s = sub_new(&c, port, 1000, ch, lcache_on_message, lcache_on_gap, lc);
+    ASSERT(run_until_pred(c.base, sub_is_up, s, 2000));
+    ASSERT_OK(lcache_fill(lc, "k", 1, "v", 1, 1, 0) - 1);
+    struct lcache_stats st;
+    lcache_stats(lc, &st);
+    ASSERT_EQ(st.clears, 1);
+
+    ASSERT_EQ(kill_subscribers(&c, ch), 1);
+    ASSERT(run_until_pred(c.base, sub_is_down, s, 1000));
+    ASSERT(run_until_pred(c.base, sub_is_up, s, 3000)); /* back by itself */
+    lcache_stats(lc, &st);
+    ASSERT_EQ(st.clears, 2); /* the gap cleared the cache: messages may have been missed */
+    ASSERT_EQ(lcache_get(lc, "k", 1, NULL, NULL, NULL), 0);
+
+    struct res res = {0};
+    ASSERT_OK(publish(&c, ch, "5 k", 3, &res));
+    ASSERT(run_until(c.base, &res.fired, 1000));
+    ASSERT_EQ(res.integer[0], 1);
+    run_for(c.base, 20);
+    lcache_stats(lc, &st);
+    ASSERT_EQ(st.invalidations, 1);
+    rds_sub_free(s);
+    lcache_free(lc);
+    client_free(&c);
+}
+
+/* CLIENT PAUSE holds the pings: the subscriber drops the connection and comes back after. */
+TEST(sub_notices_a_redis_that_stops_answering)
+{
+    char ch[96];
+    channel(ch, sizeof ch, "pause");
+    struct client c = client_new(port, 1000, 3000, 1000);
+    ASSERT(wait_up(c.base, c.r, 2000));
+    struct subrec rec = {0};
+    rec.s = sub_new(&c, port, 200, ch, rec_msg, rec_gap, &rec);
+    ASSERT(run_until_pred(c.base, sub_is_up, rec.s, 2000));
+    struct res pause = {0};
+    ASSERT_OK(SEND(c.r, 0, &pause, NULL, "CLIENT PAUSE 1800 ALL"));
+    ASSERT(run_until(c.base, &pause.fired, 1000));
+    ASSERT_OK(pause.status);
+    double t0 = now_ms();
+    ASSERT(run_until_pred(c.base, sub_is_down, rec.s, 2000));
+    double took = now_ms() - t0;
+    if (took > 1500)
+        FAIL_AT("noticed after %.0f ms, expected within ping (1000) + timeout (200)", took);
+    ASSERT(run_until_pred(c.base, sub_is_up, rec.s, 5000));
+    ASSERT_EQ(rec.gaps, 2);
+    rds_sub_free(rec.s);
+    client_free(&c);
+}
+
+TEST(sub_free_with_pending_state_is_clean)
+{
+    char ch[96];
+    channel(ch, sizeof ch, "free");
+    struct client c = client_new(port, 1000, 1000, 1000);
+    ASSERT(wait_up(c.base, c.r, 2000));
+    /* Freed after 0, 1, 2... turns of the loop: connecting, subscribing, a gap queued, up. */
+    for (int turns = 0; turns < 12; turns++) {
+        struct subrec rec = {0};
+        rec.s = sub_new(&c, port, 1000, ch, rec_msg, rec_gap, &rec);
+        for (int i = 0; i < turns; i++)
+            event_base_loop(c.base, EVLOOP_NONBLOCK);
+        int gaps = rec.gaps;
+        rds_sub_free(rec.s);
+        ASSERT_EQ(rec.gaps, gaps);
+        run_for(c.base, 5);
+        ASSERT_EQ(rec.gaps, gaps);
+    }
+
+    /* From inside on_msg, with more messages queued behind it: none of them is delivered. */
+    struct subrec rec = {0};
+    rec.s = sub_new(&c, port, 1000, ch, rec_msg, rec_gap, &rec);
+    ASSERT(run_until_pred(c.base, sub_is_up, rec.s, 2000));
+    rec.free_in_msg = rec.s;
+    struct res res[3] = {{0}};
+    for (int i = 0; i < 3; i++)
+        ASSERT_OK(publish(&c, ch, "m", 1, &res[i]));
+    ASSERT(run_until(c.base, &res[2].fired, 1000));
+    run_for(c.base, 50);
+    ASSERT_EQ(rec.msgs, 1);
+
+    /* From inside on_gap. */
+    struct subrec rec2 = {0};
+    rec2.s = sub_new(&c, port, 1000, ch, rec_msg, rec_gap, &rec2);
+    rec2.free_in_gap = rec2.s;
+    ASSERT(run_until(c.base, &rec2.gaps, 2000));
+    run_for(c.base, 50);
+    ASSERT_EQ(rec2.gaps, 1);
+
+    /* Never connected. */
+    struct subrec rec3 = {0};
+    rec3.s = sub_new(&c, closed_port(), 1000, ch, rec_msg, rec_gap, &rec3);
+    run_for(c.base, 300); /* a few retries */
+    ASSERT_EQ(rds_sub_up(rec3.s), 0);
+    ASSERT_EQ(rec3.gaps, 0);
+    rds_sub_free(rec3.s);
+    client_free(&c);
+}
+
+/* Two nodes: each an lcache and a subscriber. A's write reaches B's cache through Redis. */
+struct node2 {
+    struct lcache *lc;
+    struct rds_sub *sub;
+    double msg_at; /* when the last message was applied */
+};
+
+/* lcache_on_message, as main.c wires it, plus the time it ran. */
+static void node_on_message(const char *msg, size_t len, void *ud)
+{
+    struct node2 *n = ud;
+    lcache_on_message(msg, len, n->lc);
+    n->msg_at = now_ms();
+}
+
+static void node_on_gap(void *ud)
+{
+    struct node2 *n = ud;
+    lcache_on_gap(n->lc);
+}
+
+static int node_dropped(void *arg)
+{
+    struct lcache_stats st;
+    lcache_stats(arg, &st);
+    return st.inval_dropped > 0;
+}
+
+static int node_saw_message(void *arg)
+{
+    struct lcache_stats st;
+    lcache_stats(arg, &st);
+    return st.invalidations > 0;
+}
+
+TEST(two_nodes_invalidate_each_other_within_milliseconds)
+{
+    char ch[96];
+    channel(ch, sizeof ch, "two");
+    struct client c = client_new(port, 1000, 1000, 1000); /* A's command connection */
+    ASSERT(wait_up(c.base, c.r, 2000));
+    struct node2 a = {0}, b = {0};
+    a.lc = lcache_new(1000, 1 << 20);
+    b.lc = lcache_new(1000, 1 << 20);
+    a.sub = sub_new(&c, port, 1000, ch, node_on_message, node_on_gap, &a);
+    b.sub = sub_new(&c, port, 1000, ch, node_on_message, node_on_gap, &b);
+    ASSERT(run_until_pred(c.base, sub_is_up, a.sub, 2000));
+    ASSERT(run_until_pred(c.base, sub_is_up, b.sub, 2000));
+    const char *k = "player:1";
+    size_t kl = strlen(k);
+    ASSERT_EQ(lcache_fill(a.lc, k, kl, "v1", 2, 1, 0), 1);
+    ASSERT_EQ(lcache_fill(b.lc, k, kl, "v1", 2, 1, 0), 1);
+
+    /* A writes version 2: write-through locally, then the message, as cache.store does. */
+    ASSERT_EQ(lcache_set(a.lc, k, kl, "v2", 2, 2, 0), 1);
+    struct res res = {0};
+    double t0 = now_ms();
+    ASSERT_OK(publish(&c, ch, "2 player:1", 10, &res));
+    ASSERT(run_until_pred(c.base, node_dropped, b.lc, 1000));
+    double took = b.msg_at - t0;
+    if (took > 50)
+        FAIL_AT("B dropped its copy after %.1f ms, expected within 50", took);
+    ASSERT_EQ(lcache_get(b.lc, k, kl, NULL, NULL, NULL), 0);
+    /* A read on B that raced the write cannot put version 1 back; version 2 goes in. */
+    ASSERT_EQ(lcache_fill(b.lc, k, kl, "v1", 2, 1, 0), 0);
+    ASSERT_EQ(lcache_fill(b.lc, k, kl, "v2", 2, 2, 0), 1);
+    /* A got its own message: harmless. */
+    ASSERT(run_until_pred(c.base, node_saw_message, a.lc, 1000));
+    const char *v;
+    size_t vlen;
+    int64_t ver;
+    ASSERT_EQ(lcache_get(a.lc, k, kl, &v, &vlen, &ver), 1);
+    ASSERT_EQ(ver, 2);
+    ASSERT(vlen == 2 && memcmp(v, "v2", 2) == 0);
+    ASSERT_EQ(res.integer[0], 2); /* both nodes subscribed */
+    printf("# B dropped its copy %.2f ms after A published\n", took);
+
+    rds_sub_free(a.sub);
+    rds_sub_free(b.sub);
+    lcache_free(a.lc);
+    lcache_free(b.lc);
+    client_free(&c);
+}
+
 TEST(recovers_after_redis_restarts)
 {
     const char *cmd = getenv("MMO_TEST_REDIS_RESTART_CMD");
@@ -489,9 +869,16 @@ TEST(recovers_after_redis_restarts)
     }
     struct client c = client_new(port, 1000, 1000, 500);
     ASSERT(wait_up(c.base, c.r, 2000));
+    char ch[96];
+    struct subrec rec = {0};
+    rec.s = sub_new(&c, port, 1000, channel(ch, sizeof ch, "restart"), rec_msg, rec_gap, &rec);
+    ASSERT(run_until_pred(c.base, sub_is_up, rec.s, 2000));
     ASSERT_OK(system(cmd));
     run_for(c.base, 50); /* notice the drop */
     ASSERT(wait_up(c.base, c.r, 10000));
+    ASSERT(run_until_pred(c.base, sub_is_up, rec.s, 10000)); /* the subscriber too */
+    ASSERT_EQ(rec.gaps, 2);
+    rds_sub_free(rec.s);
     struct res res = {0};
     ASSERT_OK(SEND(c.r, 0, &res, NULL, "SET " PFX "a again", "GET " PFX "a"));
     ASSERT(run_until(c.base, &res.fired, 1000));
@@ -517,6 +904,11 @@ int main(void)
     RUN(handshake_error_is_not_up);
     RUN(commands_that_break_a_shared_connection_are_refused);
     RUN(recovers_after_redis_restarts);
+    RUN(sub_delivers_messages_in_order);
+    RUN(sub_reports_a_gap_and_resubscribes_after_a_kill);
+    RUN(sub_notices_a_redis_that_stops_answering);
+    RUN(sub_free_with_pending_state_is_clean);
+    RUN(two_nodes_invalidate_each_other_within_milliseconds);
     cleanup_keys();
     log_deinit();
     return test_summary();
