@@ -78,11 +78,13 @@ struct http_conn {
     int fail_status; /* set by a parser callback to refuse: 413, 431 */
     int expect_continue;
     struct evbuffer *out;
-    unsigned close_after : 1; /* close once the output is written */
-    unsigned dead : 1;        /* peer gone or error: free as soon as nothing is in flight */
-    unsigned batching : 1;    /* inside conn_run: responses are flushed once at its end */
-    unsigned reading : 1;     /* rev is added */
-    unsigned writing : 1;     /* wev is added */
+    unsigned close_after : 1;  /* close once the output is written */
+    unsigned dead : 1;         /* peer gone or error: free as soon as nothing is in flight */
+    unsigned batching : 1;     /* inside conn_run: responses are flushed once at its end */
+    unsigned reading : 1;      /* rev is added (edge-triggered: read until EAGAIN) */
+    unsigned read_blocked : 1; /* stopped reading with data maybe left in the socket */
+    unsigned peer_eof : 1;     /* the peer shut its side: close once answered */
+    unsigned writing : 1;      /* wev is added */
     struct http_req req;
     char request_id[REQ_ID_LEN + 1];
     char remote_ip[INET6_ADDRSTRLEN];
@@ -502,7 +504,6 @@ static void refuse(struct http_conn *c, int status, const char *code, const char
     new_request_id(c);
     size_t n = http_error_body(body, sizeof body, code, message, c->request_id);
     append_response(c, status, "application/json", body, n, NULL, 0, 0);
-    want_read(c, 0);
     c->state = C_IDLE;
 }
 
@@ -624,11 +625,9 @@ static void conn_process(struct http_conn *c)
         enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
         if (e == HPE_PAUSED) {
             http_parser_pause(&c->parser, 0);
+            /* a request that waits on I/O leaves the read event armed (edge-triggered): no
+             * epoll_ctl per request; what arrives meanwhile waits in the buffer */
             dispatch(c);
-            /* still in flight: the handler waits on I/O; stop reading until it answers (a
-             * handler that answered at once costs no epoll_ctl) */
-            if (c->state == C_INFLIGHT)
-                want_read(c, 0);
             continue;
         }
         if (e != HPE_OK) {
@@ -696,8 +695,12 @@ static int conn_flush(struct http_conn *c)
         shutdown(c->fd, SHUT_WR);
         c->state = C_LINGER;
         arm_timer(c, s->t_linger);
-        want_read(c, 1);
+        event_active(c->rev, EV_READ, 0); /* drain what already waits: no new edge for it */
         return 0;
+    }
+    if (c->peer_eof && (c->state != C_IDLE || c->parsed == c->in_len)) {
+        conn_free(c); /* all answered, and nothing more can come */
+        return -1;
     }
     if (c->state == C_IDLE) {
         if (s->draining && c->parsed == c->in_len) {
@@ -709,9 +712,12 @@ static int conn_flush(struct http_conn *c)
             conn_release(c);
         }
     }
-    /* idle, or the next request is half read: read on (reading stopped while a request
-     * waited on I/O) */
-    want_read(c, 1);
+    /* idle, or the next request is half read: if reading stopped with data left in the
+     * socket, nothing will wake us for it (edge-triggered): read now */
+    if (c->read_blocked) {
+        c->read_blocked = 0;
+        event_active(c->rev, EV_READ, 0);
+    }
     return 0;
 }
 
@@ -759,29 +765,77 @@ static void grow_in(struct http_conn *c)
     }
 }
 
+#define MAX_UNPARSED (256 * 1024) /* buffered beyond it, stop reading until it is served */
+
+/* Edge-triggered: read until the socket is empty (EAGAIN or a short read), or until there is
+ * no room that may be used: a request in flight points into the buffer, so the buffer cannot
+ * move then; and a client that floods pipelined requests is read MAX_UNPARSED at a time. */
 static void on_read(evutil_socket_t fd, short what, void *arg)
 {
     struct http_conn *c = arg;
     if (c->state == C_LINGER) {
         char sink[4096];
-        ssize_t n = recv(fd, sink, sizeof sink, 0);
-        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
-            conn_free(c);
-        return;
-    }
-    /* a request body already consumed need not stay in the buffer: keep only its head */
-    if (c->state == C_BODY && c->parsed == c->in_len && c->head_end > c->req_start)
-        c->in_len = c->parsed = c->head_end;
-    conn_acquire(c);
-    grow_in(c);
-    ssize_t n = recv(fd, c->in + c->in_len, c->in_cap - c->in_len, 0);
-    if (n <= 0) {
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        for (;;) {
+            ssize_t n = recv(fd, sink, sizeof sink, 0);
+            if (n > 0)
+                continue;
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
+                conn_free(c);
             return;
-        conn_free(c); /* peer closed or error; nothing is in flight while we read */
+        }
+    }
+    int fatal = 0, got = 0;
+    c->read_blocked = 1;
+    for (int round = 0; round < 64; round++) {
+        size_t room;
+        if (c->state == C_INFLIGHT) {
+            if (c->in == NULL || c->in_len == c->in_cap)
+                break; /* blocked: the buffer may not move now */
+        } else {
+            if (c->in_len - c->parsed > MAX_UNPARSED)
+                break; /* blocked: serve what is here first */
+            /* a body already consumed need not stay in the buffer: keep only its head */
+            if (c->state == C_BODY && c->parsed == c->in_len && c->head_end > c->req_start)
+                c->in_len = c->parsed = c->head_end;
+            conn_acquire(c);
+            grow_in(c);
+        }
+        room = c->in_cap - c->in_len;
+        ssize_t n = recv(fd, c->in + c->in_len, room, 0);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                c->read_blocked = 0;
+            else
+                fatal = 1;
+            break;
+        }
+        if (n == 0) {
+            c->peer_eof = 1;
+            c->read_blocked = 0;
+            break;
+        }
+        c->in_len += (size_t) n;
+        got = 1;
+        if ((size_t) n < room) {
+            c->read_blocked = 0; /* a short read: the socket is empty */
+            break;
+        }
+    }
+    if (fatal || (c->peer_eof && !got && c->state != C_INFLIGHT && c->parsed == c->in_len &&
+                  evbuffer_get_length(c->out) == 0)) {
+        if (c->state == C_INFLIGHT) {
+            c->dead = 1; /* freed when its request is answered */
+            return;
+        }
+        conn_free(c);
         return;
     }
-    c->in_len += (size_t) n;
+    if (c->state == C_INFLIGHT)
+        return; /* buffered; served after the answer */
     conn_run(c);
 }
 
@@ -824,7 +878,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     c->srv = s;
     c->fd = fd;
     c->out = evbuffer_new();
-    c->rev = event_new(s->base, fd, EV_READ | EV_PERSIST, on_read, c);
+    c->rev = event_new(s->base, fd, EV_READ | EV_PERSIST | EV_ET, on_read, c);
     c->wev = event_new(s->base, fd, EV_WRITE, on_write, c);
     c->timer = evtimer_new(s->base, on_timeout, c);
     http_parser_init(&c->parser, HTTP_REQUEST);
