@@ -331,6 +331,17 @@ describe("http", function()
             c:close()
         end)
 
+        it("answers requests sent before the client shut its side, then closes", function()
+            local c = node:connect()
+            c:send(server.format_request("GET", "/test/sleep?s=0.1") ..
+                   server.format_request("GET", "/test/items/2"))
+            c.sock:shutdown("send")
+            assert.equal(200, c:read_response().status)
+            assert.same({ id = "2" }, c:read_response().json.params)
+            assert.is_true(c:closed_by_peer(2))
+            c:close()
+        end)
+
         it("speaks HTTP/1.0 and closes after it", function()
             local c = node:connect()
             c:send("GET /healthz HTTP/1.0\r\n\r\n")
