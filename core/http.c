@@ -535,6 +535,45 @@ void http_respond_error(struct http_req *req, int status, const char *code, cons
     http_respond(req, status, "application/json", body, n, NULL, 0);
 }
 
+int http_req_is_upgrade(const struct http_req *req)
+{
+    struct http_conn *c = req->conn;
+    size_t n;
+    const char *up = http_req_header(req, "upgrade", &n);
+    return c && c->parser.upgrade && req->method_len == 3 && up && n == 9 &&
+           strncasecmp(up, "websocket", 9) == 0;
+}
+
+int http_detach(struct http_req *req, struct http_detached *d)
+{
+    struct http_conn *c = req->conn;
+    struct http_server *s = c->srv;
+    CORE_ASSERT(c->state == C_INFLIGHT);
+    s->inflight--;
+    req->conn = NULL;
+    memset(d, 0, sizeof *d);
+    if (c->dead) {
+        conn_free(c);
+        return -1;
+    }
+    d->fd = c->fd;
+    snprintf(d->remote_ip, sizeof d->remote_ip, "%s", c->remote_ip);
+    if (c->in && c->in_len > c->parsed) {
+        d->in_len = c->in_len - c->parsed;
+        d->in = xmalloc(d->in_len);
+        memcpy(d->in, c->in + c->parsed, d->in_len);
+    }
+    d->out_len = evbuffer_get_length(c->out);
+    if (d->out_len) {
+        d->out = xmalloc(d->out_len);
+        evbuffer_remove(c->out, d->out, d->out_len);
+    }
+    c->fd = -1; /* not closed by conn_free: it is d's now */
+    c->state = C_IDLE;
+    conn_free(c);
+    return 0;
+}
+
 const char *http_req_header(const struct http_req *req, const char *lname, size_t *len)
 {
     size_t ln = strlen(lname);
@@ -854,7 +893,8 @@ static void conn_free(struct http_conn *c)
     event_free(c->wev);
     event_free(c->timer);
     evbuffer_free(c->out);
-    close(c->fd);
+    if (c->fd >= 0)
+        close(c->fd);
     conn_release(c);
     free(c);
     if (s->draining && s->nconns == 0 && s->listener == NULL)

@@ -81,6 +81,23 @@ void http_respond(struct http_req *req, int status, const char *content_type, co
 /* Answer with the error shape of API.md: {"error":{"code","message","details":{},
  * "request_id"}}. code and message are escaped here. */
 void http_respond_error(struct http_req *req, int status, const char *code, const char *message);
+/* The connection of req, taken away from HTTP for another protocol (a WebSocket upgrade). */
+struct http_detached {
+    int fd;         /* the socket, non-blocking; the caller owns it now */
+    char *in;       /* bytes that followed the request (the other protocol's first bytes); */
+    size_t in_len;  /*   owned by the caller (free), may be NULL */
+    char *out;      /* answers to earlier requests not yet written; write them first; */
+    size_t out_len; /*   owned by the caller (free), may be NULL */
+    char remote_ip[46];
+};
+
+/* Take req's connection away from HTTP: req must be in flight (not answered). The HTTP side
+ * of the connection is freed and req is invalid afterwards. Returns 0 and fills d, or -1 when
+ * the connection is already dead (the peer left): then nothing is taken and req is freed. */
+int http_detach(struct http_req *req, struct http_detached *d);
+/* Is req a WebSocket upgrade (GET, Connection: upgrade, Upgrade: websocket)? */
+int http_req_is_upgrade(const struct http_req *req);
+
 /* Value of header lname (lower case), or NULL; *len receives its length. */
 const char *http_req_header(const struct http_req *req, const char *lname, size_t *len);
 /* Reason phrase of a status code ("Not Found"). */
