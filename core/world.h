@@ -1,0 +1,72 @@
+/* world.h -- the live world of this node: players in regions, their positions (hot state,
+ * in memory), who sees whom (core/aoi.c), and the messages that follow from a move.
+ *
+ * This is the owner's side of DESIGN.md's `bus`: with one node every region is owned here and
+ * a call is direct. Positions are written to PostgreSQL by the caller from world_take_dirty
+ * (on an interval) and on leave, never per move.
+ *
+ * Messages to clients ("moved", "appear", "vanish", chat) are encoded once per event and the
+ * same frame is queued to every receiver through the sink. */
+#ifndef CORE_WORLD_H
+#define CORE_WORLD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct world;
+
+/* How frames reach connections (core/ws.c in the node; a fake in tests). */
+struct world_sink {
+    void *(*frame_new)(const char *text, size_t len, void *ud); /* one encoded frame, ref 1 */
+    void (*frame_send)(void *conn, void *frame, void *ud);      /* queue it (takes a ref) */
+    void (*frame_unref)(void *frame, void *ud);
+    void *ud;
+};
+
+struct world *world_new(double view_radius, const struct world_sink *sink);
+void world_free(struct world *w);
+
+/* A region [x0,x1) x [y0,y1). Adding one that exists with the same bounds is a no-op (0);
+ * with other bounds ERR_INVALID. */
+int world_region_add(struct world *w, const char *id, double x0, double y0, double x1, double y1);
+int world_regions(const struct world *w);
+
+/* The player enters at (region, x, y) on conn. If it is already in the world on another
+ * connection, that one is returned in *replaced (the caller tells it and closes it) and the
+ * player continues on conn. ERR_INVALID: not a region or not inside it. name copied (escaped
+ * for JSON here). */
+int world_join(struct world *w, void *conn, int64_t id, const char *name, int64_t guild,
+               const char *region, double x, double y, double now, void **replaced);
+/* Move the player (region may change: the region containing (x, y) is found). ERR_NOTFOUND:
+ * not in the world; ERR_INVALID: (x, y) outside every region. */
+int world_move(struct world *w, int64_t id, double x, double y, double now);
+/* Leave (vanish to everyone who saw it). ERR_NOTFOUND if not in the world. Only if conn is
+ * the player's current connection (a replaced connection leaving changes nothing). */
+int world_leave(struct world *w, int64_t id, void *conn);
+
+/* Where the player is: 0, or ERR_NOTFOUND. *region borrowed (valid while the world lives). */
+int world_position(const struct world *w, int64_t id, double *x, double *y, const char **region,
+                   double *at);
+/* The player's connection, or NULL. */
+void *world_conn(const struct world *w, int64_t id);
+/* Call fn for every player id sees: (id, name, x, y). */
+void world_each_visible(struct world *w, int64_t id,
+                        void (*fn)(int64_t id, const char *name, double x, double y, void *arg),
+                        void *arg);
+
+/* Send text (a JSON message) to every player of region / of guild / in the world: one frame.
+ * Returns how many got it. */
+int world_send_region(struct world *w, const char *region, const char *text, size_t len);
+int world_send_guild(struct world *w, int64_t guild, const char *text, size_t len);
+int world_send_all(struct world *w, const char *text, size_t len);
+
+/* Players online in region (all regions: NULL). */
+int world_online(const struct world *w, const char *region);
+/* Call fn for every player whose position changed since the last call, and forget it.
+ * Returns how many. */
+int world_take_dirty(struct world *w,
+                     void (*fn)(int64_t id, const char *region, double x, double y, double at,
+                                void *arg),
+                     void *arg);
+
+#endif
