@@ -10,7 +10,10 @@ int luaopen_mmo_json(lua_State *L);   /* lua_json.c: lua-cjson, strict */
 int luaopen_mmo_log(lua_State *L);    /* lua_log.c: structured logs */
 int luaopen_mmo_time(lua_State *L);   /* lua_time.c: clock, sleep, timers */
 int luaopen_mmo_crypto(lua_State *L); /* lua_crypto.c: passwords, random, digests */
-int luaopen_mmo_auth(lua_State *L);   /* lua_auth.c: access tokens, session cache */
+int luaopen_mmo_auth(lua_State *L);
+int luaopen_mmo_ws(lua_State *L); /* lua_ws.c: WebSocket connections */
+int luaopen_mmo_world(lua_State *L);
+    /* lua_world.c: the live world */ /* lua_auth.c: access tokens, session cache */
 
 /* Register every mmo.* module in package.preload. */
 void bindings_preload(lua_State *L);

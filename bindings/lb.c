@@ -32,6 +32,7 @@ void bindings_preload(lua_State *L)
         {"mmo.db", luaopen_mmo_db},         {"mmo.cache", luaopen_mmo_cache},
         {"mmo.json", luaopen_mmo_json},     {"mmo.log", luaopen_mmo_log},
         {"mmo.time", luaopen_mmo_time},     {"mmo.auth", luaopen_mmo_auth},
+        {"mmo.ws", luaopen_mmo_ws},         {"mmo.world", luaopen_mmo_world},
         {"mmo.crypto", luaopen_mmo_crypto}, {NULL, NULL},
     };
     lua_getfield(L, LUA_GLOBALSINDEX, "package");

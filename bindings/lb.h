@@ -35,6 +35,7 @@ struct conf;
 struct script;
 struct auth;
 struct gate;
+struct realtime;
 struct lb_wait;
 
 /* The node's shared objects, owned by main.c; bindings borrow them for the VM's lifetime.
@@ -48,9 +49,10 @@ struct lb_ctx {
     struct work_pool *work; /* worker threads (mmo.crypto); NULL: "unavailable" */
     const struct conf *conf;
     struct script *script;
-    struct auth *auth; /* tokens and sessions (core/auth.h) */
-    struct gate *gate; /* what runs before Lua (core/gate.h); NULL: public routes only */
-    lua_State *main_L; /* the VM's main thread (set by the script host) */
+    struct auth *auth;   /* tokens and sessions (core/auth.h) */
+    struct gate *gate;   /* what runs before Lua (core/gate.h); NULL: public routes only */
+    struct realtime *rt; /* WebSocket sessions and the live world (core/realtime.h) */
+    lua_State *main_L;   /* the VM's main thread (set by the script host) */
     /* The cache layers of mmo.cache (fetch, fill, store, drop): the node's in-process layer
      * (core/lcache.h; NULL: no local layer) and the subscriber to LCACHE_CHANNEL that keeps it
      * coherent (NULL: the local layer is trusted as is, a single node). */

@@ -75,6 +75,15 @@ static const struct key KEYS[] = {
     K_INT("auth", "hash_threads", auth_hash_threads, "2", 1, 64),
     K_INT("auth", "hash_queue", auth_hash_queue, "1024", 1, 1000000),
     K_STR("http", "rate_class", http_rate_class, "api"),
+    K_INT("ws", "max_connections", ws_max_connections, "20000", 1, 1000000),
+    K_INT("ws", "max_message_bytes", ws_max_message_bytes, "65536", 128, 16777216),
+    K_INT("ws", "max_queued_bytes", ws_max_queued_bytes, "1048576", 4096, 1073741824),
+    K_INT("ws", "idle_timeout_ms", ws_idle_timeout_ms, "60000", 100, 86400000),
+    K_INT("ws", "ping_interval_ms", ws_ping_interval_ms, "20000", 100, 86400000),
+    K_INT("ws", "msg_rate", ws_msg_rate, "30", 1, 100000),
+    K_INT("ws", "msg_burst", ws_msg_burst, "60", 1, 1000000),
+    K_INT("ws", "session_check_ms", ws_session_check_ms, "10000", 100, 3600000),
+    K_INT("world", "view_radius", world_view_radius, "100", 1, 100000),
     K_INT("http", "rate_local_keys", rate_local_keys, "65536", 64, 16777216),
 };
 

@@ -79,6 +79,16 @@ struct conf {
     struct conf_rate *rate;
     int nrate;
     int rate_local_keys;
+    /* ws */
+    int ws_max_connections;
+    int ws_max_message_bytes;
+    int ws_max_queued_bytes;
+    int ws_idle_timeout_ms;
+    int ws_ping_interval_ms;
+    int ws_msg_rate;
+    int ws_msg_burst;
+    int ws_session_check_ms;
+    int world_view_radius;
     /* shards */
     struct conf_shard *shards;
     int nshards;

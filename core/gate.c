@@ -226,8 +226,23 @@ static const char *bearer(const struct http_req *req, size_t *len)
     return n ? v : NULL;
 }
 
+static void run(struct gate *g, struct http_req *req, const struct gate_route *rt,
+                const char *given, size_t given_len, gate_pass_cb *pass, void *ud);
+
 void gate_run(struct gate *g, struct http_req *req, const struct gate_route *rt, gate_pass_cb *pass,
               void *ud)
+{
+    run(g, req, rt, NULL, 0, pass, ud);
+}
+
+void gate_run_token(struct gate *g, struct http_req *req, const struct gate_route *rt,
+                    const char *token, size_t len, gate_pass_cb *pass, void *ud)
+{
+    run(g, req, rt, token, len, pass, ud);
+}
+
+static void run(struct gate *g, struct http_req *req, const struct gate_route *rt,
+                const char *given, size_t given_len, gate_pass_cb *pass, void *ud)
 {
     struct gate_identity id = {0};
     if (rt->role == 0) {
@@ -238,8 +253,8 @@ void gate_run(struct gate *g, struct http_req *req, const struct gate_route *rt,
         http_respond_error(req, 503, "unavailable", "authentication is not configured");
         return;
     }
-    size_t tlen = 0;
-    const char *tok = bearer(req, &tlen);
+    size_t tlen = given_len;
+    const char *tok = given ? given : bearer(req, &tlen);
     if (tok == NULL) {
         http_respond_error(req, 401, "unauthenticated", "this route needs a signed-in account");
         return;

@@ -7,6 +7,7 @@
 #ifndef CORE_GATE_H
 #define CORE_GATE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "auth.h"
@@ -43,6 +44,10 @@ void gate_free(struct gate *g);
  * before gate_run returns), else req is answered here. */
 void gate_run(struct gate *g, struct http_req *req, const struct gate_route *rt, gate_pass_cb *pass,
               void *ud);
+/* Like gate_run, with the token given (e.g. from ?token= of a WebSocket upgrade, which a
+ * browser cannot send as a header) instead of the Authorization header. */
+void gate_run_token(struct gate *g, struct http_req *req, const struct gate_route *rt,
+                    const char *token, size_t len, gate_pass_cb *pass, void *ud);
 /* Requests parked, waiting on Redis. */
 int gate_parked(const struct gate *g);
 

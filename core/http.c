@@ -84,6 +84,7 @@ struct http_conn {
     unsigned reading : 1;      /* rev is added (edge-triggered: read until EAGAIN) */
     unsigned read_blocked : 1; /* stopped reading with data maybe left in the socket */
     unsigned peer_eof : 1;     /* the peer shut its side: close once answered */
+    unsigned detached : 1;     /* taken by http_detach during conn_run: free on the way out */
     unsigned writing : 1;      /* wev is added */
     struct http_req req;
     char request_id[REQ_ID_LEN + 1];
@@ -570,6 +571,14 @@ int http_detach(struct http_req *req, struct http_detached *d)
     }
     c->fd = -1; /* not closed by conn_free: it is d's now */
     c->state = C_IDLE;
+    if (c->batching) {
+        /* inside conn_run, which still holds c: it frees c when it unwinds */
+        c->detached = 1;
+        event_del(c->rev);
+        event_del(c->wev);
+        evtimer_del(c->timer);
+        return 0;
+    }
     conn_free(c);
     return 0;
 }
@@ -651,7 +660,7 @@ static void dispatch(struct http_conn *c)
 static void conn_process(struct http_conn *c)
 {
     struct http_server *s = c->srv;
-    while (c->state != C_INFLIGHT && !c->close_after && c->parsed < c->in_len) {
+    while (c->state != C_INFLIGHT && !c->close_after && !c->detached && c->parsed < c->in_len) {
         if (c->state == C_IDLE) {
             c->state = C_HEAD;
             c->req_start = c->parsed;
@@ -766,6 +775,10 @@ static void conn_run(struct http_conn *c)
     c->batching = 1;
     conn_process(c);
     c->batching = 0;
+    if (c->detached) {
+        conn_free(c);
+        return;
+    }
     conn_flush(c);
 }
 

@@ -18,8 +18,10 @@
 #include "ops.h"
 #include "rds.h"
 #include "ratelimit.h"
+#include "realtime.h"
 #include "script.h"
 #include "work.h"
+#include "ws.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -62,6 +64,7 @@ struct node {
     struct rl *rl;
     struct gate *gate;
     struct work_pool *work;
+    struct realtime *rt;
     struct lb_ctx ctx;
     struct script *script;
     struct ops *ops;
@@ -88,7 +91,8 @@ static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
     struct timeval now;
     event_base_gettimeofday_cached(n->base, &now);
     int inflight = http_server_inflight(n->http);
-    if (inflight == 0 && http_server_connections(n->http) == 0) {
+    if (inflight == 0 && http_server_connections(n->http) == 0 && realtime_count(n->rt) == 0 &&
+        script_ws_closing(n->script) == 0) {
         event_base_loopexit(n->base, NULL);
         return;
     }
@@ -118,6 +122,7 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
     log_info("main", "signal %d: draining (at most %d ms)", (int) sig, n->conf.shutdown_drain_ms);
     ops_set_draining(n->ops);
     http_server_drain(n->http);
+    realtime_drain(n->rt); /* WebSocket close handshakes; their close handlers save positions */
     struct timeval now,
         d = {n->conf.shutdown_drain_ms / 1000, (n->conf.shutdown_drain_ms % 1000) * 1000};
     event_base_gettimeofday_cached(n->base, &now);
@@ -148,6 +153,9 @@ static void node_free(struct node *n)
      * pools still exist; then the connections they answered; then the pools. */
     if (n->gate)
         gate_kill_all(n->gate);
+    if (n->script)
+        script_kill_tasks(n->script); /* WebSocket handlers end while their sessions exist */
+    realtime_free(n->rt);             /* closes every WebSocket; no Lua runs for them now */
     script_free(n->script);
     work_pool_free(n->work);
     http_server_free(n->http);
@@ -241,6 +249,18 @@ static int serve(struct node *n)
     }
     n->gate = gate_new(n->auth, n->rl);
     n->work = work_pool_new(n->base, c->auth_hash_threads, c->auth_hash_queue);
+    struct ws_opts wo = {
+        .max_connections = c->ws_max_connections,
+        .max_message_bytes = c->ws_max_message_bytes,
+        .max_queued_bytes = c->ws_max_queued_bytes,
+        .idle_timeout_ms = c->ws_idle_timeout_ms,
+        .ping_interval_ms = c->ws_ping_interval_ms,
+        .close_timeout_ms = 5000,
+        .msg_rate = c->ws_msg_rate,
+        .msg_burst = c->ws_msg_burst,
+    };
+    struct realtime_opts rto = {c->world_view_radius, c->ws_session_check_ms, 32};
+    n->rt = realtime_new(n->base, &wo, &rto, n->auth);
 
     n->ctx.base = n->base;
     n->ctx.auth = n->auth;
@@ -248,6 +268,7 @@ static int serve(struct node *n)
     n->ctx.sub = n->sub;
     n->ctx.gate = n->gate;
     n->ctx.work = n->work;
+    n->ctx.rt = n->rt;
     n->ctx.db = n->db;
     n->ctx.rds = n->rds;
     n->ctx.conf = c;
@@ -258,6 +279,7 @@ static int serve(struct node *n)
         node_free(n);
         return 1;
     }
+    realtime_set_script(n->rt, n->script);
     n->ops = ops_new(c->node_id, n->db, n->rds, n->script, script_http_dispatch, n->script);
     struct http_opts ho = {
         .host = c->http_host,

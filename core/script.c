@@ -17,6 +17,7 @@
 #include "http.h"
 #include "log.h"
 #include "mem.h"
+#include "realtime.h"
 #include "router.h"
 #include "script_int.h"
 
@@ -126,7 +127,7 @@ lua_State *script__open_vm(struct lb_ctx *ctx, const char *path, char *err, size
 }
 
 /* require(name) with a traceback on failure: [..] -> [.., module] or error text in err. */
-static int require_module(lua_State *L, const char *name, char *err, size_t cap)
+int script__require(lua_State *L, const char *name, char *err, size_t cap)
 {
     lua_getfield(L, LUA_GLOBALSINDEX, "debug");
     lua_getfield(L, -1, "traceback");
@@ -151,7 +152,7 @@ static int require_module(lua_State *L, const char *name, char *err, size_t cap)
 
 /* ---- the route table --------------------------------------------------------------------- */
 
-static int parse_role(const char *name)
+int script__parse_role(const char *name)
 {
     for (int i = 0; i <= ROLE_ADMIN; i++)
         if (strcmp(name, ROLE_NAMES[i]) == 0)
@@ -160,7 +161,7 @@ static int parse_role(const char *name)
 }
 
 /* [.., handler-string] -> resolves to a function ref; error text in err. */
-static int resolve_handler(lua_State *L, const char *spec, int *ref, char *err, size_t cap)
+int script__resolve_handler(lua_State *L, const char *spec, int *ref, char *err, size_t cap)
 {
     const char *dot = strrchr(spec, '.');
     if (dot == NULL || dot == spec || dot[1] == '\0') {
@@ -169,7 +170,7 @@ static int resolve_handler(lua_State *L, const char *spec, int *ref, char *err, 
     }
     char modname[256];
     snprintf(modname, sizeof modname, "handlers.%.*s", (int) (dot - spec), spec);
-    if (require_module(L, modname, err, cap) < 0)
+    if (script__require(L, modname, err, cap) < 0)
         return -1;
     if (!lua_istable(L, -1)) {
         snprintf(err, cap, "module %s must return a table", modname);
@@ -192,7 +193,7 @@ static int load_routes(struct script *s, char *err, size_t cap)
     lua_State *L = s->L;
     const char *modname = s->ctx->conf->scripts_routes;
     char why[512];
-    if (require_module(L, modname, err, cap) < 0)
+    if (script__require(L, modname, err, cap) < 0)
         return -1;
     if (!lua_istable(L, -1)) {
         snprintf(err, cap, "%s: must return a table", modname);
@@ -244,7 +245,7 @@ static int load_routes(struct script *s, char *err, size_t cap)
                      modname, i);
             return -1;
         }
-        if (role == NULL || parse_role(role) < 0) {
+        if (role == NULL || script__parse_role(role) < 0) {
             snprintf(err, cap,
                      "%s: route %s %s: role must be one of public, player, moderator, "
                      "designer, admin",
@@ -263,7 +264,7 @@ static int load_routes(struct script *s, char *err, size_t cap)
             return -1;
         }
         struct route *rt = &s->routes[s->nroutes];
-        rt->role = parse_role(role);
+        rt->role = script__parse_role(role);
         rt->gate.role = rt->role == ROLE_PUBLIC ? 0 : 1u << (rt->role - 1);
         rt->gate.rate_class = rate_class;
         rt->gate.rate_by_ip = rate_class >= 0 && s->ctx->conf->rate[rate_class].by_ip;
@@ -278,7 +279,7 @@ static int load_routes(struct script *s, char *err, size_t cap)
             snprintf(err, cap, "%s: route %s %s: %s", modname, method, path, why_static);
             return -1;
         }
-        if (resolve_handler(L, handler, &rt->handler_ref, why, sizeof why) < 0) {
+        if (script__resolve_handler(L, handler, &rt->handler_ref, why, sizeof why) < 0) {
             snprintf(err, cap, "%s (route %s %s)", why, method, path);
             return -1;
         }
@@ -294,6 +295,7 @@ struct script *script_new(struct lb_ctx *ctx, char *err, size_t cap)
 {
     struct script *s = xcalloc(1, sizeof *s);
     s->ctx = ctx;
+    s->ws_close_ref = s->timers_ref = LUA_NOREF;
     ctx->script = s;
     s->encode_ref = s->decode_ref = s->traceback_ref = LUA_NOREF;
     s->L = script__open_vm(ctx, ctx->conf->scripts_path, err, cap);
@@ -312,7 +314,8 @@ struct script *script_new(struct lb_ctx *ctx, char *err, size_t cap)
     lua_getfield(L, -1, "decode");
     s->decode_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_pop(L, 1);
-    if (load_routes(s, err, cap) < 0) {
+    s->ws_close_ref = s->timers_ref = LUA_NOREF;
+    if (load_routes(s, err, cap) < 0 || script__load_ws(s, err, cap) < 0) {
         script_free(s);
         return NULL;
     }
@@ -330,6 +333,7 @@ void script_free(struct script *s)
     if (s == NULL)
         return;
     task__kill_all(s);
+    script__free_ws(s);
     task__deinit(s);
     for (int i = 0; i < s->nroutes; i++) {
         free(s->routes[i].name);
@@ -433,7 +437,7 @@ static int push_query(lua_State *L, const char *q, size_t len)
 }
 
 /* Log a Lua error of task t (value on top of t->co) with its traceback. */
-static void log_lua_error(struct script *s, struct task *t, const char *route)
+void script__log_lua_error(struct script *s, struct task *t, const char *route)
 {
     lua_State *L = s->L;
     const char *msg = lua_tostring(t->co, -1);
@@ -573,7 +577,7 @@ static void on_http_done(struct task *t, int status, void *ud)
     if (status == TASK_ERROR) {
         if (respond_typed_error(s, t, req) == 0)
             return;
-        log_lua_error(s, t, rt->name);
+        script__log_lua_error(s, t, rt->name);
         http_respond_error(req, 500, "internal_error", "internal error");
         return;
     }
@@ -635,9 +639,45 @@ static void respond_simple(struct http_req *req, int status, const char *code, c
     http_respond_error(req, status, code, msg);
 }
 
+/* GET /ws: the gate checks the token (header, or ?token= since browsers cannot set headers
+ * on a WebSocket), then the connection becomes a WebSocket session. */
+static void on_ws_pass(struct http_req *req, const struct gate_identity *id, void *ud)
+{
+    struct script *s = ud;
+    realtime_upgrade(s->ctx->rt, req, id);
+}
+
+static int ws_upgrade(struct script *s, struct http_req *req)
+{
+    if (req->path_len != 3 || memcmp(req->path, "/ws", 3) != 0)
+        return 0;
+    if (s->ctx->rt == NULL || s->ctx->gate == NULL) {
+        respond_simple(req, 404, "not_found", "no such route");
+        return 1;
+    }
+    static const struct gate_route WS = {AUTH_ROLE_PLAYER, -1, 0};
+    const char *q = req->query, *tok = NULL;
+    size_t qn = req->query_len, tn = 0;
+    for (size_t i = 0; i + 6 <= qn; i++) {
+        if ((i == 0 || q[i - 1] == '&') && memcmp(q + i, "token=", 6) == 0) {
+            tok = q + i + 6;
+            while (i + 6 + tn < qn && q[i + 6 + tn] != '&')
+                tn++;
+            break;
+        }
+    }
+    if (tok && tn > 0)
+        gate_run_token(s->ctx->gate, req, &WS, tok, tn, on_ws_pass, s);
+    else
+        gate_run(s->ctx->gate, req, &WS, on_ws_pass, s);
+    return 1;
+}
+
 void script_http_dispatch(struct http_req *req, void *ud)
 {
     struct script *s = ud;
+    if (ws_upgrade(s, req))
+        return;
     struct router_match m;
     int rc = router_match(s->router, req->method, req->method_len, req->path, req->path_len, &m);
     if (rc == ERR_NOTFOUND) {

@@ -7,6 +7,7 @@
 #define CORE_SCRIPT_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 struct lb_ctx;
 struct http_req;
@@ -24,6 +25,29 @@ void script_kill_tasks(struct script *s);
 
 /* The http_dispatch_cb for Lua routes (ud is the struct script). */
 void script_http_dispatch(struct http_req *req, void *ud);
+
+/* A WebSocket connection, as the Lua host sees it (core/realtime.c owns the real one). */
+struct script_ws_conn {
+    uint64_t id;
+    int64_t account_id;
+    unsigned roles;
+    const char *sid;
+    int64_t player_id; /* 0: not joined */
+    const char *ip;
+    double speed; /* of its player now (buffs counted) */
+};
+
+/* Run the handler of routes.lua's `ws` table for one message (JSON text of len bytes,
+ * copied). Its reply, or an error message, goes back through realtime_send; then
+ * realtime__message_done tells the session it may run the next one. */
+void script_ws_message(struct script *s, const struct script_ws_conn *c, const char *text,
+                       size_t len);
+/* The connection has ended: run routes.lua's ws_close handler (if any) with where its player
+ * was (region NULL: it had not joined). */
+void script_ws_closed(struct script *s, const struct script_ws_conn *c, int code,
+                      const char *region, double x, double y, double at);
+/* Handlers of ended connections still running (shutdown waits for them). */
+int script_ws_closing(const struct script *s);
 
 /* Tasks alive (running or waiting on I/O). */
 int script_tasks(const struct script *s);

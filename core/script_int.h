@@ -61,7 +61,22 @@ struct script {
     int decode_ref; /* cjson.safe.decode */
     int traceback_ref;
     unsigned long long seq;
+    /* WebSocket message types (routes.lua `ws`), the close handler, timers */
+    struct route *ws_routes;
+    int nws_routes;
+    int ws_close_ref; /* LUA_NOREF: none */
+    int ws_closing;   /* close handlers running */
+    int timers_ref;   /* the timer handles of routes.lua `timers` (a table), LUA_NOREF: none */
 };
+
+/* script_ws.c */
+int script__load_ws(struct script *s, char *err, size_t cap);
+void script__free_ws(struct script *s);
+/* script.c, shared with script_ws.c */
+int script__require(lua_State *L, const char *name, char *err, size_t cap);
+int script__resolve_handler(lua_State *L, const char *spec, int *ref, char *err, size_t cap);
+int script__parse_role(const char *name);
+void script__log_lua_error(struct script *s, struct task *t, const char *route);
 
 /* task.c */
 void task__init(struct script *s);

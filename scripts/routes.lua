@@ -8,8 +8,9 @@
 --   rate              a rate-limit class of config.lua (default http.rate_class), or "none"
 -- req = { id, method, path, ip, params, query, headers (lower-case names), body (decoded
 --         JSON), raw_body, account = { id, sid, roles } when signed in }
--- /healthz and /readyz are answered by the core itself. docs/openapi.json documents each
--- route (spec/unit/openapi_spec.lua keeps the two in step).
+-- /healthz and /readyz are answered by the core itself, and GET /ws (the WebSocket upgrade,
+-- role player) too; its messages are the `ws` table below (docs/protocol.md).
+-- docs/openapi.json documents each route (spec/unit/openapi_spec.lua keeps the two in step).
 return {
     http = {
         { "POST", "/api/auth/register", "auth.register", role = "public", rate = "auth" },
@@ -36,5 +37,20 @@ return {
 
         { "GET", "/api/demo/player", "demo.player", role = "public" },
         { "GET", "/api/demo/player/signed", "demo.player", role = "player" },
+    },
+
+    -- WebSocket messages (GET /ws?token=...), by their field t: handler(conn, msg)
+    ws = {
+        { "join", "realtime.join", role = "player" },
+        { "move", "realtime.move", role = "player" },
+        { "chat", "realtime.chat", role = "player" },
+        { "event", "realtime.event", role = "player" },
+        { "ping", "realtime.ping", role = "player" },
+    },
+    ws_close = "realtime.leave",   -- a connection ended: handler(conn)
+
+    -- every N seconds, in a task of its own
+    timers = {
+        { 5, "realtime.checkpoint" },   -- positions to PostgreSQL
     },
 }

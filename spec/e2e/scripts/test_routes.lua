@@ -37,4 +37,4 @@ for _, r in ipairs(TEST) do
     http[#http + 1] = r
 end
 
-return { http = http }
+return { http = http, ws = routes.ws, ws_close = routes.ws_close, timers = routes.timers }

@@ -1,0 +1,281 @@
+/* lua_world.c -- require "mmo.world": the live world of this node (core/world.c).
+ *
+ *   world.add_region(id, x0, y0, x1, y1) -> true | nil, "invalid"
+ *   world.regions()                      -> number of regions loaded
+ *   world.join(conn_id, player_id, name, guild_id, region, x, y)
+ *                                        -> nearby | nil, err     nearby: {{id, name, x, y}}
+ *       A player already in the world on another connection continues on this one; the other
+ *       gets {"t":"error","code":"replaced"} and is closed (4002). Then call ws.set_player.
+ *   world.move(player_id, x, y)          -> true | nil, "not found" | nil, "invalid"
+ *   world.position(player_id)            -> {x, y, region, at} | nil
+ *   world.leave(player_id, conn_id)      -> true | nil, "not found"
+ *   world.send_region(region, msg)       -> receivers     msg: a table, encoded once
+ *   world.send_guild(guild_id, msg)      -> receivers
+ *   world.send_all(msg)                  -> receivers
+ *   world.online([region])               -> players in the world (in region)
+ *   world.take_dirty()                   -> {{id, region, x, y, at}, ...}  moved since the last
+ *                                           call (checkpoints)
+ *
+ * Moves are not checked here: rules/movement.lua decides, this applies. */
+#include "bindings.h"
+#include "err.h"
+#include "lb.h"
+#include "realtime.h"
+#include "world.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+
+static struct realtime *rt_of(lua_State *L)
+{
+    struct lb_ctx *ctx = lua_touserdata(L, lua_upvalueindex(1));
+    if (ctx->rt == NULL)
+        luaL_error(L, "mmo.world: this node has no world (no WebSocket)");
+    return ctx->rt;
+}
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
+}
+
+static int64_t id_arg(lua_State *L, int idx)
+{
+    lua_Number n = luaL_checknumber(L, idx);
+    luaL_argcheck(L, n >= 1 && n < 9007199254740992.0 && n == floor(n), idx, "an id");
+    return (int64_t) n;
+}
+
+static double coord(lua_State *L, int idx)
+{
+    double v = luaL_checknumber(L, idx);
+    luaL_argcheck(L, isfinite(v), idx, "a finite number");
+    return v;
+}
+
+static int l_add_region(lua_State *L)
+{
+    struct realtime *rt = rt_of(L);
+    const char *id = luaL_checkstring(L, 1);
+    if (world_region_add(realtime_world(rt), id, coord(L, 2), coord(L, 3), coord(L, 4),
+                         coord(L, 5)) < 0)
+        return lb_push_err(L, ERR_INVALID);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_regions(lua_State *L)
+{
+    lua_pushinteger(L, world_regions(realtime_world(rt_of(L))));
+    return 1;
+}
+
+struct nearby {
+    lua_State *L;
+    int n;
+};
+
+static void add_nearby(int64_t id, const char *name, double x, double y, void *arg)
+{
+    struct nearby *nb = arg;
+    lua_State *L = nb->L;
+    lua_createtable(L, 0, 4);
+    lua_pushnumber(L, (lua_Number) id);
+    lua_setfield(L, -2, "id");
+    lua_pushstring(L, name); /* already escaped for JSON, and names have nothing to escape */
+    lua_setfield(L, -2, "name");
+    lua_pushnumber(L, x);
+    lua_setfield(L, -2, "x");
+    lua_pushnumber(L, y);
+    lua_setfield(L, -2, "y");
+    lua_rawseti(L, -2, ++nb->n);
+}
+
+static int l_join(lua_State *L)
+{
+    struct realtime *rt = rt_of(L);
+    uint64_t conn = (uint64_t) id_arg(L, 1);
+    int64_t pid = id_arg(L, 2);
+    const char *name = luaL_checkstring(L, 3);
+    int64_t guild = (int64_t) luaL_optnumber(L, 4, 0);
+    const char *region = luaL_checkstring(L, 5);
+    double x = coord(L, 6), y = coord(L, 7);
+    struct rt_sess *s = realtime_sess(rt, conn);
+    if (s == NULL)
+        return lb_push_err(L, ERR_CLOSED);
+    void *replaced = NULL;
+    struct world *w = realtime_world(rt);
+    if (world_join(w, s, pid, name, guild, region, x, y, now(), &replaced) < 0)
+        return lb_push_err(L, ERR_INVALID);
+    if (replaced) {
+        uint64_t old = realtime_sess_id(replaced);
+        static const char MSG[] = "{\"t\":\"error\",\"code\":\"replaced\",\"message\":\"this "
+                                  "player joined from another connection\"}";
+        realtime_send(rt, old, MSG, sizeof MSG - 1);
+        realtime_set_player(rt, old, 0, 0, 0, 0);
+        realtime_close(rt, old, 4002, "replaced by another connection");
+    }
+    lua_newtable(L);
+    struct nearby nb = {L, 0};
+    world_each_visible(w, pid, add_nearby, &nb);
+    return 1;
+}
+
+static int l_move(lua_State *L)
+{
+    struct realtime *rt = rt_of(L);
+    int rc = world_move(realtime_world(rt), id_arg(L, 1), coord(L, 2), coord(L, 3), now());
+    if (rc < 0)
+        return lb_push_err(L, rc);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_position(lua_State *L)
+{
+    struct realtime *rt = rt_of(L);
+    double x, y, at;
+    const char *region;
+    if (world_position(realtime_world(rt), id_arg(L, 1), &x, &y, &region, &at) < 0) {
+        lua_pushnil(L);
+        return 1;
+    }
+    lua_createtable(L, 0, 4);
+    lua_pushnumber(L, x);
+    lua_setfield(L, -2, "x");
+    lua_pushnumber(L, y);
+    lua_setfield(L, -2, "y");
+    lua_pushstring(L, region);
+    lua_setfield(L, -2, "region");
+    lua_pushnumber(L, at);
+    lua_setfield(L, -2, "at");
+    return 1;
+}
+
+static int l_leave(lua_State *L)
+{
+    struct realtime *rt = rt_of(L);
+    int64_t pid = id_arg(L, 1);
+    struct rt_sess *s = realtime_sess(rt, (uint64_t) id_arg(L, 2));
+    if (s == NULL || world_leave(realtime_world(rt), pid, s) < 0)
+        return lb_push_err(L, ERR_NOTFOUND);
+    realtime_set_player(rt, realtime_sess_id(s), 0, 0, 0, 0);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* [.., msg at idx] -> the encoded text on top */
+static const char *encode(lua_State *L, int idx, size_t *len)
+{
+    luaL_checktype(L, idx, LUA_TTABLE);
+    lua_pushvalue(L, lua_upvalueindex(2));
+    lua_pushvalue(L, idx);
+    lua_call(L, 1, 1);
+    return lua_tolstring(L, -1, len);
+}
+
+static int l_send_region(lua_State *L)
+{
+    struct realtime *rt = rt_of(L);
+    const char *region = luaL_checkstring(L, 1);
+    size_t len;
+    const char *text = encode(L, 2, &len);
+    lua_pushinteger(L, world_send_region(realtime_world(rt), region, text, len));
+    return 1;
+}
+
+static int l_send_guild(lua_State *L)
+{
+    struct realtime *rt = rt_of(L);
+    int64_t guild = (int64_t) luaL_checknumber(L, 1);
+    size_t len;
+    const char *text = encode(L, 2, &len);
+    lua_pushinteger(L, world_send_guild(realtime_world(rt), guild, text, len));
+    return 1;
+}
+
+static int l_send_all(lua_State *L)
+{
+    struct realtime *rt = rt_of(L);
+    size_t len;
+    const char *text = encode(L, 1, &len);
+    lua_pushinteger(L, world_send_all(realtime_world(rt), text, len));
+    return 1;
+}
+
+static int l_online(lua_State *L)
+{
+    struct lb_ctx *ctx = lua_touserdata(L, lua_upvalueindex(1));
+    const char *region = luaL_optstring(L, 1, NULL);
+    lua_pushinteger(L, ctx->rt ? world_online(realtime_world(ctx->rt), region) : 0);
+    return 1;
+}
+
+struct dirty {
+    lua_State *L;
+    int n;
+};
+
+static void add_dirty(int64_t id, const char *region, double x, double y, double at, void *arg)
+{
+    struct dirty *d = arg;
+    lua_State *L = d->L;
+    lua_createtable(L, 0, 5);
+    lua_pushnumber(L, (lua_Number) id);
+    lua_setfield(L, -2, "id");
+    lua_pushstring(L, region);
+    lua_setfield(L, -2, "region");
+    lua_pushnumber(L, x);
+    lua_setfield(L, -2, "x");
+    lua_pushnumber(L, y);
+    lua_setfield(L, -2, "y");
+    lua_pushnumber(L, at);
+    lua_setfield(L, -2, "at");
+    lua_rawseti(L, -2, ++d->n);
+}
+
+static int l_take_dirty(lua_State *L)
+{
+    struct lb_ctx *ctx = lua_touserdata(L, lua_upvalueindex(1));
+    lua_newtable(L);
+    if (ctx->rt) {
+        struct dirty d = {L, 0};
+        world_take_dirty(realtime_world(ctx->rt), add_dirty, &d);
+    }
+    return 1;
+}
+
+int luaopen_mmo_world(lua_State *L)
+{
+    static const luaL_Reg FUNCS[] = {
+        {"add_region", l_add_region},
+        {"regions", l_regions},
+        {"join", l_join},
+        {"move", l_move},
+        {"position", l_position},
+        {"leave", l_leave},
+        {"send_region", l_send_region},
+        {"send_guild", l_send_guild},
+        {"send_all", l_send_all},
+        {"online", l_online},
+        {"take_dirty", l_take_dirty},
+        {NULL, NULL},
+    };
+    lua_getfield(L, LUA_GLOBALSINDEX, "require");
+    lua_pushliteral(L, "mmo.json");
+    lua_call(L, 1, 1);
+    lua_getfield(L, -1, "encode");
+    int enc = lua_gettop(L);
+    lua_createtable(L, 0, 12);
+    for (const luaL_Reg *f = FUNCS; f->name; f++) {
+        lua_pushlightuserdata(L, lb_ctx(L));
+        lua_pushvalue(L, enc);
+        lua_pushcclosure(L, f->func, 2);
+        lua_setfield(L, -2, f->name);
+    }
+    return 1;
+}
