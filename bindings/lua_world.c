@@ -7,7 +7,7 @@
  *       A player already in the world on another connection continues on this one; the other
  *       gets {"t":"error","code":"replaced"} and is closed (4002). Then call ws.set_player.
  *   world.move(player_id, x, y)          -> true | nil, "not found" | nil, "invalid"
- *   world.position(player_id)            -> {x, y, region, at} | nil
+ *   world.position(player_id)            -> {x, y, region, at, name, guild} | nil
  *   world.leave(player_id, conn_id)      -> true | nil, "not found"
  *   world.send_region(region, msg)       -> receivers     msg: a table, encoded once
  *   world.send_guild(guild_id, msg)      -> receivers
@@ -144,7 +144,10 @@ static int l_position(lua_State *L)
         lua_pushnil(L);
         return 1;
     }
-    lua_createtable(L, 0, 4);
+    const char *name;
+    int64_t guild;
+    world_who(realtime_world(rt), id_arg(L, 1), &name, &guild);
+    lua_createtable(L, 0, 6);
     lua_pushnumber(L, x);
     lua_setfield(L, -2, "x");
     lua_pushnumber(L, y);
@@ -153,6 +156,12 @@ static int l_position(lua_State *L)
     lua_setfield(L, -2, "region");
     lua_pushnumber(L, at);
     lua_setfield(L, -2, "at");
+    lua_pushstring(L, name);
+    lua_setfield(L, -2, "name");
+    if (guild > 0) {
+        lua_pushnumber(L, (lua_Number) guild);
+        lua_setfield(L, -2, "guild");
+    }
     return 1;
 }
 

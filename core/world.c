@@ -283,6 +283,16 @@ int world_position(const struct world *w, int64_t id, double *x, double *y, cons
     return 0;
 }
 
+int world_who(const struct world *w, int64_t id, const char **name, int64_t *guild)
+{
+    struct wp *p = find(w, id);
+    if (p == NULL)
+        return ERR_NOTFOUND;
+    *name = p->name;
+    *guild = p->guild;
+    return 0;
+}
+
 void *world_conn(const struct world *w, int64_t id)
 {
     struct wp *p = find(w, id);

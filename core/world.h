@@ -47,6 +47,8 @@ int world_leave(struct world *w, int64_t id, void *conn);
 /* Where the player is: 0, or ERR_NOTFOUND. *region borrowed (valid while the world lives). */
 int world_position(const struct world *w, int64_t id, double *x, double *y, const char **region,
                    double *at);
+/* The player's name (JSON-escaped, borrowed) and guild (0: none), or ERR_NOTFOUND. */
+int world_who(const struct world *w, int64_t id, const char **name, int64_t *guild);
 /* The player's connection, or NULL. */
 void *world_conn(const struct world *w, int64_t id);
 /* Call fn for every player id sees: (id, name, x, y). */

@@ -23,6 +23,7 @@ return {
         { "POST", "/api/admin/accounts/:id/ban", "admin.ban", role = "moderator" },
         { "GET", "/api/admin/audit", "admin.audit", role = "admin" },
         { "GET", "/api/admin/cache", "admin.cache", role = "admin" },
+        { "GET", "/api/admin/sessions", "admin.sessions", role = "moderator" },
 
         { "POST", "/api/players", "players.create", role = "player" },
         { "GET", "/api/players", "players.list", role = "moderator" },

@@ -1,6 +1,9 @@
 -- handlers/admin.lua: account administration and the audit log (API.md "Admin and
 -- operations"). Every call here writes an audit entry.
 local audit = require "lib.audit"
+local regions = require "lib.regions"
+local time = require "mmo.time"
+local world = require "mmo.world"
 local cache = require "mmo.cache"
 local db = require "mmo.db"
 local http = require "lib.http"
@@ -106,6 +109,41 @@ function _M.ban(req)
     end
     return 200, { id = id, banned_until = result.banned_until, reason = body.reason,
                   sessions_ended = ended }
+end
+
+
+-- GET /api/admin/sessions (moderator): live WebSocket sessions of every node (presence in
+-- Redis, written by handlers/realtime.lua), newest first; and this node's players per region
+function _M.sessions(req)
+    local now = math_floor(time.now())
+    local keys = http.check(cache.cmd("ZREVRANGEBYSCORE", "ws:sessions", "+inf", now - 120,
+                                      "LIMIT", 0, 1000))
+    local cmds = {}
+    for i, k in ipairs(keys) do
+        cmds[i] = { "HGETALL", k }
+    end
+    local rows = #cmds > 0 and http.check(cache.pipeline(cmds)) or {}
+    local sessions = json.array({})
+    for _, r in ipairs(rows) do
+        if type(r) == "table" and #r > 0 then
+            local t = {}
+            for i = 1, #r, 2 do
+                t[r[i]] = tonumber(r[i + 1]) or r[i + 1]
+            end
+            sessions[#sessions + 1] = {
+                account_id = t.account_id, player_id = t.player_id ~= 0 and t.player_id or nil,
+                node = t.node, connected_at = t.connected_at, last_seen = t.last_seen,
+                region = t.region ~= "" and t.region or nil, ip = t.ip,
+            }
+        end
+    end
+    cache.cmd("ZREMRANGEBYSCORE", "ws:sessions", "-inf", now - 120) -- nodes that died
+    audit.write(req, "admin.sessions.read")
+    local online = {}
+    for _, r in ipairs(regions.all()) do
+        online[r.id] = world.online(r.id)
+    end
+    return 200, { sessions = sessions, online = online }
 end
 
 

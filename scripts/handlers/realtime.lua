@@ -147,15 +147,14 @@ function _M.chat(conn, msg)
     if not text then
         fail("bad_message", err)
     end
-    local row = players.row(pid)
-    local out = { t = "chat", channel = channel, from = row.name, from_id = pid, text = text }
+    local out = { t = "chat", channel = channel, from = pos.name, from_id = pid, text = text }
     if channel == "region" then
         world.send_region(pos.region, out)
     elseif channel == "guild" then
-        if not row.guild_id then
+        if not pos.guild then
             fail("no_guild", "this player is in no guild")
         end
-        world.send_guild(row.guild_id, out)
+        world.send_guild(pos.guild, out)
     else
         local minute = floor(time.now() / 60)
         local key = "chat:global:" .. conn.account.id .. ":" .. minute

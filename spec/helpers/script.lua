@@ -10,7 +10,8 @@
 -- locked (reading or writing an undeclared global raises, as in the server).
 local _M = {}
 
-local BINDINGS = { "mmo.db", "mmo.cache", "mmo.json", "mmo.log", "mmo.time", "mmo.auth",
+local BINDINGS = { "mmo.db", "mmo.cache", "mmo.json", "mmo.log", "mmo.time", "mmo.auth", "mmo.ws",
+                   "mmo.world",
                    "mmo.crypto" }
 
 
