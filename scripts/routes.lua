@@ -24,6 +24,7 @@ return {
         { "GET", "/api/admin/audit", "admin.audit", role = "admin" },
         { "GET", "/api/admin/cache", "admin.cache", role = "admin" },
         { "GET", "/api/admin/sessions", "admin.sessions", role = "moderator" },
+        { "POST", "/api/admin/bots", "bots.create", role = "admin" },
 
         { "POST", "/api/players", "players.create", role = "player" },
         { "GET", "/api/players", "players.list", role = "moderator" },
