@@ -4,6 +4,7 @@ local audit = require "lib.audit"
 local regions = require "lib.regions"
 local time = require "mmo.time"
 local world = require "mmo.world"
+local ws = require "mmo.ws"
 local cache = require "mmo.cache"
 local db = require "mmo.db"
 local http = require "lib.http"
@@ -101,6 +102,7 @@ function _M.ban(req)
                                { reason = body.reason, minutes = body.minutes }, nil, q))
         return true
     end))
+    ws.close_account(id, 4003, "banned")
     local ended, err = session.finish_all(id)
     if not ended then
         http.fail(503, "unavailable",

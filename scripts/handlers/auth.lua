@@ -7,6 +7,7 @@ local http = require "lib.http"
 local json = require "mmo.json"
 local session = require "lib.session"
 local validation = require "rules.validation"
+local ws = require "mmo.ws"
 
 local tostring = tostring
 
@@ -123,6 +124,7 @@ end
 function _M.logout(req)
     local a = req.account
     http.check(session.finish(a.id, a.sid))
+    ws.close_session(a.sid, 4001, "logged out")
     audit.write(req, "logout", "account:" .. a.id, { sid = a.sid })
     return 204
 end

@@ -23,12 +23,13 @@ describe("websocket", function()
         local u = "ws" .. math.random(1e8, 9e8)
         node:request("POST", "/api/auth/register",
                      { body = { username = u, password = "correct horse battery staple" } })
-        local t = node:request("POST", "/api/auth/login",
-            { body = { username = u, password = "correct horse battery staple" } }).json.access_token
+        local login = node:request("POST", "/api/auth/login",
+            { body = { username = u, password = "correct horse battery staple" } }).json
+        local t = login.access_token
         local res = node:request("POST", "/api/players",
                                  { token = t, body = { name = name(), class = "ranger", region = region } })
         assert.equal(201, res.status, res.body)
-        return { token = t, player = res.json }
+        return { token = t, player = res.json, account = login.account_id }
     end
 
     local function joined(p)
@@ -179,6 +180,22 @@ describe("websocket", function()
             second:send({ t = "ping" })
             assert.is_table(second:expect("pong", 2))
             second:close()
+        end)
+
+        it("closes the connections of a banned account (4003) and of a logout (4001)", function()
+            local p, q = player(), player()
+            local c = joined(p)
+            local d = joined(q)
+            local admin = node:request("POST", "/api/auth/login", { body = { username = "admin",
+                password = os.getenv("MMO_ADMIN_PASSWORD") } }).json.access_token
+            local res = node:request("POST", "/api/admin/accounts/" .. p.account .. "/ban",
+                                     { token = admin, body = { reason = "test", minutes = 5 } })
+            assert.equal(200, res.status, res.body)
+            assert.equal(4003, c:wait_close(2))
+            assert.equal(204, node:request("POST", "/api/auth/logout", { token = q.token }).status)
+            assert.equal(4001, d:wait_close(2))
+            c:close()
+            d:close()
         end)
 
         it("lists sessions for moderators", function()
