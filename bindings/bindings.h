@@ -13,7 +13,7 @@ int luaopen_mmo_crypto(lua_State *L); /* lua_crypto.c: passwords, random, digest
 int luaopen_mmo_auth(lua_State *L);
 int luaopen_mmo_ws(lua_State *L); /* lua_ws.c: WebSocket connections */
 int luaopen_mmo_world(lua_State *L);
-    /* lua_world.c: the live world */ /* lua_auth.c: access tokens, session cache */
+/* lua_world.c: the live world */ /* lua_auth.c: access tokens, session cache */
 
 /* Register every mmo.* module in package.preload. */
 void bindings_preload(lua_State *L);

@@ -286,8 +286,15 @@ void realtime_upgrade(struct realtime *rt, struct http_req *req, const struct ga
     size_t klen = 0, vlen = 0;
     const char *key = http_req_header(req, "sec-websocket-key", &klen);
     const char *ver = http_req_header(req, "sec-websocket-version", &vlen);
-    if (!http_req_is_upgrade(req) || key == NULL || !ws_key_valid(key, klen) || ver == NULL ||
-        vlen != 2 || memcmp(ver, "13", 2) != 0) {
+    if (http_req_is_upgrade(req) && (ver == NULL || vlen != 2 || memcmp(ver, "13", 2) != 0)) {
+        char body[256];
+        static const char EXTRA[] = "Sec-WebSocket-Version: 13\r\n";
+        size_t n = http_error_body(body, sizeof body, "bad_upgrade",
+                                   "this server speaks WebSocket version 13", req->request_id);
+        http_respond(req, 426, "application/json", body, n, EXTRA, sizeof EXTRA - 1);
+        return;
+    }
+    if (!http_req_is_upgrade(req) || key == NULL || !ws_key_valid(key, klen)) {
         http_respond_error(req, 400, "bad_upgrade",
                            "a WebSocket upgrade needs Upgrade: websocket, a valid "
                            "Sec-WebSocket-Key and Sec-WebSocket-Version: 13");

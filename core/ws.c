@@ -14,8 +14,10 @@
  *
  * Writing: data frames are encoded here into the same output buffer. A connection written to
  * goes on the server's dirty list once, and one event, made active, flushes the whole list at
- * the end of the loop turn: one writev per connection per turn. Output that does not fit in
- * the socket waits for its EV_WRITE edge.
+ * the end of the loop turn: one writev per connection per turn. With flush_interval_ms the
+ * event is a timer instead: the list is flushed that long after its first entry, so that
+ * what a client is owed over a few turns goes in one write. Output that does not fit in the
+ * socket waits for its EV_WRITE edge.
  *
  * Closing: our close frame (ws_close, idle, flood, 1003) waits close_timeout_ms for the peer's;
  * a close from the peer is echoed; then the socket is closed (the server closes first, as RFC
@@ -139,7 +141,8 @@ struct ws_server {
     struct ws_conn *dirty, *dirty_tail;
     struct ws_conn *more;
     struct ws_conn *grave;
-    struct event *flush_ev;
+    struct event *flush_ev; /* made active (end of the turn), or a timer (flush_interval) */
+    struct timeval flush_tv;
     struct event *more_ev;
     const struct timeval *t_tick, *t_rest, *t_close;
     unsigned char *scratch;
@@ -231,7 +234,10 @@ static void mark_dirty(struct ws_conn *c)
     s->dirty_tail = c;
     if (!s->flush_scheduled) {
         s->flush_scheduled = 1;
-        event_active(s->flush_ev, EV_WRITE, 0);
+        if (s->o.flush_interval_ms > 0)
+            evtimer_add(s->flush_ev, &s->flush_tv);
+        else
+            event_active(s->flush_ev, EV_WRITE, 0);
     }
 }
 
@@ -1061,6 +1067,8 @@ struct ws_server *ws_server_new(struct event_base *base, const struct ws_opts *o
     }
     s->t_close = common_timeout(base, o->close_timeout_ms);
     s->flush_ev = event_new(base, -1, 0, on_flush, s);
+    s->flush_tv.tv_sec = o->flush_interval_ms / 1000;
+    s->flush_tv.tv_usec = (o->flush_interval_ms % 1000) * 1000;
     s->more_ev = evtimer_new(base, on_more, s);
     s->scratch = xmalloc(SCRATCH);
     return s;

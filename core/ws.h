@@ -13,7 +13,8 @@
  *
  * Output: everything a connection is owed (data frames, shared frames, pongs, pings, the
  * close) goes into one buffer in order, and every connection written to during a loop turn is
- * flushed once at the end of that turn: a burst of 20 messages to one client is one writev.
+ * flushed once at the end of that turn: a burst of 20 messages to one client is one writev
+ * (or once per flush_interval_ms, which trades that much latency for fewer writes).
  * A broadcast is encoded once (ws_frame_text) and queued to each receiver (ws_send_frame):
  * large frames by reference (zero copy), small ones copied, which is cheaper below ~1 KiB.
  * A client whose queued output passes max_queued_bytes is dropped (1008).
@@ -51,6 +52,8 @@ struct ws_opts {
     double msg_rate;       /* messages per second per connection [20] */
     int msg_burst;         /* bucket size [40]; a message beyond gets a rate_limited error and
                               is dropped; the third within 5 s closes with 1008 */
+    int flush_interval_ms; /* 0 [0]: output is written at the end of each loop turn; > 0: at
+                              most this long after it was queued, in fewer, larger writes */
 };
 
 struct ws_stats {
