@@ -88,6 +88,7 @@ struct conf {
     int ws_msg_rate;
     int ws_msg_burst;
     int ws_session_check_ms;
+    int ws_flush_interval_ms;
     int world_view_radius;
     /* shards */
     struct conf_shard *shards;

@@ -258,6 +258,7 @@ static int serve(struct node *n)
         .close_timeout_ms = 5000,
         .msg_rate = c->ws_msg_rate,
         .msg_burst = c->ws_msg_burst,
+        .flush_interval_ms = c->ws_flush_interval_ms,
     };
     struct realtime_opts rto = {c->world_view_radius, c->ws_session_check_ms, 32};
     n->rt = realtime_new(n->base, &wo, &rto, n->auth);
