@@ -89,23 +89,7 @@ return {
     -- its class with rate = "name"; others use http.rate_class. Override one number with
     -- MMO_RATELIMIT_<CLASS>_<FIELD>, e.g. MMO_RATELIMIT_AUTH_LIMIT=20.
     ratelimit = {
-        ws = {
-        max_connections = 20000,        -- WebSocket connections; beyond, the upgrade gets 503
-        max_message_bytes = 65536,      -- a bigger message closes the connection (1009)
-        max_queued_bytes = 1048576,     -- a client that lets this much output pile up is
-                                        -- dropped (1008)
-        idle_timeout_ms = 60000,        -- nothing received (pongs count) this long: closed
-        ping_interval_ms = 20000,       -- a quiet client is pinged this often
-        msg_rate = 30,                  -- messages per second per connection...
-        msg_burst = 60,                 -- ...and at once; beyond: rate_limited, then 1008
-        session_check_ms = 10000,       -- a logout or ban elsewhere ends the connection within
-        flush_interval_ms = 10,         -- output gathered this long goes in one write (0: at
-                                        -- the end of every loop turn)
-    },
-    world = {
-        view_radius = 100,              -- players at most this far apart see each other
-    },
-    auth = { limit = 10, period_ms = 60000, burst = 10, batch = 1, by = "ip" },
+        auth = { limit = 10, period_ms = 60000, burst = 10, batch = 1, by = "ip" },
         api = { limit = 1200, period_ms = 60000, burst = 200, batch = 20, by = "account" },
     },
 }
