@@ -84,6 +84,7 @@ struct http_conn {
     unsigned reading : 1;      /* rev is added (edge-triggered: read until EAGAIN) */
     unsigned read_blocked : 1; /* stopped reading with data maybe left in the socket */
     unsigned peer_eof : 1;     /* the peer shut its side: close once answered */
+    unsigned rdhup : 1;        /* EV_CLOSED seen: the peer's FIN waits behind the data */
     unsigned detached : 1;     /* taken by http_detach during conn_run: free on the way out */
     unsigned writing : 1;      /* wev is added */
     struct http_req req;
@@ -840,6 +841,8 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
         }
     }
     int fatal = 0, got = 0;
+    if (what & EV_CLOSED)
+        c->rdhup = 1;
     c->read_blocked = 1;
     for (int round = 0; round < 64; round++) {
         size_t room;
@@ -875,6 +878,10 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
         got = 1;
         if ((size_t) n < room) {
             c->read_blocked = 0; /* a short read: the socket is empty */
+            /* data and FIN that came together make one edge: no event will follow for the
+             * FIN, and the next recv() would only return 0 */
+            if (c->rdhup)
+                c->peer_eof = 1;
             break;
         }
     }
@@ -932,7 +939,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     c->srv = s;
     c->fd = fd;
     c->out = evbuffer_new();
-    c->rev = event_new(s->base, fd, EV_READ | EV_PERSIST | EV_ET, on_read, c);
+    c->rev = event_new(s->base, fd, EV_READ | EV_CLOSED | EV_PERSIST | EV_ET, on_read, c);
     c->wev = event_new(s->base, fd, EV_WRITE, on_write, c);
     c->timer = evtimer_new(s->base, on_timeout, c);
     http_parser_init(&c->parser, HTTP_REQUEST);

@@ -125,6 +125,7 @@ struct ws_conn {
     unsigned pinged : 1;     /* a ping is out, and nothing arrived since */
     unsigned msg_seen : 1;   /* a data message arrived since the last tick */
     unsigned rx_drained : 1; /* this turn: the socket said EAGAIN or gave a short read */
+    unsigned rx_hup : 1;     /* EV_CLOSED seen: the peer's FIN waits behind the data */
     unsigned rx_eof : 1;     /* the peer shut its side */
     unsigned rx_err : 1;     /* the socket failed */
     unsigned rx_more : 1;    /* this turn's budget is spent with input maybe left */
@@ -423,8 +424,10 @@ static int fill_scratch(struct ws_conn *c)
                     evtimer_add(c->timer, s->t_tick);
             }
             c->rx_budget--;
-            if (n < SCRATCH)
-                c->rx_drained = 1; /* a short read: the socket is empty (edge-triggered) */
+            /* a short read: the socket is empty (edge-triggered), unless the peer's FIN came
+             * in the same edge: then read once more to meet it, as no event will follow */
+            if (n < SCRATCH && !c->rx_hup)
+                c->rx_drained = 1;
             return 1;
         }
         if (n < 0 && errno == EINTR)
@@ -634,7 +637,7 @@ static void read_and_drop(struct ws_conn *c)
         ssize_t n = recv(c->fd, s->scratch, SCRATCH, 0);
         if (n > 0) {
             s->st.bytes_in += (uint64_t) n;
-            if (n < SCRATCH)
+            if (n < SCRATCH && !c->rx_hup)
                 return;
             continue;
         }
@@ -851,7 +854,9 @@ static void on_io(evutil_socket_t fd, short what, void *arg)
         c->wblocked = 0;
         conn_flush(c);
     }
-    if (what & EV_READ)
+    if (what & EV_CLOSED)
+        c->rx_hup = 1;
+    if (what & (EV_READ | EV_CLOSED))
         conn_read(c);
     leave(s);
 }
@@ -1012,7 +1017,8 @@ struct ws_conn *ws_accept(struct ws_server *s, struct http_detached *d, const ch
     c->tokens = s->o.msg_burst;
     c->tokens_at = now_ms(s);
     c->reason = R_NONE;
-    c->ev = event_new(s->base, c->fd, EV_READ | EV_WRITE | EV_PERSIST | EV_ET, on_io, c);
+    c->ev =
+        event_new(s->base, c->fd, EV_READ | EV_WRITE | EV_CLOSED | EV_PERSIST | EV_ET, on_io, c);
     c->timer = evtimer_new(s->base, on_timer, c);
     event_add(c->ev, NULL);
     evtimer_add(c->timer, s->t_tick);

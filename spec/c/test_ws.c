@@ -547,6 +547,30 @@ TEST(handshake_rfc_example)
     ASSERT_EQ(ws_frames_alive(), 0);
 }
 
+/* A last frame and the FIN in one segment make one edge: the server must still see the FIN
+ * at once, not when the idle timeout (10 s here) comes. */
+TEST(a_frame_and_the_fin_together_close_at_once)
+{
+    struct ws_opts o = test_opts();
+    struct fx *t = fx_new(&o);
+    for (int round = 0; round < 20; round++) {
+        struct cl cl;
+        int before = t->closed, msgs = t->msgs;
+        ASSERT_OK(open_clients(t, &cl, 1, 0));
+        unsigned char f[64];
+        size_t fl = mk(f, 1, 1, 1, "last words", 10);
+        ASSERT_OK(cl_send(&cl, f, fl));
+        shutdown(cl.fd, SHUT_WR);
+        ASSERT(wait_closed(t, before + 1, 2000));
+        ASSERT_EQ(t->msgs, msgs + 1);
+        ASSERT_STR(t->last_msg, "last words");
+        ASSERT_EQ(t->last_code, 1006);
+        cl_close(&cl);
+    }
+    fx_free(t);
+    ASSERT_EQ(ws_frames_alive(), 0);
+}
+
 TEST(a_frame_split_between_the_request_and_the_socket)
 {
     struct ws_opts o = test_opts();
@@ -1453,6 +1477,7 @@ int main(void)
     RUN(text_echo);
     RUN(ping_gets_pong_with_the_same_payload);
     RUN(client_initiated_close);
+    RUN(a_frame_and_the_fin_together_close_at_once);
     RUN(server_initiated_close);
     RUN(close_from_inside_the_message_callback);
     RUN(unmasked_frame_is_a_protocol_error);

@@ -342,6 +342,20 @@ describe("http", function()
             c:close()
         end)
 
+        it("closes at once when the requests and the FIN come in one segment", function()
+            -- one edge for data and FIN: the close must not wait for the idle timeout
+            for _ = 1, 20 do
+                local c = node:connect()
+                c:send(server.format_request("GET", "/healthz") ..
+                       server.format_request("GET", "/test/items/3"))
+                c.sock:shutdown("send")
+                assert.equal(200, c:read_response().status)
+                assert.same({ id = "3" }, c:read_response().json.params)
+                assert.is_true(c:closed_by_peer(1))
+                c:close()
+            end
+        end)
+
         it("speaks HTTP/1.0 and closes after it", function()
             local c = node:connect()
             c:send("GET /healthz HTTP/1.0\r\n\r\n")

@@ -22,6 +22,14 @@ local BIN = os.getenv("MMO_BIN") or (ROOT .. "/build/mmo")
 local Node = {}
 Node.__index = Node
 
+-- this busted process: the nodes it starts do not outlive it
+local SELF_PID = (function()
+    local f = assert(io.open("/proc/self/stat"))
+    local pid = f:read("*l"):match("^(%d+)")
+    f:close()
+    return pid
+end)()
+
 _M.JWT_SECRET = "spec-secret-0123456789-abcdefghijklmnop"
 
 local Conn = {}
@@ -91,10 +99,14 @@ function _M.start(opts)
         parts[#parts + 1] = k .. "=" .. sh_quote(v)
     end
     -- a launcher records the node's pid (exec keeps it) and, from the outer shell, its exit
-    -- code, so specs can signal the node itself and read how it ended
+    -- code, so specs can signal the node itself and read how it ended. A watchdog stops the
+    -- node when this busted process is gone, so a spec that fails before node:stop() leaves
+    -- nothing running past the run.
     local launcher = log .. ".sh"
     local f = assert(io.open(launcher, "w"))
     f:write("echo $$ > ", log, ".pid\n",
+            "( while kill -0 ", SELF_PID, " 2>/dev/null; do sleep 1; kill -0 $$ 2>/dev/null ",
+            "|| exit 0; done; kill -TERM $$ 2>/dev/null ) </dev/null >/dev/null 2>&1 &\n",
             "cd ", sh_quote(ROOT), " || exit 99\n",
             "exec env ", table.concat(parts, " "), " ", sh_quote(BIN), " serve ",
             table.concat(opts.args or {}, " "), "\n")
@@ -119,7 +131,22 @@ function _M.start(opts)
         local port = text:match("listening on http://[%d%.]+:(%d+)")
         if port then
             node.port = tonumber(port)
-            return node
+            -- listening comes before PostgreSQL and Redis are connected: wait for /readyz, so
+            -- that a spec's first request does not meet a node still connecting
+            while opts.ready ~= false and socket.gettime() < deadline do
+                local ok, res = pcall(node.request, node, "GET", "/readyz")
+                if ok and res.status == 200 then
+                    return node
+                end
+                if not node:alive() then
+                    error("node exited at start:\n" .. read_file(log))
+                end
+                socket.sleep(0.02)
+            end
+            if opts.ready == false then
+                return node
+            end
+            break
         end
         if not node:alive() then
             error("node exited at start:\n" .. text)
@@ -127,7 +154,7 @@ function _M.start(opts)
         socket.sleep(0.05)
     end
     node:kill()
-    error("node did not start in 20 s:\n" .. read_file(log))
+    error("node was not ready in 20 s:\n" .. read_file(log))
 end
 
 
