@@ -33,7 +33,11 @@ struct gate {
     struct rl *rl;
     struct parked *parked;
     int nparked;
+    struct parked *spare; /* unparked records kept for reuse (through next), SPARE_MAX at most */
+    int nspare;
 };
+
+#define SPARE_MAX 64
 
 struct gate *gate_new(struct auth *auth, struct rl *rl)
 {
@@ -53,7 +57,13 @@ static void unpark(struct parked *p)
     if (p->next)
         p->next->prev = p->prev;
     g->nparked--;
-    free(p);
+    if (g->nspare < SPARE_MAX) {
+        p->next = g->spare;
+        g->spare = p;
+        g->nspare++;
+    } else {
+        free(p);
+    }
 }
 
 void gate_kill_all(struct gate *g)
@@ -75,6 +85,11 @@ void gate_free(struct gate *g)
     if (g == NULL)
         return;
     gate_kill_all(g);
+    while (g->spare) {
+        struct parked *p = g->spare;
+        g->spare = p->next;
+        free(p);
+    }
     free(g);
 }
 
@@ -86,7 +101,14 @@ int gate_parked(const struct gate *g)
 static struct parked *park(struct gate *g, struct http_req *req, const struct gate_route *rt,
                            const struct gate_identity *id, gate_pass_cb *pass, void *ud)
 {
-    struct parked *p = xcalloc(1, sizeof *p);
+    struct parked *p = g->spare;
+    if (p) {
+        g->spare = p->next;
+        g->nspare--;
+        memset(p, 0, sizeof *p);
+    } else {
+        p = xcalloc(1, sizeof *p);
+    }
     p->g = g;
     p->req = req;
     p->rt = *rt;

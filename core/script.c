@@ -762,6 +762,11 @@ static void on_pass(struct http_req *req, const struct gate_identity *id, void *
     lua_setfield(L, -2, "query");
     lua_createtable(L, 0, req->nheaders);
     for (int i = 0; i < req->nheaders; i++) {
+        /* the gate has used the bearer token: handlers have req.account, and a script that
+         * logs its headers never sees the credential */
+        if (id->authenticated && req->headers[i].name_len == 13 &&
+            strncasecmp(req->headers[i].name, "authorization", 13) == 0)
+            continue;
         lua_pushlstring(L, req->headers[i].name, req->headers[i].name_len);
         lua_pushlstring(L, req->headers[i].value, req->headers[i].value_len);
         lua_rawset(L, -3);

@@ -149,6 +149,21 @@ describe("accounts", function()
         end)
     end)
 
+    describe("what a handler sees", function()
+        it("gets req.account, and not the bearer token among the headers", function()
+            local u = user()
+            local res = node:request("GET", "/test/player_only",
+                                     { token = u.token, headers = { ["X-Trace"] = "t-1" } })
+            assert.equal(200, res.status, res.body)
+            assert.equal("t-1", res.json.headers["x-trace"])
+            assert.is_nil(res.json.headers["authorization"])
+            assert.falsy(res.body:find(u.token, 1, true))
+            -- a public route keeps the header: no gate used it
+            res = node:request("GET", "/test/echo", { headers = { Authorization = "Basic eA==" } })
+            assert.equal("Basic eA==", res.json.headers["authorization"])
+        end)
+    end)
+
     describe("refresh", function()
         it("rotates the refresh token: the new pair works, the old token is spent", function()
             local u = user()
