@@ -14,10 +14,12 @@
  *
  * Writing: data frames are encoded here into the same output buffer. A connection written to
  * goes on the server's dirty list once, and one event, made active, flushes the whole list at
- * the end of the loop turn: one writev per connection per turn. With flush_interval_ms the
- * event is a timer instead: the list is flushed that long after its first entry, so that
- * what a client is owed over a few turns goes in one write. Output that does not fit in the
- * socket waits for its EV_WRITE edge.
+ * the end of the loop turn: one writev per connection per turn. With flush_interval_ms,
+ * flushes are at least that far apart: output that comes within the interval after a flush
+ * waits for a timer set to the interval's end, so that what a client is owed over a few turns
+ * goes in one write; output after a quiet spell, or when a turn outlasted the interval, is
+ * flushed at the end of the turn. Output that does not fit in the socket waits for its
+ * EV_WRITE edge.
  *
  * Closing: our close frame (ws_close, idle, flood, 1003) waits close_timeout_ms for the peer's;
  * a close from the peer is echoed; then the socket is closed (the server closes first, as RFC
@@ -144,6 +146,7 @@ struct ws_server {
     struct ws_conn *grave;
     struct event *flush_ev; /* made active (end of the turn), or a timer (flush_interval) */
     struct timeval flush_tv;
+    struct timeval last_flush; /* when the dirty list was last flushed (loop's cached time) */
     struct event *more_ev;
     const struct timeval *t_tick, *t_rest, *t_close;
     unsigned char *scratch;
@@ -235,10 +238,20 @@ static void mark_dirty(struct ws_conn *c)
     s->dirty_tail = c;
     if (!s->flush_scheduled) {
         s->flush_scheduled = 1;
-        if (s->o.flush_interval_ms > 0)
-            evtimer_add(s->flush_ev, &s->flush_tv);
-        else
-            event_active(s->flush_ev, EV_WRITE, 0);
+        /* flushes at least flush_interval apart, counted from the last one: after a quiet
+         * spell the first output leaves at the end of this turn; under load, when a turn
+         * outlasts the interval, every turn flushes and nothing waits a full interval more */
+        struct timeval now, since, wait;
+        if (s->o.flush_interval_ms > 0) {
+            event_base_gettimeofday_cached(s->base, &now);
+            timersub(&now, &s->last_flush, &since);
+            if (timercmp(&since, &s->flush_tv, <)) {
+                timersub(&s->flush_tv, &since, &wait);
+                evtimer_add(s->flush_ev, &wait);
+                return;
+            }
+        }
+        event_active(s->flush_ev, EV_WRITE, 0);
     }
 }
 
@@ -865,6 +878,7 @@ static void on_flush(evutil_socket_t fd, short what, void *arg)
 {
     struct ws_server *s = arg;
     enter(s);
+    event_base_gettimeofday_cached(s->base, &s->last_flush);
     while (s->dirty) {
         struct ws_conn *c = s->dirty;
         s->dirty = c->dirty_next;

@@ -27,15 +27,18 @@ local _M = {}
 _M.MAX = 20000
 
 
--- A player name from a number: letters only ("Bot" .. base 26), unique per prefix and i.
+-- A player name from a prefix and a number, letters only: the prefix, "z", then i in base 25
+-- written with a-y. The last "z" splits a name back into both, so no two (prefix, i) pairs
+-- give the same name ("lb" 1 and "lbb" 1 used to meet as "Lbbb").
 local function bot_name(prefix, i)
     local s, n = {}, i
     repeat
-        s[#s + 1] = string.char(97 + n % 26)
-        n = floor(n / 26)
+        s[#s + 1] = string.char(97 + n % 25)
+        n = floor(n / 25)
     until n == 0
-    return (prefix:gsub("^%l", string.upper)) .. table.concat(s)
+    return (prefix:gsub("^%l", string.upper)) .. "z" .. table.concat(s)
 end
+_M.bot_name = bot_name
 
 
 function _M.create(req)
@@ -93,7 +96,7 @@ function _M.create(req)
             "select nextval('player_id_seq') * 64 + $2, name, account_id, $2 " ..
             "from jsonb_to_recordset($1) as t(name text, account_id bigint) " ..
             "on conflict do nothing returning id, account_id, name", new, shard))
-        local rows = {}
+        local rows = json.array({})
         for i, r in ipairs(ids) do
             local p = player.new(r.name, "ranger", region)
             rows[i] = { id = r.id, account_id = r.account_id, name = r.name, class = p.class,
@@ -111,6 +114,11 @@ function _M.create(req)
             "join player_directory d on d.account_id = a.id " ..
             "where a.username in (select username from jsonb_to_recordset($1) " ..
             "as t(username text))", names))
+        if #accts < count then
+            -- a name was taken by a player of someone else: nothing to join with
+            http.fail(409, "conflict", ("%d bot names are taken by other players; " ..
+                      "use another prefix"):format(count - #accts))
+        end
     end
     -- a session and an access token for each
     local out, cmds = json.array({}), {}

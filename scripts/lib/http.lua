@@ -39,15 +39,24 @@ end
 local UNAVAILABLE = { unavailable = true, timeout = true, closed = true, busy = true }
 
 
-function _M.check(value, err, ...)
+function _M.check(value, err, detail, ...)
     if value ~= nil then
-        return value, err, ...
+        return value, err, detail, ...
     end
     if UNAVAILABLE[err] then
         error(_M.error(503, "unavailable", "a service this call needs is unavailable (" ..
                        tostring(err) .. ")"), 2)
     end
-    error("unexpected failure: " .. tostring(err), 2)
+    -- the log gets what PostgreSQL said (the client only "internal error")
+    local why = ""
+    if type(detail) == "table" then
+        why = (" (%s %s%s)"):format(tostring(detail.sqlstate), tostring(detail.message),
+                                    detail.constraint and (", constraint " .. detail.constraint)
+                                    or "")
+    elseif detail ~= nil then
+        why = " (" .. tostring(detail) .. ")"
+    end
+    error("unexpected failure: " .. tostring(err) .. why, 2)
 end
 
 

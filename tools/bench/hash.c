@@ -49,7 +49,8 @@ int main(int argc, char **argv)
     double wall[100], user[100], sys[100], flt[100];
     char setting[CRYPT_GENSALT_OUTPUT_SIZE] = "";
     for (int i = 0; i < n; i++) {
-        if (cd == NULL || crypt_gensalt_rn("$y$", 0, NULL, 0, setting, (int) sizeof setting) == NULL) {
+        if (cd == NULL ||
+            crypt_gensalt_rn("$y$", 0, NULL, 0, setting, (int) sizeof setting) == NULL) {
             perror("crypt_gensalt_rn");
             return 1;
         }

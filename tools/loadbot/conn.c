@@ -236,8 +236,8 @@ static ssize_t recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, in
         char buf[CMSG_SPACE(sizeof(struct timespec))];
         struct cmsghdr align;
     } ctl;
-    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
-                        .msg_controllen = sizeof ctl.buf};
+    struct msghdr mh = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf};
     ssize_t r = recvmsg(b->fd, &mh, 0);
     b->lb->c.recv_calls++;
     if (r > 0) {
@@ -251,8 +251,8 @@ static ssize_t recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, in
                 int64_t age_us = ((int64_t) real.tv_sec - ts.tv_sec) * 1000000 +
                                  ((int64_t) real.tv_nsec - ts.tv_nsec) / 1000;
                 uint64_t mono = now_us();
-                b->rx_at_us = age_us > 0 && (uint64_t) age_us < mono ? mono - (uint64_t) age_us
-                                                                     : mono;
+                b->rx_at_us =
+                    age_us > 0 && (uint64_t) age_us < mono ? mono - (uint64_t) age_us : mono;
             }
         }
         b->drained = (size_t) r < len;

@@ -137,9 +137,9 @@ struct bot {
     char accept[29]; /* the Sec-WebSocket-Accept we expect */
     uint8_t *pre;    /* bytes read after the 101 answer: wslay reads them first */
     size_t pre_len, pre_off;
-    int reading;                   /* the upgrade request is sent; reading the answer */
-    int eof, sock_err;             /* from the wslay callbacks */
-    int drained;                   /* a recv returned less than asked: the socket is empty */
+    int reading;       /* the upgrade request is sent; reading the answer */
+    int eof, sock_err; /* from the wslay callbacks */
+    int drained;       /* a recv returned less than asked: the socket is empty */
     uint64_t rx_at_us; /* when the last bytes read reached the socket (kernel time, monotonic) */
     uint8_t hold[14], hold_len;    /* a frame header waiting for its payload (send_cb) */
     int join_refused, peer_closed; /* set in wslay callbacks, acted on after */

@@ -526,7 +526,8 @@ static void summary(void)
                 "\"lat_mean_ms\":%.3f,\"sock_p50_ms\":%.3f,\"sock_p99_ms\":%.3f,"
                 "\"sock_p999_ms\":%.3f,\"sock_max_ms\":%.3f,\"appear\":%llu,\"vanish\":%llu,"
                 "\"pong\":%llu,\"corrects\":%llu,\"errors\":%llu",
-                p50, p99, p999, pmax, mean, s50, s99, s999, smax, (unsigned long long) (b->c.appear - a->c.appear),
+                p50, p99, p999, pmax, mean, s50, s99, s999, smax,
+                (unsigned long long) (b->c.appear - a->c.appear),
                 (unsigned long long) (b->c.vanish - a->c.vanish),
                 (unsigned long long) (b->c.pong - a->c.pong),
                 (unsigned long long) (b->c.corrects - a->c.corrects),
