@@ -60,8 +60,9 @@ return {
         msg_rate = 30,                  -- messages per second per connection...
         msg_burst = 60,                 -- ...and at once; beyond: rate_limited, then 1008
         session_check_ms = 10000,       -- a logout or ban elsewhere ends the connection within
-        flush_interval_ms = 10,         -- output gathered this long goes in one write (0: at
-                                        -- the end of every loop turn)
+        flush_interval_ms = 10,         -- writes to clients at least this far apart: output
+                                        -- within it after a write is gathered into the next
+                                        -- one (0: write at the end of every loop turn)
     },
     world = {
         view_radius = 100,              -- players at most this far apart see each other
