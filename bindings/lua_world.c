@@ -9,6 +9,7 @@
  *   world.move(player_id, x, y)          -> true | nil, "not found" | nil, "invalid"
  *   world.position(player_id)            -> {x, y, region, at, name, guild} | nil
  *   world.leave(player_id, conn_id)      -> true | nil, "not found"
+ *   world.set_guild(player_id, guild_id) -> true | nil, "not found"   (0 or nil: no guild)
  *   world.send_region(region, msg)       -> receivers     msg: a table, encoded once
  *   world.send_guild(guild_id, msg)      -> receivers
  *   world.send_all(msg)                  -> receivers
@@ -165,6 +166,19 @@ static int l_position(lua_State *L)
     return 1;
 }
 
+static int l_set_guild(lua_State *L)
+{
+    struct realtime *rt = rt_of(L);
+    int64_t guild = (int64_t) luaL_optnumber(L, 2, 0);
+    if (world_set_guild(realtime_world(rt), id_arg(L, 1), guild) < 0) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "not found");
+        return 2;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 static int l_leave(lua_State *L)
 {
     struct realtime *rt = rt_of(L);
@@ -267,6 +281,7 @@ int luaopen_mmo_world(lua_State *L)
         {"move", l_move},
         {"position", l_position},
         {"leave", l_leave},
+        {"set_guild", l_set_guild},
         {"send_region", l_send_region},
         {"send_guild", l_send_guild},
         {"send_all", l_send_all},

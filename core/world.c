@@ -293,6 +293,15 @@ int world_who(const struct world *w, int64_t id, const char **name, int64_t *gui
     return 0;
 }
 
+int world_set_guild(struct world *w, int64_t id, int64_t guild)
+{
+    struct wp *p = find(w, id);
+    if (p == NULL)
+        return ERR_NOTFOUND;
+    p->guild = guild > 0 ? guild : 0;
+    return 0;
+}
+
 void *world_conn(const struct world *w, int64_t id)
 {
     struct wp *p = find(w, id);

@@ -49,6 +49,8 @@ int world_position(const struct world *w, int64_t id, double *x, double *y, cons
                    double *at);
 /* The player's name (JSON-escaped, borrowed) and guild (0: none), or ERR_NOTFOUND. */
 int world_who(const struct world *w, int64_t id, const char **name, int64_t *guild);
+/* A player's guild changed (0: none): guild messages follow it at once. 0 or ERR_NOTFOUND. */
+int world_set_guild(struct world *w, int64_t id, int64_t guild);
 /* The player's connection, or NULL. */
 void *world_conn(const struct world *w, int64_t id);
 /* Call fn for every player id sees: (id, name, x, y). */

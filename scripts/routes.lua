@@ -37,6 +37,11 @@ return {
         { "POST", "/api/trades", "trades.create", role = "player" },
         { "POST", "/api/admin/players/:id/items", "inventory.grant", role = "admin" },
 
+        { "POST", "/api/guilds", "guilds.create", role = "player" },
+        { "GET", "/api/guilds/:id", "guilds.show", role = "player" },
+        { "POST", "/api/guilds/:id/join", "guilds.join", role = "player" },
+        { "POST", "/api/guilds/:id/leave", "guilds.leave", role = "player" },
+
         { "GET", "/api/demo/player", "demo.player", role = "public" },
         { "GET", "/api/demo/player/signed", "demo.player", role = "player" },
     },

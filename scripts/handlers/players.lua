@@ -1,6 +1,7 @@
 -- handlers/players.lua: player CRUD (API.md "Players"). Rules live in rules/player.lua and
 -- rules/movement.lua; storage and caching in lib/players.lua.
 local db = require "mmo.db"
+local guilds = require "lib.guilds"
 local http = require "lib.http"
 local json = require "mmo.json"
 local movement = require "rules.movement"
@@ -182,6 +183,10 @@ function _M.delete(req)
     end
     http.check(players.db_of(id).query("delete from players where id = $1", id))
     http.check(db.query("delete from player_directory where id = $1", id))
+    http.check(db.tx(function(q)
+        guilds.remove(q, id) -- out of its guild (which passes on or disbands)
+        return true
+    end))
     players.dropped(id, row.version + 1)
     return 204
 end
