@@ -66,6 +66,9 @@ return {
     },
     world = {
         view_radius = 100,              -- players at most this far apart see each other
+        lease_ms = 10000,               -- a region's owner lease in Redis lives this long unless
+                                        -- renewed (every lease_ms / 5); a dead owner's regions
+                                        -- are taken over by another node after it
     },
     auth = {
         -- HS256 signing key of access tokens, 32 bytes or more. Set it from the environment

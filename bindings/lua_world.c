@@ -14,11 +14,13 @@
  *   world.send_guild(guild_id, msg)      -> receivers
  *   world.send_all(msg)                  -> receivers
  *   world.online([region])               -> players in the world (in region)
+ *   world.settings()                     -> {node, view_radius, lease_ms}  (config.lua)
  *   world.take_dirty()                   -> {{id, region, x, y, at}, ...}  moved since the last
  *                                           call (checkpoints)
  *
  * Moves are not checked here: rules/movement.lua decides, this applies. */
 #include "bindings.h"
+#include "conf.h"
 #include "err.h"
 #include "lb.h"
 #include "realtime.h"
@@ -272,6 +274,20 @@ static int l_take_dirty(lua_State *L)
     return 1;
 }
 
+static int l_settings(lua_State *L)
+{
+    struct lb_ctx *ctx = lua_touserdata(L, lua_upvalueindex(1));
+    const struct conf *c = ctx->conf;
+    lua_createtable(L, 0, 3);
+    lua_pushstring(L, c ? c->node_id : "node");
+    lua_setfield(L, -2, "node");
+    lua_pushinteger(L, c ? c->world_view_radius : 100);
+    lua_setfield(L, -2, "view_radius");
+    lua_pushinteger(L, c ? c->world_lease_ms : 10000);
+    lua_setfield(L, -2, "lease_ms");
+    return 1;
+}
+
 int luaopen_mmo_world(lua_State *L)
 {
     static const luaL_Reg FUNCS[] = {
@@ -287,6 +303,7 @@ int luaopen_mmo_world(lua_State *L)
         {"send_all", l_send_all},
         {"online", l_online},
         {"take_dirty", l_take_dirty},
+        {"settings", l_settings},
         {NULL, NULL},
     };
     lua_getfield(L, LUA_GLOBALSINDEX, "require");

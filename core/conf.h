@@ -90,6 +90,7 @@ struct conf {
     int ws_session_check_ms;
     int ws_flush_interval_ms;
     int world_view_radius;
+    int world_lease_ms;
     /* shards */
     struct conf_shard *shards;
     int nshards;

@@ -122,7 +122,8 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
     log_info("main", "signal %d: draining (at most %d ms)", (int) sig, n->conf.shutdown_drain_ms);
     ops_set_draining(n->ops);
     http_server_drain(n->http);
-    realtime_drain(n->rt); /* WebSocket close handshakes; their close handlers save positions */
+    realtime_drain(n->rt);  /* WebSocket close handshakes; their close handlers save positions */
+    script_stop(n->script); /* routes.lua's on_stop: region leases released */
     struct timeval now,
         d = {n->conf.shutdown_drain_ms / 1000, (n->conf.shutdown_drain_ms % 1000) * 1000};
     event_base_gettimeofday_cached(n->base, &now);

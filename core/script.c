@@ -295,7 +295,7 @@ struct script *script_new(struct lb_ctx *ctx, char *err, size_t cap)
 {
     struct script *s = xcalloc(1, sizeof *s);
     s->ctx = ctx;
-    s->ws_close_ref = s->timers_ref = LUA_NOREF;
+    s->ws_close_ref = s->timers_ref = s->stop_ref = LUA_NOREF;
     ctx->script = s;
     s->encode_ref = s->decode_ref = s->traceback_ref = LUA_NOREF;
     s->L = script__open_vm(ctx, ctx->conf->scripts_path, err, cap);
@@ -314,7 +314,7 @@ struct script *script_new(struct lb_ctx *ctx, char *err, size_t cap)
     lua_getfield(L, -1, "decode");
     s->decode_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_pop(L, 1);
-    s->ws_close_ref = s->timers_ref = LUA_NOREF;
+    s->ws_close_ref = s->timers_ref = s->stop_ref = LUA_NOREF;
     if (load_routes(s, err, cap) < 0 || script__load_ws(s, err, cap) < 0) {
         script_free(s);
         return NULL;

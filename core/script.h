@@ -46,8 +46,12 @@ void script_ws_message(struct script *s, const struct script_ws_conn *c, const c
  * was (region NULL: it had not joined). */
 void script_ws_closed(struct script *s, const struct script_ws_conn *c, int code,
                       const char *region, double x, double y, double at);
-/* Handlers of ended connections still running (shutdown waits for them). */
+/* Handlers of ended connections still running (shutdown waits for them), and the stop handler.
+ */
 int script_ws_closing(const struct script *s);
+/* The node begins to drain: run routes.lua's on_stop handler (if any) in a task, once; the
+ * drain waits for it as for close handlers (script_ws_closing). */
+void script_stop(struct script *s);
 
 /* Tasks alive (running or waiting on I/O). */
 int script_tasks(const struct script *s);

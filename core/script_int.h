@@ -65,7 +65,9 @@ struct script {
     struct route *ws_routes;
     int nws_routes;
     int ws_close_ref; /* LUA_NOREF: none */
-    int ws_closing;   /* close handlers running */
+    int ws_closing;   /* close handlers (and the stop handler) running */
+    int stop_ref;     /* routes.lua's on_stop handler; LUA_NOREF: none */
+    int stopped;      /* script_stop ran */
     int timers_ref;   /* the timer handles of routes.lua `timers` (a table), LUA_NOREF: none */
 };
 

@@ -3,6 +3,7 @@
  * routes.lua:
  *   ws = { { "move", "realtime.move", role = "player" }, ... }   message types by `t`
  *   ws_close = "realtime.leave"                                 when a connection ends
+ *   on_stop = "world.stop"                                      when the node begins to drain
  *   timers = { { 5, "realtime.checkpoint" }, ... }              every N seconds, in a task
  *
  * A message handler is called as fn(conn, msg) in a task of its own: conn = { id, account =
@@ -181,6 +182,16 @@ int script__load_ws(struct script *s, char *err, size_t cap)
         }
     }
     lua_pop(L, 1);
+    lua_getfield(L, idx, "on_stop");
+    if (!lua_isnil(L, -1)) {
+        const char *h = lua_tostring(L, -1);
+        char why[512];
+        if (h == NULL || script__resolve_handler(L, h, &s->stop_ref, why, sizeof why) < 0) {
+            snprintf(err, cap, "%s (on_stop)", h ? why : "routes: on_stop must be a handler");
+            return -1;
+        }
+    }
+    lua_pop(L, 1);
     /* timers only in a node that serves (mmo check has no event loop to run them) */
     if (s->ctx->base && load_timers(s, idx, err, cap) < 0)
         return -1;
@@ -205,7 +216,7 @@ void script__free_ws(struct script *s)
 
 struct wsjob {
     uint64_t conn;
-    int route; /* -1: the close handler */
+    int route; /* -1: the close handler, -2: the stop handler */
     int closing;
 };
 
@@ -259,7 +270,9 @@ static void on_ws_done(struct task *t, int status, void *ud)
     struct wsjob *j = ud;
     struct script *s = t->s;
     lua_State *co = t->co;
-    const char *name = j->route >= 0 ? s->ws_routes[j->route].name : "(close)";
+    const char *name = j->route >= 0    ? s->ws_routes[j->route].name
+                       : j->route == -1 ? "(close)"
+                                        : "(stop)";
     if (status == TASK_ERROR) {
         /* a typed error: {status, code, message} */
         int e = lua_gettop(co);
@@ -389,4 +402,20 @@ void script_ws_closed(struct script *s, const struct script_ws_conn *c, int code
 int script_ws_closing(const struct script *s)
 {
     return s->ws_closing;
+}
+
+void script_stop(struct script *s)
+{
+    if (s->stop_ref == LUA_NOREF || s->stopped)
+        return;
+    s->stopped = 1;
+    struct wsjob *j = xcalloc(1, sizeof *j);
+    j->route = -2;
+    j->closing = 1;
+    s->ws_closing++;
+    struct task *t = task__new(s, on_ws_done, j, "stop");
+    lua_State *L = s->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, s->stop_ref);
+    lua_xmove(L, t->co, 1);
+    task__start(t, 0);
 }

@@ -37,6 +37,8 @@ return {
         { "POST", "/api/trades", "trades.create", role = "player" },
         { "POST", "/api/admin/players/:id/items", "inventory.grant", role = "admin" },
 
+        { "GET", "/api/world/regions", "world.regions", role = "player" },
+
         { "POST", "/api/guilds", "guilds.create", role = "player" },
         { "GET", "/api/guilds/:id", "guilds.show", role = "player" },
         { "POST", "/api/guilds/:id/join", "guilds.join", role = "player" },
@@ -59,5 +61,8 @@ return {
     -- every N seconds, in a task of its own
     timers = {
         { 5, "realtime.checkpoint" },   -- positions to PostgreSQL
+        { 0.5, "world.leases" },        -- region leases taken and renewed (lib/leases.lua)
     },
+
+    on_stop = "world.stop",             -- the node begins to drain: leases given back
 }

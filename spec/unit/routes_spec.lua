@@ -25,6 +25,10 @@ describe("routes", function()
             assert.truthy(mod, "handler must be module.function")
             local handlers = script.load("handlers." .. mod, {
                 ["mmo.db"] = { shard_ids = function() return { 0 } end },
+                ["mmo.world"] = { settings = function()
+                    return { node = "n", view_radius = 100, lease_ms = 10000 }
+                end },
+                ["mmo.crypto"] = { random = function() return "r" end },
             })
             assert.is_function(handlers[fn])
         end)

@@ -37,4 +37,5 @@ for _, r in ipairs(TEST) do
     http[#http + 1] = r
 end
 
-return { http = http, ws = routes.ws, ws_close = routes.ws_close, timers = routes.timers }
+return { http = http, ws = routes.ws, ws_close = routes.ws_close, timers = routes.timers,
+         on_stop = routes.on_stop }
