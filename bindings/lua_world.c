@@ -14,6 +14,9 @@
  *   world.send_guild(guild_id, msg)      -> receivers
  *   world.send_all(msg)                  -> receivers
  *   world.online([region])               -> players in the world (in region)
+ *   world.presence(region, rects)        -> {[i] = {[guild_id] = players}}   rects: {{x0, y0,
+ *       x1, y1}, ...} (at most 4096); a player counts in the first rectangle that holds it;
+ *       players without a guild count under guild 0; rectangles nobody stands in are absent
  *   world.settings()                     -> {node, view_radius, lease_ms}  (config.lua)
  *   world.take_dirty()                   -> {{id, region, x, y, at}, ...}  moved since the last
  *                                           call (checkpoints)
@@ -274,6 +277,64 @@ static int l_take_dirty(lua_State *L)
     return 1;
 }
 
+struct presence {
+    lua_State *L;
+    int out;
+};
+
+static void add_presence(int rect, int64_t guild, void *arg)
+{
+    struct presence *pr = arg;
+    lua_State *L = pr->L;
+    lua_rawgeti(L, pr->out, rect + 1);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        lua_createtable(L, 0, 2);
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, pr->out, rect + 1);
+    }
+    lua_pushnumber(L, (lua_Number) guild);
+    lua_rawget(L, -2);
+    lua_Number n = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : 0;
+    lua_pop(L, 1);
+    lua_pushnumber(L, (lua_Number) guild);
+    lua_pushnumber(L, n + 1);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+}
+
+static int l_presence(lua_State *L)
+{
+    struct realtime *rt = rt_of(L);
+    const char *region = luaL_checkstring(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    int n = (int) lua_objlen(L, 2);
+    if (n > 4096)
+        return luaL_error(L, "world.presence: at most 4096 rectangles");
+    double *rects = lua_newuserdata(L, sizeof(double) * 4 * (size_t) (n > 0 ? n : 1));
+    for (int i = 0; i < n; i++) {
+        lua_rawgeti(L, 2, i + 1);
+        if (!lua_istable(L, -1))
+            return luaL_error(L, "world.presence: rectangle %d is not {x0, y0, x1, y1}", i + 1);
+        for (int k = 0; k < 4; k++) {
+            lua_rawgeti(L, -1, k + 1);
+            if (!lua_isnumber(L, -1))
+                return luaL_error(L, "world.presence: rectangle %d is not {x0, y0, x1, y1}", i + 1);
+            rects[4 * i + k] = lua_tonumber(L, -1);
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+    }
+    lua_createtable(L, n, 0);
+    struct presence pr = {L, lua_gettop(L)};
+    if (world_each_in_rects(realtime_world(rt), region, rects, n, add_presence, &pr) < 0) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "no such region");
+        return 2;
+    }
+    return 1;
+}
+
 static int l_settings(lua_State *L)
 {
     struct lb_ctx *ctx = lua_touserdata(L, lua_upvalueindex(1));
@@ -304,6 +365,7 @@ int luaopen_mmo_world(lua_State *L)
         {"online", l_online},
         {"take_dirty", l_take_dirty},
         {"settings", l_settings},
+        {"presence", l_presence},
         {NULL, NULL},
     };
     lua_getfield(L, LUA_GLOBALSINDEX, "require");

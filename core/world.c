@@ -385,6 +385,31 @@ int world_send_all(struct world *w, const char *text, size_t len)
     return send_where(w, 0, 1, text, len);
 }
 
+int world_each_in_rects(const struct world *w, const char *region, const double *rects, int n,
+                        void (*fn)(int rect, int64_t guild, void *arg), void *arg)
+{
+    int r = aoi_region_find(w->aoi, region);
+    if (r < 0)
+        return ERR_NOTFOUND;
+    int seen = 0;
+    for (size_t b = 0; b < w->nbuckets; b++) {
+        for (const struct wp *p = w->buckets[b]; p; p = p->next) {
+            if (aoi_ent_region(p->ent) != r)
+                continue;
+            seen++;
+            double x = aoi_ent_x(p->ent), y = aoi_ent_y(p->ent);
+            for (int i = 0; i < n; i++) {
+                const double *q = rects + 4 * i;
+                if (x >= q[0] && y >= q[1] && x < q[2] && y < q[3]) {
+                    fn(i, p->guild, arg);
+                    break;
+                }
+            }
+        }
+    }
+    return seen;
+}
+
 int world_online(const struct world *w, const char *region)
 {
     if (region == NULL)

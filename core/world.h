@@ -51,6 +51,11 @@ int world_position(const struct world *w, int64_t id, double *x, double *y, cons
 int world_who(const struct world *w, int64_t id, const char **name, int64_t *guild);
 /* A player's guild changed (0: none): guild messages follow it at once. 0 or ERR_NOTFOUND. */
 int world_set_guild(struct world *w, int64_t id, int64_t guild);
+/* Who stands where: for each player of region inside one of the n rectangles (rects[4i..4i+3]
+ * = x0, y0, x1, y1, half-open like regions), fn(i, guild, arg) for the first rectangle that
+ * holds it. Returns the players of the region looked at, or ERR_NOTFOUND for no such region. */
+int world_each_in_rects(const struct world *w, const char *region, const double *rects, int n,
+                        void (*fn)(int rect, int64_t guild, void *arg), void *arg);
 /* The player's connection, or NULL. */
 void *world_conn(const struct world *w, int64_t id);
 /* Call fn for every player id sees: (id, name, x, y). */

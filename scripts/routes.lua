@@ -38,6 +38,8 @@ return {
         { "POST", "/api/admin/players/:id/items", "inventory.grant", role = "admin" },
 
         { "GET", "/api/world/regions", "world.regions", role = "player" },
+        { "GET", "/api/world/territories", "world.territories", role = "player" },
+        { "GET", "/api/admin/world/ticks", "world.ticks", role = "moderator" },
 
         { "POST", "/api/guilds", "guilds.create", role = "player" },
         { "GET", "/api/guilds/:id", "guilds.show", role = "player" },
@@ -62,6 +64,7 @@ return {
     timers = {
         { 5, "realtime.checkpoint" },   -- positions to PostgreSQL
         { 0.5, "world.leases" },        -- region leases taken and renewed (lib/leases.lua)
+        { 0.1, "world.tick" },          -- the regions' tick: 10 Hz (territories)
     },
 
     on_stop = "world.stop",             -- the node begins to drain: leases given back

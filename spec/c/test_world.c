@@ -157,11 +157,69 @@ TEST(dirty_positions_are_taken_once)
     world_free(w);
 }
 
+static int in_rect[4][3]; /* [rect][guild] */
+
+static void on_in_rect(int rect, int64_t guild, void *arg)
+{
+    in_rect[rect][guild]++;
+    (void) arg;
+}
+
+TEST(presence_counts_guilds_in_rectangles_against_a_brute_force_count)
+{
+    reset();
+    struct world *w = world_new(50, &SINK);
+    world_region_add(w, "r1", 0, 0, 1000, 1000);
+    world_region_add(w, "r2", 1000, 0, 2000, 1000);
+    /* the first rectangle wins where two overlap; edges are half-open like regions */
+    const double rects[] = {0, 0, 100, 100, 50, 50, 200, 200, 500, 500, 600, 600, 900, 0, 1000, 1};
+    double px[300], py[300];
+    int64_t pg[300];
+    unsigned seed = 7;
+    void *rep;
+    for (int i = 0; i < 300; i++) {
+        seed = seed * 1103515245u + 12345u;
+        px[i] = (double) (seed % 100000) / 100.0;
+        seed = seed * 1103515245u + 12345u;
+        py[i] = (double) (seed % 100000) / 100.0;
+        if (i < 20) /* some on the rectangles' edges */
+            px[i] = (i % 2) ? 100 : 50, py[i] = (i % 3) ? 100 : 50;
+        pg[i] = i % 3;
+        world_join(w, CONN(1), 1000 + i, "P", pg[i], "r1", px[i], py[i], 0, &rep);
+    }
+    world_join(w, CONN(2), 5000, "Q", 1, "r2", 1050, 50, 0, &rep); /* another region */
+    memset(in_rect, 0, sizeof in_rect);
+    ASSERT_EQ(world_each_in_rects(w, "r1", rects, 4, on_in_rect, NULL), 300);
+    int want[4][3] = {{0}};
+    for (int i = 0; i < 300; i++)
+        for (int r = 0; r < 4; r++) {
+            const double *q = rects + 4 * r;
+            if (px[i] >= q[0] && py[i] >= q[1] && px[i] < q[2] && py[i] < q[3]) {
+                want[r][pg[i]]++;
+                break;
+            }
+        }
+    for (int r = 0; r < 4; r++)
+        for (int g = 0; g < 3; g++)
+            ASSERT_EQ(in_rect[r][g], want[r][g]);
+    ASSERT(want[0][0] + want[0][1] + want[0][2] > 0);
+    /* a guild change counts at once */
+    world_set_guild(w, 1000, 2);
+    memset(in_rect, 0, sizeof in_rect);
+    world_each_in_rects(w, "r1", rects, 4, on_in_rect, NULL);
+    ASSERT_EQ(in_rect[0][0], want[0][0] - 1); /* player 1000 stands at (50, 50), guild 0 */
+    ASSERT_EQ(in_rect[0][2], want[0][2] + 1);
+    ASSERT_EQ(world_set_guild(w, 424242, 1), ERR_NOTFOUND);
+    ASSERT_EQ(world_each_in_rects(w, "nowhere", rects, 4, on_in_rect, NULL), ERR_NOTFOUND);
+    world_free(w);
+}
+
 int main(void)
 {
     RUN(join_move_leave_messages);
     RUN(a_move_is_encoded_once_for_all_watchers);
     RUN(a_second_join_replaces_the_connection);
     RUN(dirty_positions_are_taken_once);
+    RUN(presence_counts_guilds_in_rectangles_against_a_brute_force_count);
     return test_summary();
 }

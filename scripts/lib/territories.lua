@@ -1,0 +1,200 @@
+-- lib/territories.lua: the capture state of the territories of the regions this node owns.
+--
+-- The owner node reads a region's territories from PostgreSQL when it first ticks it, then
+-- keeps their state in memory: each tick asks the live world who stands in them (one pass in
+-- C, world.presence) and applies rules/territory.lua. A change of hands is written at once, in
+-- one transaction with its audit entry, and broadcast to the region as {"t":"territory"}; so
+-- are the start of a capture and a contest beginning or ending. Progress is written every
+-- SAVE_EVERY seconds. A region the node stops owning is forgotten (its next owner reads it).
+--
+-- The tick itself does no I/O: loading, saving and recording a capture run in tasks of their
+-- own (mmo.time.after), so a slow database never makes a tick late or long.
+local audit = require "lib.audit"
+local db = require "mmo.db"
+local json = require "mmo.json"
+local log = require "mmo.log"
+local rule = require "rules.territory"
+local time = require "mmo.time"
+local world = require "mmo.world"
+
+local ipairs = ipairs
+local pairs = pairs
+local next = next
+local tostring = tostring
+
+
+local _M = {}
+
+_M.SAVE_EVERY = 5 -- seconds
+
+local COLUMNS = "id, region, name, x0, y0, x1, y1, owner_guild, capturing_guild, progress"
+
+-- region id -> { list = { territory rows with state }, rects = { {x0, y0, x1, y1} }, saved }
+local regions = {}
+local loading = {} -- region id -> true while its territories are being read
+_M.captures = 0 -- changes of hands on this node since it started (a metric until «Metrics»)
+
+
+-- The document of a territory (API.md): {id, region, name, bounds, owner_guild, capturing_guild,
+-- contested, progress}.
+function _M.document(t)
+    return {
+        id = t.id, region = t.region, name = t.name,
+        bounds = { x0 = t.x0, y0 = t.y0, x1 = t.x1, y1 = t.y1 },
+        owner_guild = t.owner_guild or json.null,
+        capturing_guild = t.capturing_guild or json.null,
+        contested = t.contested == true,
+        progress = t.progress or 0,
+    }
+end
+
+
+-- Load a region's territories (in a task of its own; logged when the database cannot answer).
+local function load(region)
+    local rows, err = db.query("select " .. COLUMNS .. " from territories where region = $1 " ..
+                               "order by id", region)
+    loading[region] = nil
+    if not rows then
+        log.warn("territories of " .. region .. " not read: " .. tostring(err))
+        return
+    end
+    local r = { list = rows, rects = {}, saved = 0, dirty = {} }
+    for i, t in ipairs(rows) do
+        r.rects[i] = { t.x0, t.y0, t.x1, t.y1 }
+        t.contested = false
+    end
+    regions[region] = r
+end
+
+
+-- The in-memory territories of a region this node ticks, or nil.
+function _M.live(region)
+    return regions[region]
+end
+
+
+-- Forget a region (this node no longer owns it).
+function _M.forget(region)
+    regions[region] = nil
+end
+
+
+-- Write the progress of what changed since the last save (in a task of its own).
+local function save(r)
+    local rows = json.array({})
+    for _, t in pairs(r.dirty) do
+        rows[#rows + 1] = { id = t.id, owner_guild = t.owner_guild,
+                            capturing_guild = t.capturing_guild, progress = t.progress }
+    end
+    r.dirty = {}
+    local ok, err = db.query(
+        "update territories t set owner_guild = s.owner_guild, " ..
+        "capturing_guild = s.capturing_guild, progress = s.progress " ..
+        "from jsonb_to_recordset($1) as s(id text, owner_guild bigint, " ..
+        "capturing_guild bigint, progress float8) where t.id = s.id", rows)
+    r.saving = false
+    if not ok then
+        log.warn("territory progress not saved: " .. tostring(err))
+    end
+end
+
+
+local function broadcast(t)
+    world.send_region(t.region, { t = "territory", territory = _M.document(t) })
+end
+
+
+-- A territory changed hands: the row and the audit entry in one transaction; false when the
+-- database refused (the change is then kept in memory and written with the next save).
+local function record_capture(t, owner, from)
+    local ok = db.tx(function(q)
+        local res = q("update territories set owner_guild = $2, capturing_guild = null, " ..
+                      "progress = 0, changed_at = now() where id = $1", t.id, owner)
+        if not res then
+            return nil
+        end
+        return audit.write({ id = "tick:" .. t.region }, "territory.captured", t.id,
+                           { region = t.region, guild = owner, from = from or json.null },
+                           nil, q)
+    end)
+    return ok ~= nil
+end
+
+
+-- One tick of region's territories, dt seconds after the last. `now` (monotonic seconds)
+-- decides when progress is saved. Returns the number of territories ticked (0 while they are
+-- being read).
+function _M.tick(region, dt, now)
+    local r = regions[region]
+    if not r then
+        if not loading[region] then
+            loading[region] = true
+            time.after(0, function() load(region) end)
+        end
+        return 0
+    end
+    if #r.list == 0 then
+        return 0
+    end
+    local present = world.presence(region, r.rects) or {}
+    for i, t in ipairs(r.list) do
+        local s = rule.step(t, present[i], dt)
+        local was_contested, was_capturing, was_owner = t.contested, t.capturing_guild,
+                                                      t.owner_guild
+        t.owner_guild, t.capturing_guild, t.progress, t.contested =
+            s.owner_guild, s.capturing_guild, s.progress, s.contested
+        if s.progress ~= 0 or was_capturing then
+            r.dirty[t.id] = t
+        end
+        if s.captured then
+            _M.captures = _M.captures + 1
+            r.dirty[t.id] = nil
+            local owner = t.owner_guild
+            time.after(0, function()
+                if not record_capture(t, owner, was_owner) then
+                    r.dirty[t.id] = t -- written with the next save, without its audit entry
+                    log.warn("territory capture not recorded", { territory = t.id })
+                end
+            end)
+            log.info("territory captured", { territory = t.id, region = region,
+                                             guild = t.owner_guild,
+                                             from = was_owner or json.null })
+            broadcast(t)
+        elseif s.contested ~= was_contested or s.capturing_guild ~= was_capturing then
+            broadcast(t)
+        end
+    end
+    if now - r.saved >= _M.SAVE_EVERY and not r.saving and next(r.dirty) then
+        r.saved, r.saving = now, true
+        time.after(0, function() save(r) end)
+    end
+    return #r.list
+end
+
+
+-- Every territory, as documents: the live state where this node ticks the region, else the
+-- last state written.
+function _M.all()
+    local rows, err = db.query("select " .. COLUMNS .. " from territories order by region, id")
+    if not rows then
+        return nil, err
+    end
+    local out = json.array({})
+    for i, row in ipairs(rows) do
+        local live = regions[row.region]
+        local t = row
+        if live then
+            for _, l in ipairs(live.list) do
+                if l.id == row.id then
+                    t = l
+                    break
+                end
+            end
+        end
+        out[i] = _M.document(t)
+    end
+    return out
+end
+
+
+return _M
