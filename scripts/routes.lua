@@ -40,6 +40,8 @@ return {
         { "GET", "/api/world/regions", "world.regions", role = "player" },
         { "GET", "/api/world/territories", "world.territories", role = "player" },
         { "GET", "/api/admin/world/ticks", "world.ticks", role = "moderator" },
+        { "GET", "/api/world/events", "world.events", role = "player" },
+        { "POST", "/api/admin/world/events", "world.create_event", role = "designer" },
 
         { "POST", "/api/guilds", "guilds.create", role = "player" },
         { "GET", "/api/guilds/:id", "guilds.show", role = "player" },

@@ -3,14 +3,18 @@
 --   GET /api/world/regions      every region with its bounds, its owner node and players online
 --   GET /api/world/territories  every territory: owner guild, capture progress, contested
 --   GET /api/admin/world/ticks  how long the world's ticks take (moderator)
+--   GET /api/world/events       world events: coming, running, and ended within the hour
+--   POST /api/admin/world/events {type, region, params, starts_at}  (designer)
 --   timer world.leases          take and renew region leases (lib/leases.lua)
 --   timer world.tick            the tick of every region this node owns (territories)
 --   on_stop world.stop          give the leases back when the node stops
+local audit = require "lib.audit"
 local http = require "lib.http"
 local leases = require "lib.leases"
 local log = require "mmo.log"
 local regions = require "lib.regions"
 local territories = require "lib.territories"
+local world_events = require "lib.world_events"
 local time = require "mmo.time"
 local world = require "mmo.world"
 
@@ -18,6 +22,9 @@ local json = require "mmo.json"
 
 local floor = math.floor
 local ipairs = ipairs
+local next = next
+local tonumber = tonumber
+local type = type
 local min = math.min
 local sort = table.sort
 local tostring = tostring
@@ -61,8 +68,10 @@ function _M.tick()
     local now = time.monotonic()
     local dt = last_tick_at and min(now - last_tick_at, _M.MAX_DT) or 0
     last_tick_at = now
+    local owned = {}
     for _, r in ipairs(all) do
         if leases.mine(r.id) then
+            owned[r.id] = true
             local _, err = territories.tick(r.id, dt, now)
             if err then
                 log.warn("territories of " .. r.id .. " not ticked: " .. tostring(err))
@@ -71,6 +80,7 @@ function _M.tick()
             territories.forget(r.id) -- another node owns it now
         end
     end
+    world_events.tick(owned, dt, now)
     local us = (time.monotonic() - now) * 1e6
     took_us[took_next], took_next, ticks = us, took_next % 1000 + 1, ticks + 1
     if us > _M.SLOW_TICK_MS * 1000 and now - slow_logged_at > 60 then
@@ -102,6 +112,62 @@ function _M.territories()
         http.check(nil, err)
     end
     return 200, { territories = list }
+end
+
+
+-- GET /api/world/events?limit=
+function _M.events(req)
+    local limit = tonumber(req.query.limit or 100)
+    if not limit or limit < 1 or limit > 500 or limit ~= floor(limit) then
+        http.fail(422, "validation_failed", "limit: a whole number from 1 to 500")
+    end
+    local rows = http.check(world_events.recent(limit))
+    local out = json.array({})
+    for i, ev in ipairs(rows) do
+        out[i] = world_events.document(ev)
+    end
+    return 200, { events = out }
+end
+
+
+-- POST /api/admin/world/events {type, region, params, starts_at}
+function _M.create_event(req)
+    local body = req.body
+    if type(body) ~= "table" then
+        http.fail(422, "validation_failed", "body: must be an object")
+    end
+    if type(body.type) ~= "string" or not world_events.kind(body.type) then
+        http.fail(422, "validation_failed", "type: a kind of scripts/world_events/")
+    end
+    local region = type(body.region) == "string" and regions.get(body.region)
+    if not region then
+        http.fail(422, "validation_failed", "region: not a region of the world")
+    end
+    local params = body.params == nil and {} or body.params
+    if type(params) ~= "table" or (next(params) ~= nil and params[1] ~= nil) then
+        http.fail(422, "validation_failed", "params: must be an object")
+    end
+    local d = params.duration_s
+    if d ~= nil and (type(d) ~= "number" or d < 1 or d > 7 * 86400) then
+        http.fail(422, "validation_failed", "params.duration_s: 1 to 604800 seconds")
+    end
+    local kind = world_events.kind(body.type)
+    if kind.validate then
+        local ok, msg = kind.validate(params)
+        if not ok then
+            http.fail(422, "validation_failed", msg)
+        end
+    end
+    local now = time.now()
+    local starts_at = body.starts_at == nil and now or body.starts_at
+    if type(starts_at) ~= "number" or starts_at ~= starts_at or starts_at < now - 60 or
+       starts_at > now + 30 * 86400 then
+        http.fail(422, "validation_failed", "starts_at: epoch seconds, from now to 30 days ahead")
+    end
+    local ev = http.check(world_events.create(body.type, region.id, params, starts_at,
+                                              req.account.id, leases.mine(region.id)))
+    audit.write(req, "world_event.create", ev.id, { type = ev.type, region = ev.region })
+    return 201, world_events.document(ev)
 end
 
 
