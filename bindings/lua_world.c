@@ -9,6 +9,7 @@
  *   world.move(player_id, x, y)          -> true | nil, "not found" | nil, "invalid"
  *   world.position(player_id)            -> {x, y, region, at, name, guild} | nil
  *   world.leave(player_id, conn_id)      -> true | nil, "not found"
+ *   world.generation(player_id)          -> n | nil   this stay in the world (new at each join)
  *   world.set_guild(player_id, guild_id) -> true | nil, "not found"   (0 or nil: no guild)
  *   world.send_region(region, msg)       -> receivers     msg: a table, encoded once
  *   world.send_guild(guild_id, msg)      -> receivers
@@ -168,6 +169,17 @@ static int l_position(lua_State *L)
         lua_pushnumber(L, (lua_Number) guild);
         lua_setfield(L, -2, "guild");
     }
+    return 1;
+}
+
+static int l_generation(lua_State *L)
+{
+    struct lb_ctx *ctx = lua_touserdata(L, lua_upvalueindex(1));
+    uint64_t g = ctx->rt ? world_generation(realtime_world(ctx->rt), id_arg(L, 1)) : 0;
+    if (g == 0)
+        lua_pushnil(L);
+    else
+        lua_pushnumber(L, (lua_Number) g);
     return 1;
 }
 
@@ -359,6 +371,7 @@ int luaopen_mmo_world(lua_State *L)
         {"position", l_position},
         {"leave", l_leave},
         {"set_guild", l_set_guild},
+        {"generation", l_generation},
         {"send_region", l_send_region},
         {"send_guild", l_send_guild},
         {"send_all", l_send_all},

@@ -15,6 +15,7 @@
 
 struct wp {
     int64_t id;
+    uint64_t gen; /* this stay in the world: a new one each join (safe handles) */
     int64_t guild;
     char name[80]; /* JSON-escaped */
     struct aoi_ent *ent;
@@ -30,6 +31,7 @@ struct world {
     struct world_sink sink;
     struct wp **buckets;
     size_t nbuckets, count;
+    uint64_t gen_seq; /* the last generation given */
     struct wp *dirty;
     /* the event being told: frames about `subject` are built once, on first need */
     struct wp *subject;
@@ -223,6 +225,7 @@ int world_join(struct world *w, void *conn, int64_t id, const char *name, int64_
     }
     p = xcalloc(1, sizeof *p);
     p->id = id;
+    p->gen = ++w->gen_seq;
     p->guild = guild;
     p->conn = conn;
     p->at = now;
@@ -291,6 +294,12 @@ int world_who(const struct world *w, int64_t id, const char **name, int64_t *gui
     *name = p->name;
     *guild = p->guild;
     return 0;
+}
+
+uint64_t world_generation(const struct world *w, int64_t id)
+{
+    struct wp *p = find(w, id);
+    return p ? p->gen : 0;
 }
 
 int world_set_guild(struct world *w, int64_t id, int64_t guild)

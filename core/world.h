@@ -49,6 +49,9 @@ int world_position(const struct world *w, int64_t id, double *x, double *y, cons
                    double *at);
 /* The player's name (JSON-escaped, borrowed) and guild (0: none), or ERR_NOTFOUND. */
 int world_who(const struct world *w, int64_t id, const char **name, int64_t *guild);
+/* The generation of the player's stay in the world (a new one each join), or 0 when it is not
+ * in the world: a handle that kept an older one is stale. */
+uint64_t world_generation(const struct world *w, int64_t id);
 /* A player's guild changed (0: none): guild messages follow it at once. 0 or ERR_NOTFOUND. */
 int world_set_guild(struct world *w, int64_t id, int64_t guild);
 /* Who stands where: for each player of region inside one of the n rectangles (rects[4i..4i+3]

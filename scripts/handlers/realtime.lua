@@ -4,6 +4,7 @@
 local cache = require "mmo.cache"
 local chat = require "rules.chat"
 local db = require "mmo.db"
+local handles = require "lib.handles"
 local http = require "lib.http"
 local json = require "mmo.json"
 local log = require "mmo.log"
@@ -184,6 +185,9 @@ end
 
 -- the connection ended: save where its player was, drop the presence record
 function _M.leave(conn)
+    if conn.player_id then
+        handles.left(conn.player_id) -- timers tied to the player die with its stay
+    end
     cache.pipeline({ { "DEL", presence_key(conn) }, { "ZREM", "ws:sessions", presence_key(conn) } })
     local last = conn.last_position
     local pid = conn.player_id

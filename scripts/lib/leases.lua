@@ -44,6 +44,7 @@ local SELF = settings.node .. "/" .. crypto.random(6)
 
 -- region id -> { holder = "<node>/<instance>" | nil, checked = time of the answer }
 local known = {}
+local generation = {} -- region id -> how many times this node took its lease (safe handles)
 
 
 function _M.key(region)
@@ -80,6 +81,7 @@ function _M.tick(regions)
             known[r.id] = { holder = a[2], checked = now }
             if a[1] == 2 then
                 taken[#taken + 1] = r.id
+                generation[r.id] = (generation[r.id] or 0) + 1
             end
         end
     end
@@ -109,6 +111,12 @@ function _M.holder(region)
         return k.holder
     end
     return nil
+end
+
+
+-- How many times this node took region's lease: a handle made before the last take is stale.
+function _M.generation(region)
+    return generation[region] or 0
 end
 
 

@@ -214,12 +214,33 @@ TEST(presence_counts_guilds_in_rectangles_against_a_brute_force_count)
     world_free(w);
 }
 
+TEST(each_stay_in_the_world_has_its_own_generation)
+{
+    reset();
+    struct world *w = world_new(100, &SINK);
+    world_region_add(w, "r1", 0, 0, 1000, 1000);
+    void *rep;
+    ASSERT_EQ(world_generation(w, 1), 0);
+    world_join(w, CONN(1), 1, "P", 0, "r1", 10, 10, 0, &rep);
+    world_join(w, CONN(2), 2, "Q", 0, "r1", 20, 10, 0, &rep);
+    uint64_t g1 = world_generation(w, 1);
+    ASSERT(g1 > 0 && g1 != world_generation(w, 2));
+    world_join(w, CONN(3), 1, "P", 0, "r1", 10, 10, 0, &rep); /* a new connection: same stay */
+    ASSERT(world_generation(w, 1) == g1);
+    world_leave(w, 1, CONN(3));
+    ASSERT_EQ(world_generation(w, 1), 0);
+    world_join(w, CONN(1), 1, "P", 0, "r1", 10, 10, 0, &rep);
+    ASSERT(world_generation(w, 1) > g1);
+    world_free(w);
+}
+
 int main(void)
 {
     RUN(join_move_leave_messages);
     RUN(a_move_is_encoded_once_for_all_watchers);
     RUN(a_second_join_replaces_the_connection);
     RUN(dirty_positions_are_taken_once);
+    RUN(each_stay_in_the_world_has_its_own_generation);
     RUN(presence_counts_guilds_in_rectangles_against_a_brute_force_count);
     return test_summary();
 }
