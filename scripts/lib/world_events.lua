@@ -16,6 +16,7 @@ local json = require "mmo.json"
 local log = require "mmo.log"
 local runner_mod = require "lib.event_runner"
 local time = require "mmo.time"
+local triggers = require "rules.world_triggers"
 local world = require "mmo.world"
 
 local ipairs = ipairs
@@ -55,7 +56,7 @@ local kinds = setmetatable({}, {
 
 local dirty, flushing = {}, false -- events to write (id -> ev)
 local regions = {}                -- region id -> { loaded_at } for the regions run here
-local last_save, last_schedule = 0, 0
+local last_save, last_schedule, last_trigger = 0, 0, 0
 
 
 local function row_of(ev)
@@ -181,6 +182,40 @@ local function schedule(region, now)
 end
 
 
+-- The events rules/world_triggers.lua asks for in region, made (in a task of its own).
+local function trigger(region)
+    local online = world.online(region)
+    if online == 0 then
+        return
+    end
+    time.after(0, function()
+        local rows, err = db.query(
+            "select type, max(starts_at) as last, bool_or(state <> 'ended') as active " ..
+            "from world_events where region = $1 group by type", region)
+        if not rows then
+            log.warn("world triggers of " .. region .. " not checked: " .. tostring(err))
+            return
+        end
+        local state = { region = region, online = online, now = time.now(), active = {},
+                        last = {} }
+        for _, r in ipairs(rows) do
+            state.last[r.type] = r.last
+            state.active[r.type] = r.active or nil
+        end
+        for _, e in ipairs(triggers.check(state)) do
+            local kind = kinds[e.type]
+            if kind and (not kind.validate or kind.validate(e.params)) then
+                local ev = _M.create(e.type, region, e.params, state.now, nil, true)
+                if ev then
+                    log.info("world event started by a rule", { event = ev.id, type = ev.type,
+                                                                 region = region })
+                end
+            end
+        end
+    end)
+end
+
+
 -- One tick (from handlers/world.lua) with the regions this node owns: {region id = true}.
 function _M.tick(owned, dt, now)
     for id, r in pairs(regions) do
@@ -209,6 +244,12 @@ function _M.tick(owned, dt, now)
             if ev.state == "active" then
                 save(ev)
             end
+        end
+    end
+    if now - last_trigger >= triggers.CHECK_EVERY then
+        last_trigger = now
+        for id in pairs(owned) do
+            trigger(id)
         end
     end
     if now - last_schedule >= 10 then

@@ -159,4 +159,42 @@ describe("world events", function()
         assert.equal(json.null, ev.result)
         c:close()
     end)
+
+    it("starts when a rule sees its condition (a crowd draws an invasion)", function()
+        -- the real rules/world_triggers.lua, with a crowd of one checked every second
+        local dir = server.tmpdir()
+        local f = assert(io.open(server.ROOT .. "/scripts/rules/world_triggers.lua"))
+        local rule = f:read("*a")
+        f:close()
+        local n1, n2
+        rule, n1 = rule:gsub("_M%.CROWD = %d+", "_M.CROWD = 1")
+        rule, n2 = rule:gsub("_M%.CHECK_EVERY = %d+", "_M.CHECK_EVERY = 1")
+        assert.equal(2, n1 + n2)
+        server.write(dir .. "/rules/world_triggers.lua", rule)
+        node:stop()
+        node = server.start { scripts = dir .. ";" .. server.ROOT .. "/spec/e2e/scripts;" ..
+                                        server.ROOT .. "/scripts" }
+        admin = login_admin()
+        -- r3 may have had one within the cooldown (an earlier run): clear r3's for this spec
+        os.execute("psql '" .. os.getenv("MMO_PG") .. "' -qtAc \"delete from world_events " ..
+                   "where region = 'r3' and type = 'invasion'\" >/dev/null 2>&1")
+        local b = bots(1, "r3")[1]
+        local c = assert(ws.connect(node, b.token))
+        c:send({ t = "join", player_id = b.player_id })
+        assert.is_table(c:expect("welcome", 3))
+        local msg
+        local deadline = os.time() + 20
+        while os.time() < deadline and not msg do
+            local m = c:expect("world_event", 1)
+            if m and m.event.type == "invasion" and m.event.state == "active" then
+                msg = m
+            end
+        end
+        c:close()
+        server.rm_rf(dir)
+        assert.is_table(msg, "no invasion came to the crowd")
+        assert.equal("r3", msg.event.region)
+        assert.equal(100, msg.event.data.hp) -- 100 per player online
+    end)
 end)
+
