@@ -58,7 +58,7 @@ _M.SLOW_TICK_MS = 20 -- a tick longer than this is logged (at most once a minute
 _M.MAX_DT = 1        -- seconds: after a stall, a tick counts at most this much game time
 
 local last_tick_at
-local took_us, took_next, ticks = {}, 1, 0 -- the last 1,000 tick durations, a ring
+local took_us, took_no, took_next, ticks = {}, {}, 1, 0 -- the last 1,000 ticks, a ring
 local slow_logged_at = -math.huge
 
 
@@ -82,7 +82,8 @@ function _M.tick()
     end
     world_events.tick(owned, dt, now)
     local us = (time.monotonic() - now) * 1e6
-    took_us[took_next], took_next, ticks = us, took_next % 1000 + 1, ticks + 1
+    ticks = ticks + 1
+    took_us[took_next], took_no[took_next], took_next = us, ticks, took_next % 1000 + 1
     if us > _M.SLOW_TICK_MS * 1000 and now - slow_logged_at > 60 then
         slow_logged_at = now
         log.warn("slow world tick", { ms = floor(us / 100) / 10 })
@@ -90,11 +91,18 @@ function _M.tick()
 end
 
 
--- GET /api/admin/world/ticks: the last 1,000 ticks' durations
-function _M.ticks()
+-- GET /api/admin/world/ticks?since=N: the durations of the last 1,000 ticks (of those after
+-- tick number N: a benchmark reads `ticks` when it begins measuring)
+function _M.ticks(req)
+    local since = tonumber(req.query.since or 0)
+    if not since or since < 0 then
+        http.fail(422, "validation_failed", "since: a tick number")
+    end
     local sorted = {}
     for i, v in ipairs(took_us) do
-        sorted[i] = v
+        if took_no[i] > since then
+            sorted[#sorted + 1] = v
+        end
     end
     sort(sorted)
     local function q(p)
