@@ -4,7 +4,8 @@
 --
 -- The node runs the real rules/territory.lua with its capture rate raised (a copy in a
 -- scripts dir searched first), so that a capture takes seconds, not minutes; and a territory
--- of its own around the centre of r1, where bots stand (POST /api/admin/bots).
+-- of its own just east of the centre of r1. The bots (POST /api/admin/bots) stand around the
+-- centre, outside it, and walk in over WebSocket within the speed rule.
 local json = require "cjson.safe"
 local server = require "helpers.server"
 local ws = require "helpers.ws"
@@ -47,7 +48,7 @@ describe("territory control", function()
         tid = "t-spec-" .. letters(6)
         psql("delete from territories where id like 't-spec-%'")
         assert.equal("", psql("insert into territories (id, region, name, x0, y0, x1, y1) " ..
-                              "values ('" .. tid .. "', 'r1', 'Spec Square', 490, 490, 510, 510)"))
+                              "values ('" .. tid .. "', 'r1', 'Spec Square', 508, 490, 528, 510)"))
         node = server.start { scripts = dir .. ";" .. server.ROOT .. "/spec/e2e/scripts;" ..
                                         server.ROOT .. "/scripts" }
     end)
@@ -93,24 +94,57 @@ describe("territory control", function()
         local t = territory(b[1].token)
         assert.equal("Spec Square", t.name)
         assert.equal(json.null, t.owner_guild)
-        assert.same({ x0 = 490, y0 = 490, x1 = 510, y1 = 510 }, t.bounds)
+        assert.same({ x0 = 508, y0 = 490, x1 = 528, y1 = 510 }, t.bounds)
 
-        local c = {}
+        local c, at = {}, {}
         for i = 1, 3 do
             c[i] = assert(ws.connect(node, b[i].token))
             c[i]:send({ t = "join", player_id = b[i].player_id })
-            assert.is_table(c[i]:expect("welcome", 3))
+            local w = c[i]:expect("welcome", 3)
+            assert.is_table(w)
+            at[i] = { x = w.player.position.x, y = w.player.position.y }
+            assert.is_true(at[i].x < 508, "a bot stands in the territory already")
+        end
+        -- all three walk, 0.5 units each tenth of a second (5 units/s: within any class's
+        -- speed): to the edge (x = 507.5) first, then in together, to x = 515
+        local seq = 0
+        local function walk_to(x)
+            local walking = true
+            while walking do
+                walking = false
+                for i = 1, 3 do
+                    if at[i].x < x then
+                        at[i].x = math.min(x, at[i].x + 0.5)
+                        seq = seq + 1
+                        c[i]:send({ t = "move", x = at[i].x, y = at[i].y, seq = seq })
+                        walking = true
+                    end
+                end
+                server.sleep(0.1)
+            end
+        end
+        walk_to(507.5)
+        walk_to(515)
+        local told -- the territory message c[3] got, if it came while walking
+        for i = 1, 3 do
+            for _, m in ipairs(c[i]:drain(0.2)) do
+                assert.is_not.equal("correct", m.t, "a move was refused")
+                if i == 3 and m.t == "territory" and m.territory.contested then
+                    told = m
+                end
+            end
         end
         -- both guilds there: contested, and it stays so (within a lease's time: a node that
         -- an earlier spec stopped while Redis was down may still hold r1 for up to 10 s)
         assert.truthy(server.eventually(function() return territory(b[1].token).contested end, 12))
-        local m = c[3]:expect("territory", 3)
+        local m = told or c[3]:expect("territory", 3)
         assert.is_table(m, "no territory message when the contest began")
         assert.equal(tid, m.territory.id)
+        local p1 = territory(b[1].token).progress
         server.sleep(1.5)
         t = territory(b[1].token)
         assert.is_true(t.contested)
-        assert.equal(0, t.progress)
+        assert.equal(p1, t.progress) -- held while contested
         assert.equal(json.null, t.owner_guild)
 
         -- Beta leaves: Alpha alone captures (2 members at 20 points/s: about 2.5 s)
