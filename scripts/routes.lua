@@ -43,6 +43,9 @@ return {
         { "GET", "/api/world/events", "world.events", role = "player" },
         { "POST", "/api/admin/world/events", "world.create_event", role = "designer" },
 
+        { "POST", "/api/events", "events.ingest", role = "player" },
+        { "GET", "/api/admin/queues", "events.queues", role = "admin" },
+
         { "POST", "/api/guilds", "guilds.create", role = "player" },
         { "GET", "/api/guilds/:id", "guilds.show", role = "player" },
         { "POST", "/api/guilds/:id/join", "guilds.join", role = "player" },
@@ -67,6 +70,7 @@ return {
         { 5, "realtime.checkpoint" },   -- positions to PostgreSQL
         { 0.5, "world.leases" },        -- region leases taken and renewed (lib/leases.lua)
         { 0.1, "world.tick" },          -- the regions' tick: 10 Hz (territories)
+        { 0.05, "events.consume" },     -- game events from the stream to their effects
     },
 
     on_stop = "world.stop",             -- the node begins to drain: leases given back

@@ -10,6 +10,7 @@ local json = require "mmo.json"
 local log = require "mmo.log"
 local movement = require "rules.movement"
 local player = require "rules.player"
+local pipeline = require "lib.pipeline"
 local players = require "lib.players"
 local regions = require "lib.regions"
 local time = require "mmo.time"
@@ -173,8 +174,19 @@ end
 
 
 -- event {type, data}: game events into the pipeline (issue «Pipeline»)
-function _M.event()
-    http.fail(503, "unavailable", "the event pipeline is not available on this node yet")
+-- {t = "event", id, type, data [, player_id, ts]}: one game event into the pipeline, as over
+-- HTTP (player_id defaults to the joined player, ts to now); nothing comes back when it is
+-- accepted, an error when it is not
+function _M.event(conn, msg)
+    local e = { id = msg.id, type = msg.type, player_id = msg.player_id or conn.player_id,
+                ts = msg.ts or time.now(), data = msg.data }
+    local accepted, rejected = pipeline.ingest(conn.account.id, conn.account.sid, { e })
+    if not accepted then
+        http.fail(503, "unavailable", "the event stream is unavailable; send it again")
+    end
+    if accepted == 0 and rejected[1] then
+        http.fail(422, rejected[1].code, rejected[1].message)
+    end
 end
 
 

@@ -2,6 +2,8 @@
 --
 -- Each check returns true, or nil and a message for the client ("username: ...").
 local ipairs = ipairs
+local pairs = pairs
+local tostring = tostring
 local type = type
 local string_lower = string.lower
 local string_find = string.find
@@ -109,6 +111,86 @@ function _M.ban(body)
         return nil, "minutes: must be a whole number from 1 to 5256000"
     end
     return true
+end
+
+
+-- ---- game events (the pipeline: POST /api/events and the WebSocket event message) ----------
+--
+-- An event type is data: its `data` fields, each {type, ...limits}. A designer adds a type here
+-- and its handler in scripts/jobs/<type>.lua (docs/designers.md). Field kinds:
+--   { "string", max = n }                a string of 1..n bytes
+--   { "int", min = a, max = b }          a whole number in [a, b]
+--   { "item" }                           an item id (the catalogue is checked when processed)
+_M.EVENT_TYPES = {
+    kill = { data = { monster = { "string", max = 40 }, level = { "int", min = 1, max = 60 } } },
+    loot = { data = { item = { "string", max = 40 }, qty = { "int", min = 1, max = 10 } } },
+}
+
+_M.EVENTS_MAX = 1000         -- events in one call
+_M.EVENT_ID_MAX = 64         -- bytes of a client's event id
+_M.EVENT_DATA_MAX = 1024     -- bytes of an event's data, encoded
+_M.EVENT_FUTURE_S = 300      -- a ts at most this far ahead of the server's clock
+_M.EVENT_PAST_S = 86400      -- ...and at most this far behind it
+
+
+local function check_field(v, spec)
+    local kind = spec[1]
+    if kind == "string" then
+        return type(v) == "string" and #v >= 1 and #v <= (spec.max or 256)
+    elseif kind == "int" then
+        return type(v) == "number" and v == math.floor(v) and v >= (spec.min or -2 ^ 53) and
+               v <= (spec.max or 2 ^ 53)
+    end
+    return false
+end
+
+
+-- One event of a batch, checked and made the server's: the cleaned event
+-- {id, type, player_id, ts, data} or nil, code, message. `now` is the server's clock (epoch
+-- seconds); `data_size` the encoded size of e.data (the caller encodes).
+function _M.event(e, now, data_size)
+    if type(e) ~= "table" then
+        return nil, "invalid_event", "an event is an object"
+    end
+    if type(e.id) ~= "string" or #e.id < 1 or #e.id > _M.EVENT_ID_MAX or
+       e.id:find("[%z\1-\31]") then
+        return nil, "invalid_event", "id: a string of 1-" .. _M.EVENT_ID_MAX .. " bytes"
+    end
+    local t = type(e.type) == "string" and _M.EVENT_TYPES[e.type]
+    if not t then
+        return nil, "unknown_type", "type: not an event type of this game"
+    end
+    local pid = e.player_id
+    if type(pid) ~= "number" or pid < 1 or pid ~= math.floor(pid) or pid > 2 ^ 53 then
+        return nil, "invalid_event", "player_id: a player id"
+    end
+    local ts = e.ts
+    if type(ts) ~= "number" or ts ~= ts then
+        return nil, "invalid_event", "ts: epoch seconds"
+    end
+    if ts > now + _M.EVENT_FUTURE_S or ts < now - _M.EVENT_PAST_S then
+        return nil, "bad_timestamp", "ts: too far from the server's clock"
+    end
+    if type(e.data) ~= "table" then
+        return nil, "invalid_event", "data: an object"
+    end
+    if (data_size or 0) > _M.EVENT_DATA_MAX then
+        return nil, "too_large", "data: at most " .. _M.EVENT_DATA_MAX .. " bytes"
+    end
+    local data = {}
+    for name, spec in pairs(t.data) do
+        if not check_field(e.data[name], spec) then
+            return nil, "invalid_event", "data." .. name .. ": " .. spec[1] ..
+                   (spec.max and (" up to " .. spec.max) or "")
+        end
+        data[name] = e.data[name]
+    end
+    for name in pairs(e.data) do
+        if not t.data[name] then
+            return nil, "invalid_event", "data." .. tostring(name) .. ": not a field of " .. e.type
+        end
+    end
+    return { id = e.id, type = e.type, player_id = pid, ts = ts, data = data }
 end
 
 

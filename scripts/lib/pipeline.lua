@@ -1,0 +1,473 @@
+-- lib/pipeline.lua: game events from clients to their effects in PostgreSQL, exactly once.
+--
+-- Ingest (POST /api/events, the WebSocket event message): each event is checked and made the
+-- server's by rules/validation.lua (its type's schema, the clock, the size; the player must be
+-- the caller's), then the accepted ones are appended to the Redis stream STREAM in one
+-- pipelined round trip; the caller hears "accepted" only after Redis answered for them.
+--
+-- Consume (the timer pipeline.consume in every node): XREADGROUP of the group GROUP, as the
+-- consumer named after this node, a batch at a time; first what this consumer had read and not
+-- acknowledged before it stopped (id 0), then new entries (>); every CLAIM_EVERY seconds the
+-- entries another consumer has held for CLAIM_IDLE_MS (a dead node's) are claimed (XAUTOCLAIM).
+-- Each event's handler (scripts/jobs/<type>.lua, effect(e, ctx) -> {xp =, items =}) runs;
+-- the effects are summed per player and written on each player's shard in one transaction
+-- together with the events' ids (processed_events, key (account, id)): an id already there
+-- has no second effect, whether the client sent it twice or the stream delivered it again
+-- after a crash. XACK only after the commits. A handler that raises leaves its event pending;
+-- it is tried again when claimed, and after MAX_TRIES goes to the dead-letter stream DEAD with
+-- the error.
+local cache = require "mmo.cache"
+local db = require "mmo.db"
+local json = require "mmo.json"
+local log = require "mmo.log"
+local player = require "rules.player"
+local players = require "lib.players"
+local time = require "mmo.time"
+local validation = require "rules.validation"
+local world = require "mmo.world"
+
+local ipairs = ipairs
+local pairs = pairs
+local pcall = pcall
+local require = require
+local tostring = tostring
+local type = type
+local unpack = unpack
+
+
+local _M = {}
+
+_M.STREAM = "mmo:events"
+_M.GROUP = "workers"
+_M.DEAD = "mmo:events:dead"
+_M.TRIES = "mmo:events:tries"
+_M.BATCH = 500
+_M.MAXLEN = 1000000      -- the stream is trimmed (approximately) past this many entries
+_M.BUDGET_S = 0.2        -- a consume run stops starting batches after this long
+_M.CLAIM_EVERY = 5
+_M.CLAIM_IDLE_MS = 30000
+_M.MAX_TRIES = 5
+
+local CONSUMER = world.settings().node
+
+-- counters of this node, for GET /api/admin/queues
+local stats = { ingested = 0, rejected = 0, processed = 0, duplicates = 0, failed = 0,
+                dead = 0, batches = 0, by_type = {} }
+_M.stats = stats
+
+local function count(t, what, n)
+    local s = stats.by_type[t]
+    if not s then
+        s = { processed = 0, duplicates = 0, failed = 0, dead = 0 }
+        stats.by_type[t] = s
+    end
+    s[what] = s[what] + (n or 1)
+end
+
+
+-- ---- ingest ------------------------------------------------------------------------------
+
+-- Check and append a batch of events from account (session sid). Returns accepted, rejected
+-- ({index (0-based), code, message}), or nil, err when Redis did not take them (nothing was
+-- accepted then).
+function _M.ingest(account_id, sid, events)
+    local now = time.now()
+    local rejected = json.array({})
+    local ok_list, pids, seen = {}, {}, {}
+    for i, e in ipairs(events) do
+        local size = 0
+        if type(e) == "table" and type(e.data) == "table" then
+            local enc_ok, enc = pcall(json.encode, e.data)
+            size = enc_ok and #enc or 1e9
+        end
+        local clean, code, msg = validation.event(e, now, size)
+        if clean then
+            ok_list[#ok_list + 1] = { index = i - 1, e = clean }
+            if not seen[clean.player_id] then
+                seen[clean.player_id] = true
+                pids[#pids + 1] = clean.player_id
+            end
+        else
+            rejected[#rejected + 1] = { index = i - 1, code = code, message = msg }
+        end
+    end
+    if #ok_list == 0 then
+        stats.rejected = stats.rejected + #rejected
+        return 0, rejected
+    end
+    -- the players must be the caller's (the directory, one query per batch)
+    local rows, err = db.query("select id from player_directory where account_id = $1 and " ..
+                               "id in (select (jsonb_array_elements_text($2))::bigint)",
+                               account_id, pids)
+    if not rows then
+        return nil, err
+    end
+    local mine = {}
+    for _, r in ipairs(rows) do
+        mine[r.id] = true
+    end
+    local cmds, idx = {}, {}
+    for _, it in ipairs(ok_list) do
+        local e = it.e
+        if mine[e.player_id] then
+            local pos = world.position(e.player_id)
+            e.account_id, e.sid, e.received = account_id, sid, now
+            e.region = pos and pos.region or nil
+            cmds[#cmds + 1] = { "XADD", _M.STREAM, "MAXLEN", "~", _M.MAXLEN, "*", "e",
+                                json.encode(e) }
+            idx[#cmds] = it.index
+        else
+            rejected[#rejected + 1] = { index = it.index, code = "forbidden",
+                                        message = "player_id: not one of your players" }
+        end
+    end
+    local accepted = 0
+    if #cmds > 0 then
+        local res, perr = cache.pipeline(cmds)
+        if not res then
+            return nil, perr
+        end
+        for i, r in ipairs(res) do
+            if type(r) == "string" then
+                accepted = accepted + 1
+            else
+                rejected[#rejected + 1] = { index = idx[i], code = "unavailable",
+                                            message = "the stream did not take it; send it again" }
+            end
+        end
+    end
+    table.sort(rejected, function(a, b) return a.index < b.index end)
+    stats.ingested = stats.ingested + accepted
+    stats.rejected = stats.rejected + #rejected
+    return accepted, rejected
+end
+
+
+-- ---- consume ----------------------------------------------------------------------------
+
+-- the ids of the item catalogue, read at most once a minute: { [id] = true }
+local items_known, items_at = nil, -math.huge
+local function catalogue()
+    local now = time.monotonic()
+    if not items_known or now - items_at > 60 then
+        local rows = db.query("select id from items")
+        if rows then
+            local set = {}
+            for _, r in ipairs(rows) do
+                set[r.id] = true
+            end
+            items_known, items_at = set, now
+        end
+    end
+    return items_known or {}
+end
+
+
+local group_ready = false
+local last_claim = 0
+local own_pending_done = false
+local jobs = {}
+
+local function job(t)
+    local j = jobs[t]
+    if j == nil then
+        local ok, mod = pcall(require, "jobs." .. t)
+        j = ok and type(mod) == "table" and type(mod.effect) == "function" and mod or false
+        if not ok then
+            log.error("job " .. t .. " does not load: " .. tostring(mod))
+        end
+        jobs[t] = j
+    end
+    return j
+end
+
+
+local function ensure_group()
+    if group_ready then
+        return true
+    end
+    local r, err = cache.cmd("XGROUP", "CREATE", _M.STREAM, _M.GROUP, "0", "MKSTREAM")
+    if r or (type(err) == "string" and err:find("BUSYGROUP", 1, true)) then
+        group_ready = true
+        return true
+    end
+    return nil, err
+end
+
+
+-- entries of a reply: { {id, fields}, ... } -> { {sid = stream id, e = event | nil}, ... }
+local function entries_of(list)
+    local out = {}
+    for _, it in ipairs(list or {}) do
+        local id, fields = it[1], it[2]
+        local e
+        if type(fields) == "table" then
+            for i = 1, #fields, 2 do
+                if fields[i] == "e" then
+                    e = json.decode(fields[i + 1])
+                end
+            end
+        end
+        out[#out + 1] = { sid = id, e = e }
+    end
+    return out
+end
+
+
+-- Write one shard's share of a batch: the events' ids, and the effects of those not seen
+-- before, in one transaction. Returns the number of new events, or nil, err.
+local function write_shard(n, list)
+    local rows = json.array({})
+    for i, it in ipairs(list) do
+        rows[i] = { account_id = it.e.account_id, id = it.e.id, type = it.e.type,
+                    player_id = it.e.player_id }
+    end
+    local published = {}
+    local fresh_n = 0
+    local why -- what the query that failed said
+    local ok, err = db.shard(n).tx(function(tq)
+        local function q(...)
+            local r, e, d = tq(...)
+            if not r then
+                why = type(d) == "table" and (tostring(d.sqlstate) .. " " .. tostring(d.message))
+                      or tostring(e)
+            end
+            return r
+        end
+        local new = q("insert into processed_events (account_id, id, type, player_id) " ..
+                      "select account_id, id, type, player_id from jsonb_to_recordset($1) as " ..
+                      "t(account_id bigint, id text, type text, player_id bigint) " ..
+                      "on conflict do nothing returning account_id, id", rows)
+        if not new then
+            return nil
+        end
+        local is_new = {}
+        for _, r in ipairs(new) do
+            is_new[r.account_id .. "/" .. r.id] = true
+        end
+        local xp, items = {}, {}
+        for _, it in ipairs(list) do
+            local key = it.e.account_id .. "/" .. it.e.id
+            if is_new[key] then
+                is_new[key] = nil -- a duplicate inside the batch counts once
+                fresh_n = fresh_n + 1
+                it.fresh = true
+                local ef, pid = it.effect, it.e.player_id
+                if ef.xp then
+                    xp[pid] = (xp[pid] or 0) + ef.xp
+                end
+                for item, qty in pairs(ef.items or {}) do
+                    items[#items + 1] = { player_id = pid, item = item, qty = qty }
+                end
+            end
+        end
+        local xp_rows = json.array({})
+        for pid, v in pairs(xp) do
+            xp_rows[#xp_rows + 1] = { pid = pid, add_xp = v }
+        end
+        if #xp_rows > 0 then
+            -- (the recordset's columns are named apart from players', which RETURNING lists)
+            local up = q("update players p set xp = p.xp + s.add_xp, version = p.version + 1 " ..
+                         "from jsonb_to_recordset($1) as s(pid bigint, add_xp bigint) " ..
+                         "where p.id = s.pid returning " .. players.COLUMNS, xp_rows)
+            if not up then
+                return nil
+            end
+            local levels = json.array({})
+            for _, r in ipairs(up) do
+                local lvl = player.level_for_xp(r.xp)
+                if lvl ~= r.level then
+                    levels[#levels + 1] = { id = r.id, level = lvl }
+                    r.level = lvl
+                end
+                published[#published + 1] = r
+            end
+            if #levels > 0 and not q("update players p set level = s.level from " ..
+                                     "jsonb_to_recordset($1) as s(id bigint, level int) " ..
+                                     "where p.id = s.id", levels) then
+                return nil
+            end
+        end
+        if #items > 0 then
+            -- only for players that still exist (a deleted player's loot has no effect)
+            if not q("insert into inventory (player_id, item, qty) " ..
+                     "select t.player_id, t.item, sum(t.qty) from jsonb_to_recordset($1) as " ..
+                     "t(player_id bigint, item text, qty int) join players p on p.id = " ..
+                     "t.player_id group by t.player_id, t.item " ..
+                     "on conflict (player_id, item) do update set qty = inventory.qty + " ..
+                     "excluded.qty", json.array(items)) then
+                return nil
+            end
+        end
+        return true
+    end)
+    if not ok then
+        return nil, why or err
+    end
+    for _, r in ipairs(published) do
+        players.published(r)
+    end
+    return fresh_n
+end
+
+
+-- A failed event: tried again later, or, after MAX_TRIES, to the dead letters.
+local function failed(it, why)
+    stats.failed = stats.failed + 1
+    count(it.e and it.e.type or "?", "failed")
+    local n = cache.cmd("HINCRBY", _M.TRIES, it.sid, 1)
+    if type(n) == "number" and n >= _M.MAX_TRIES then
+        local res = cache.pipeline({
+            { "XADD", _M.DEAD, "MAXLEN", "~", 100000, "*", "id", it.sid,
+              "e", it.e and json.encode(it.e) or "", "error", tostring(why), "tries", n },
+            { "XACK", _M.STREAM, _M.GROUP, it.sid },
+            { "HDEL", _M.TRIES, it.sid },
+        })
+        if res then
+            stats.dead = stats.dead + 1
+            count(it.e and it.e.type or "?", "dead")
+            log.warn("game event to the dead letters", { entry = it.sid, error = tostring(why) })
+        end
+    end
+end
+
+
+-- Process entries (from XREADGROUP or XAUTOCLAIM). Returns how many, or nil, err.
+local function process(entries)
+    local cat
+    local by_shard, ack, n = {}, {}, 0
+    for _, it in ipairs(entries) do
+        n = n + 1
+        local e = it.e
+        local j = e and job(e.type)
+        if not e then
+            ack[#ack + 1] = it.sid -- an entry without an event (trimmed or foreign): dropped
+        elseif not j then
+            failed(it, "no job handles type " .. tostring(e.type))
+        else
+            if not cat then
+                cat = catalogue()
+            end
+            local ok, ef = pcall(j.effect, e, { catalogue = cat })
+            if ok and type(ef) == "table" then
+                it.effect = ef
+                local s = e.player_id % players.SHARDS
+                by_shard[s] = by_shard[s] or {}
+                local l = by_shard[s]
+                l[#l + 1] = it
+            else
+                failed(it, ok and "the job returned no effect" or ef)
+            end
+        end
+    end
+    for s, list in pairs(by_shard) do
+        local fresh, err = write_shard(s, list)
+        if not fresh then
+            -- nothing of this shard's share was written: left pending, claimed again later
+            log.warn("game events not written: " .. tostring(err), { shard = s, events = #list })
+        else
+            for _, it in ipairs(list) do
+                ack[#ack + 1] = it.sid
+                if it.fresh then
+                    stats.processed = stats.processed + 1
+                    count(it.e.type, "processed")
+                else
+                    stats.duplicates = stats.duplicates + 1
+                    count(it.e.type, "duplicates")
+                end
+            end
+        end
+    end
+    if #ack > 0 then
+        local cmd = { "XACK", _M.STREAM, _M.GROUP }
+        for _, id in ipairs(ack) do
+            cmd[#cmd + 1] = id
+        end
+        local r, err = cache.cmd(unpack(cmd))
+        if not r then
+            log.warn("game events written but not acknowledged (they will be seen again, " ..
+                     "with no second effect): " .. tostring(err))
+        end
+    end
+    stats.batches = stats.batches + 1
+    return n
+end
+
+
+-- timer (routes.lua): read and process batches until the stream is drained or BUDGET_S
+function _M.consume()
+    if not ensure_group() then
+        return
+    end
+    local t0 = time.monotonic()
+    if t0 - last_claim >= _M.CLAIM_EVERY then
+        last_claim = t0
+        local r = cache.cmd("XAUTOCLAIM", _M.STREAM, _M.GROUP, CONSUMER, _M.CLAIM_IDLE_MS,
+                            "0-0", "COUNT", _M.BATCH)
+        if type(r) == "table" and type(r[2]) == "table" and #r[2] > 0 then
+            process(entries_of(r[2]))
+        end
+    end
+    repeat
+        -- first what this consumer read before and never acknowledged (a restart), then new
+        local from = own_pending_done and ">" or "0"
+        local r, err = cache.cmd("XREADGROUP", "GROUP", _M.GROUP, CONSUMER, "COUNT", _M.BATCH,
+                                 "STREAMS", _M.STREAM, from)
+        if not r then
+            if type(err) == "string" and err:find("NOGROUP", 1, true) then
+                group_ready = false
+            end
+            return
+        end
+        local list = type(r) == "table" and r[1] and r[1][2] or {}
+        if #list == 0 then
+            if own_pending_done then
+                return
+            end
+            own_pending_done = true
+        else
+            process(entries_of(list))
+        end
+    until time.monotonic() - t0 > _M.BUDGET_S
+end
+
+
+-- ---- visibility -----------------------------------------------------------------------------
+
+-- The stream and the group as Redis sees them, and this node's counters.
+function _M.status()
+    local res, err = cache.pipeline({
+        { "XLEN", _M.STREAM },
+        { "XINFO", "GROUPS", _M.STREAM },
+        { "XLEN", _M.DEAD },
+    })
+    if not res then
+        return nil, err
+    end
+    local group = { name = _M.GROUP, pending = 0, lag = 0, consumers = 0 }
+    if type(res[2]) == "table" then
+        for _, g in ipairs(res[2]) do
+            local h = {}
+            for i = 1, #g, 2 do
+                h[g[i]] = g[i + 1]
+            end
+            if h.name == _M.GROUP then
+                group.pending, group.consumers = h.pending or 0, h.consumers or 0
+                group.lag = type(h.lag) == "number" and h.lag or json.null
+                group.last_delivered = h["last-delivered-id"]
+            end
+        end
+    end
+    return {
+        stream = { name = _M.STREAM, length = type(res[1]) == "number" and res[1] or 0 },
+        group = group,
+        dead_letters = type(res[3]) == "number" and res[3] or 0,
+        node = { consumer = CONSUMER, ingested = stats.ingested, rejected = stats.rejected,
+                 processed = stats.processed, duplicates = stats.duplicates,
+                 failed = stats.failed, dead = stats.dead, batches = stats.batches,
+                 by_type = stats.by_type },
+    }
+end
+
+
+return _M

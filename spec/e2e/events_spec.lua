@@ -1,0 +1,315 @@
+-- End-to-end: the game event pipeline (API.md "Game events (pipeline)"). Ingest over HTTP and
+-- WebSocket with every hostile case; effects exactly once; a handler that always fails ends
+-- in the dead letters without stopping the others; Redis going away gives 503, never a 202 for
+-- a lost event; and the guarantee: 20,000 events with duplicates, the node killed with -9 while
+-- it consumes, started again: every accepted event had its effect once.
+local server = require "helpers.server"
+local ws = require "helpers.ws"
+
+local ADMIN_PASSWORD = os.getenv("MMO_ADMIN_PASSWORD")
+local PG = os.getenv("MMO_PG")
+
+math.randomseed(os.time() + math.floor(os.clock() * 1e6))
+
+
+local function psql(sql)
+    local p = io.popen("psql '" .. PG .. "' -qtAc \"" .. sql .. "\" 2>&1")
+    local out = p:read("*a")
+    p:close()
+    return (out:gsub("%s+$", ""))
+end
+
+
+local function letters(n)
+    local s = {}
+    for i = 1, n do
+        s[i] = string.char(math.random(97, 122))
+    end
+    return table.concat(s)
+end
+
+
+-- A copy of a script with some of its constants changed, in a scripts dir searched first.
+local function patched(dir, path, changes)
+    local f = assert(io.open(server.ROOT .. "/scripts/" .. path))
+    local text = f:read("*a")
+    f:close()
+    for pattern, value in pairs(changes) do
+        local n
+        text, n = text:gsub(pattern, value)
+        assert(n == 1, pattern)
+    end
+    server.write(dir .. "/" .. path, text)
+end
+
+
+describe("game events", function()
+    local node, admin
+
+    local function login_admin()
+        local res = node:request("POST", "/api/auth/login",
+                                 { body = { username = "admin", password = ADMIN_PASSWORD } })
+        assert.equal(200, res.status, res.body)
+        return res.json.access_token
+    end
+
+    local function bots(n)
+        local res = node:request("POST", "/api/admin/bots", { token = admin,
+            body = { count = n, prefix = "v" .. letters(4), region = "r1", spread = 100 } })
+        assert.equal(200, res.status, res.body)
+        return res.json.bots
+    end
+
+    local function send(token, events)
+        return node:request("POST", "/api/events", { token = token, body = { events = events } })
+    end
+
+    local function queues()
+        local res = node:request("GET", "/api/admin/queues", { token = admin })
+        assert.equal(200, res.status, res.body)
+        return res.json
+    end
+
+    local function drained()
+        local q = queues()
+        return q.group.lag == 0 and q.group.pending == 0
+    end
+
+    local function xp(pid)
+        return tonumber(psql("select xp from players where id = " .. pid))
+    end
+
+    local function qty(pid, item)
+        return tonumber(psql("select coalesce(sum(qty), 0) from inventory where player_id = " ..
+                             pid .. " and item = '" .. item .. "'"))
+    end
+
+    local function kill(id, pid, level)
+        return { id = id, type = "kill", player_id = pid, ts = os.time(),
+                 data = { monster = "wolf", level = level } }
+    end
+
+    setup(function()
+        assert.truthy(ADMIN_PASSWORD and PG, "MMO_ADMIN_PASSWORD and MMO_PG (tools/dev test)")
+        node = server.start()
+        admin = login_admin()
+    end)
+
+    teardown(function()
+        if node then
+            node:stop()
+        end
+    end)
+
+    it("refuses bad batches whole, and bad events one by one, with the index and a code", function()
+        local b = bots(2)
+        local me, other = b[1], b[2]
+        local res = send(me.token, {})
+        assert.equal(422, res.status)
+        local many = {}
+        for i = 1, 1001 do
+            many[i] = kill("m" .. i, me.player_id, 1)
+        end
+        res = send(me.token, many)
+        assert.equal(413, res.status, res.body)
+        assert.equal("too_many_events", res.json.error.code)
+        assert.equal(422, node:request("POST", "/api/events", { token = me.token,
+                     body = { events = "all of them" } }).status)
+        assert.equal(401, node:request("POST", "/api/events",
+                     { body = { events = { kill("x", me.player_id, 1) } } }).status)
+
+        local id = "bad-" .. letters(8)
+        res = send(me.token, {
+            kill(id .. "-ok", me.player_id, 3),                                       -- 0
+            { id = id .. "-1", type = "dance", player_id = me.player_id, ts = os.time(),
+              data = {} },                                                            -- 1
+            { id = id .. "-2", type = "kill", player_id = me.player_id, ts = os.time(),
+              data = { monster = "wolf" } },                                          -- 2
+            { id = id .. "-3", type = "kill", player_id = me.player_id, ts = os.time(),
+              data = { monster = "wolf", level = "high" } },                          -- 3
+            { id = id .. "-4", type = "kill", player_id = me.player_id,
+              ts = os.time() + 86400, data = { monster = "wolf", level = 1 } },       -- 4
+            { id = id .. "-5", type = "kill", player_id = me.player_id, ts = os.time(),
+              data = { monster = string.rep("w", 2000), level = 1 } },                -- 5
+            kill(id .. "-6", other.player_id, 60),                                    -- 6
+            { type = "kill", player_id = me.player_id, ts = os.time(),
+              data = { monster = "wolf", level = 1 } },                               -- 7
+            "not an event",                                                           -- 8
+            { id = id .. "-9", type = "kill", player_id = me.player_id, ts = os.time(),
+              data = { monster = "wolf", level = 1, xp = 1e9 } },                     -- 9
+        })
+        assert.equal(202, res.status, res.body)
+        assert.equal(1, res.json.accepted)
+        local codes = {}
+        for _, r in ipairs(res.json.rejected) do
+            codes[r.index] = r.code
+            assert.is_string(r.message)
+        end
+        assert.same({ [1] = "unknown_type", [2] = "invalid_event", [3] = "invalid_event",
+                      [4] = "bad_timestamp", [5] = "too_large", [6] = "forbidden",
+                      [7] = "invalid_event", [8] = "invalid_event", [9] = "invalid_event" },
+                    codes)
+        -- only the good one had an effect; the other account's player got nothing
+        local before = xp(other.player_id)
+        assert.truthy(server.eventually(function() return xp(me.player_id) == 30 end, 10))
+        assert.equal(before, xp(other.player_id))
+    end)
+
+    it("gives each event its effect once, however often it is sent", function()
+        local me = bots(1)[1]
+        local id = "once-" .. letters(8)
+        local events = { kill(id .. "-a", me.player_id, 5), kill(id .. "-b", me.player_id, 7),
+                         { id = id .. "-c", type = "loot", player_id = me.player_id,
+                           ts = os.time(), data = { item = "potion_small", qty = 3 } } }
+        for _ = 1, 3 do
+            assert.equal(3, send(me.token, events).json.accepted)
+        end
+        assert.truthy(server.eventually(drained, 15))
+        assert.equal(120, xp(me.player_id))
+        assert.equal(3, qty(me.player_id, "potion_small"))
+        -- and the player document says so (the cache was told)
+        local doc = node:request("GET", "/api/players/" .. me.player_id, { token = me.token })
+        assert.equal(120, doc.json.xp)
+        local q = queues()
+        assert.is_true(q.node.duplicates >= 6)
+        assert.is_true(q.node.by_type.kill.processed >= 2)
+    end)
+
+    it("takes events over WebSocket too, and answers the bad ones with an error", function()
+        local me = bots(1)[1]
+        local c = assert(ws.connect(node, me.token))
+        c:send({ t = "join", player_id = me.player_id })
+        assert.is_table(c:expect("welcome", 3))
+        local id = "ws-" .. letters(8)
+        c:send({ t = "event", id = id, type = "kill", data = { monster = "bat", level = 2 } })
+        c:send({ t = "event", id = id .. "-x", type = "kill", data = { monster = "bat" } })
+        local e = c:expect("error", 3)
+        assert.equal("invalid_event", e.code)
+        c:send({ t = "event", id = id .. "-y", type = "fly", data = {} })
+        assert.equal("unknown_type", c:expect("error", 3).code)
+        c:close()
+        assert.truthy(server.eventually(function() return xp(me.player_id) == 20 end, 10))
+    end)
+
+    it("answers 503, never 202, while Redis is away, and takes the batch again after", function()
+        local me = bots(1)[1]
+        server.service("redis", "stop")
+        local ok, err = pcall(function()
+            local res = send(me.token, { kill("away-" .. letters(8), me.player_id, 1) })
+            assert.equal(503, res.status, res.body)
+            assert.equal("unavailable", res.json.error.code)
+        end)
+        server.service("redis", "start")
+        assert(ok, err)
+        local id = "back-" .. letters(8)
+        assert.truthy(server.eventually(function()
+            local res = send(me.token, { kill(id, me.player_id, 4) })
+            return res.status == 202 and res.json.accepted == 1
+        end, 15))
+        assert.truthy(server.eventually(function() return xp(me.player_id) == 40 end, 15))
+    end)
+
+    it("puts an event whose job always fails among the dead letters; the others flow", function()
+        -- retries claimed every half second instead of 30 s
+        local dir = server.tmpdir()
+        patched(dir, "lib/pipeline.lua", { ["_M%.CLAIM_IDLE_MS = %d+"] = "_M.CLAIM_IDLE_MS = 300",
+                                           ["_M%.CLAIM_EVERY = %d+"] = "_M.CLAIM_EVERY = 0.5" })
+        node:stop()
+        node = server.start { scripts = dir .. ";" .. server.ROOT .. "/spec/e2e/scripts;" ..
+                                        server.ROOT .. "/scripts" }
+        admin = login_admin()
+        local me = bots(1)[1]
+        local id = "dead-" .. letters(8)
+        local dead_before = queues().dead_letters
+        local res = send(me.token, {
+            { id = id, type = "loot", player_id = me.player_id, ts = os.time(),
+              data = { item = "no_such_item", qty = 1 } },
+            kill(id .. "-fine", me.player_id, 9),
+        })
+        assert.equal(2, res.json.accepted)
+        assert.truthy(server.eventually(function() return xp(me.player_id) == 90 end, 10))
+        assert.truthy(server.eventually(function()
+            return queues().dead_letters == dead_before + 1
+        end, 20), "the failing event did not reach the dead letters")
+        assert.truthy(server.eventually(drained, 10))
+        assert.equal(0, qty(me.player_id, "no_such_item"))
+        server.rm_rf(dir)
+    end)
+
+    it("has every effect exactly once after a kill -9 in the middle of consuming", function()
+        -- a slow consumer first (small batches), so that the kill finds it mid-way
+        local dir = server.tmpdir()
+        patched(dir, "lib/pipeline.lua", { ["_M%.BATCH = %d+"] = "_M.BATCH = 25",
+                                           ["_M%.BUDGET_S = [%d%.]+"] = "_M.BUDGET_S = 0.01" })
+        node:stop()
+        node = server.start { scripts = dir .. ";" .. server.ROOT .. "/spec/e2e/scripts;" ..
+                                        server.ROOT .. "/scripts" }
+        admin = login_admin()
+        local b = bots(4)
+        local items = { "potion_small", "potion_large", "elixir_mana" }
+        local want_xp, want_items = {}, {}
+        for i = 1, 4 do
+            want_xp[i], want_items[i] = xp(b[i].player_id), {}
+            for _, it in ipairs(items) do
+                want_items[i][it] = qty(b[i].player_id, it)
+            end
+        end
+        local run = letters(8)
+        local sent, accepted, unique = 0, 0, 0
+        for batch = 1, 20 do
+            local who = (batch - 1) % 4 + 1
+            local p = b[who]
+            local events = {}
+            for k = 1, 1000 do
+                local n = (batch - 1) * 1000 + k
+                local e
+                if n % 3 == 0 then
+                    local it = items[n % #items + 1]
+                    e = { id = run .. "-" .. n, type = "loot", player_id = p.player_id,
+                          ts = os.time(), data = { item = it, qty = n % 10 + 1 } }
+                else
+                    e = kill(run .. "-" .. n, p.player_id, n % 60 + 1)
+                end
+                -- one in ten is a duplicate of an earlier event of the same player
+                if k > 1 and math.random() < 0.1 then
+                    e = events[math.random(1, k - 1)]
+                else
+                    unique = unique + 1
+                    if e.type == "kill" then
+                        want_xp[who] = want_xp[who] + 10 * e.data.level
+                    else
+                        want_items[who][e.data.item] = want_items[who][e.data.item] + e.data.qty
+                    end
+                end
+                events[k] = e
+            end
+            local res = send(p.token, events)
+            assert.equal(202, res.status, res.body)
+            assert.equal(1000, res.json.accepted)
+            sent, accepted = sent + 1000, accepted + res.json.accepted
+        end
+        assert.equal(20000, accepted)
+        -- wait until it is consuming, then kill it mid-way
+        assert.truthy(server.eventually(function()
+            local q = queues()
+            return q.node.processed > 0 and q.group.lag ~= 0
+        end, 20))
+        local q = queues()
+        assert.is_true(q.group.lag + q.group.pending > 0, "nothing left to consume at the kill")
+        node:kill()
+        -- the same node again, at full speed: what it had read and not acknowledged first
+        server.rm_rf(dir)
+        node = server.start()
+        admin = login_admin()
+        assert.truthy(server.eventually(drained, 120), "the stream was not drained")
+        for i = 1, 4 do
+            assert.equal(want_xp[i], xp(b[i].player_id), "xp of bot " .. i)
+            for _, it in ipairs(items) do
+                assert.equal(want_items[i][it], qty(b[i].player_id, it), it .. " of bot " .. i)
+            end
+        end
+        assert.equal(tostring(unique), psql("select count(*) from processed_events where id " ..
+                                            "like '" .. run .. "-%'"))
+        assert.equal(0, queues().group.pending)
+    end)
+end)
