@@ -16,6 +16,7 @@
 #include "mem.h"
 #include "migrate.h"
 #include "ops.h"
+#include "queue_cli.h"
 #include "rds.h"
 #include "ratelimit.h"
 #include "realtime.h"
@@ -42,6 +43,8 @@ static const char USAGE[] =
     "  seed       load sql/seed/ and create the admin account (idempotent)\n"
     "  check      compile every script and load the route table; report problems\n"
     "  config     print the configuration in effect (file + environment)\n"
+    "  queue      the game event stream and its dead letters: queue [stats], queue dead\n"
+    "             [--limit N], queue show ID, queue requeue ID|--all, queue drop ID|--all\n"
     "  version    print the version\n"
     "\n"
     "options:\n"
@@ -351,7 +354,10 @@ int main(int argc, char **argv)
         const char *a = argv[i];
         if (i == 1 && a[0] != '-')
             continue;
-        if (strcmp(a, "--config") == 0 || strcmp(a, "--sql") == 0) {
+        if (strcmp(cmd, "queue") == 0 && (a[0] != '-' || strcmp(a, "--all") == 0))
+            continue; /* its subcommand and ids */
+        if (strcmp(a, "--config") == 0 || strcmp(a, "--sql") == 0 ||
+            (strcmp(cmd, "queue") == 0 && strcmp(a, "--limit") == 0)) {
             if (i + 1 >= argc) {
                 fprintf(stderr, "mmo: %s needs a value\n", a);
                 return 2;
@@ -424,6 +430,18 @@ int main(int argc, char **argv)
     } else if (strcmp(cmd, "config") == 0) {
         conf_dump(&n.conf, 1);
         rc = 0;
+    } else if (strcmp(cmd, "queue") == 0) {
+        /* the words after "queue", without --config/--sql and their values */
+        char *words[16];
+        int nw = 0;
+        for (int i = 2; i < argc && nw < 16; i++) {
+            if (strcmp(argv[i], "--config") == 0 || strcmp(argv[i], "--sql") == 0) {
+                i++;
+                continue;
+            }
+            words[nw++] = argv[i];
+        }
+        rc = queue_cli(&n.conf, nw, words);
     } else {
         fprintf(stderr, "mmo: unknown command %s (see mmo --help)\n", cmd);
         rc = 2;

@@ -45,6 +45,9 @@ return {
 
         { "POST", "/api/events", "events.ingest", role = "player" },
         { "GET", "/api/admin/queues", "events.queues", role = "admin" },
+        { "GET", "/api/admin/queues/dead", "events.dead", role = "admin" },
+        { "POST", "/api/admin/queues/dead/:id/requeue", "events.requeue", role = "admin" },
+        { "DELETE", "/api/admin/queues/dead/:id", "events.drop", role = "admin" },
 
         { "POST", "/api/guilds", "guilds.create", role = "player" },
         { "GET", "/api/guilds/:id", "guilds.show", role = "player" },

@@ -1,11 +1,13 @@
 -- handlers/events.lua: game events over HTTP (API.md "Game events (pipeline)") and the
 -- pipeline's state (lib/pipeline.lua).
+local audit = require "lib.audit"
 local http = require "lib.http"
 local json = require "mmo.json"
 local pipeline = require "lib.pipeline"
 local validation = require "rules.validation"
 
 local next = next
+local tonumber = tonumber
 local type = type
 
 
@@ -43,6 +45,56 @@ _M.consume = pipeline.consume
 -- GET /api/admin/queues: the stream, the consumer group, dead letters, this node's counters
 function _M.queues()
     return 200, http.check(pipeline.status())
+end
+
+
+-- A dead letter's id from the path (a stream id), or 404.
+local function letter_id(text)
+    if not text:match("^%d+%-%d+$") or #text > 40 then
+        http.fail(404, "not_found", "no such dead letter")
+    end
+    return text
+end
+
+
+-- GET /api/admin/queues/dead?limit=&after=: the oldest dead letters
+function _M.dead(req)
+    local limit = tonumber(req.query.limit or 50)
+    if not limit or limit < 1 or limit > 1000 or limit ~= math.floor(limit) then
+        http.fail(422, "validation_failed", "limit: a whole number from 1 to 1000")
+    end
+    local after = req.query.after
+    if after and not after:match("^%d+%-%d+$") then
+        http.fail(422, "validation_failed", "after: a dead letter's id")
+    end
+    return 200, { dead = http.check(pipeline.dead(limit, after)) }
+end
+
+
+-- POST /api/admin/queues/dead/:id/requeue
+function _M.requeue(req)
+    local id = letter_id(req.params.id)
+    local new, err = pipeline.requeue(id)
+    if new == false then
+        http.fail(404, "not_found", "no such dead letter")
+    end
+    if not new then
+        http.check(nil, err)
+    end
+    audit.write(req, "queue.requeue", id, { entry = new })
+    return 200, { requeued = id, entry = new }
+end
+
+
+-- DELETE /api/admin/queues/dead/:id
+function _M.drop(req)
+    local id = letter_id(req.params.id)
+    local ok = http.check(pipeline.drop(id))
+    if not ok then
+        http.fail(404, "not_found", "no such dead letter")
+    end
+    audit.write(req, "queue.drop", id)
+    return 204
 end
 
 

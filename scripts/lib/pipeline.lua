@@ -7,15 +7,15 @@
 --
 -- Consume (the timer pipeline.consume in every node): XREADGROUP of the group GROUP, as the
 -- consumer named after this node, a batch at a time; first what this consumer had read and not
--- acknowledged before it stopped (id 0), then new entries (>); every CLAIM_EVERY seconds the
--- entries another consumer has held for CLAIM_IDLE_MS (a dead node's) are claimed (XAUTOCLAIM).
+-- acknowledged before it stopped (id 0), then new entries (>). Every CLAIM_EVERY seconds the
+-- pending entries are looked at (XPENDING): one idle for CLAIM_IDLE_MS x 2^(deliveries - 1)
+-- (a dead node's, or one whose job failed: exponential backoff) is claimed (XCLAIM) and tried
+-- again; one delivered MAX_TRIES times goes to the dead-letter stream DEAD instead.
 -- Each event's handler (scripts/jobs/<type>.lua, effect(e, ctx) -> {xp =, items =}) runs;
 -- the effects are summed per player and written on each player's shard in one transaction
 -- together with the events' ids (processed_events, key (account, id)): an id already there
 -- has no second effect, whether the client sent it twice or the stream delivered it again
--- after a crash. XACK only after the commits. A handler that raises leaves its event pending;
--- it is tried again when claimed, and after MAX_TRIES goes to the dead-letter stream DEAD with
--- the error.
+-- after a crash. XACK only after the commits.
 local cache = require "mmo.cache"
 local db = require "mmo.db"
 local json = require "mmo.json"
@@ -30,6 +30,8 @@ local ipairs = ipairs
 local pairs = pairs
 local pcall = pcall
 local require = require
+local setmetatable = setmetatable
+local tonumber = tonumber
 local tostring = tostring
 local type = type
 local unpack = unpack
@@ -40,12 +42,12 @@ local _M = {}
 _M.STREAM = "mmo:events"
 _M.GROUP = "workers"
 _M.DEAD = "mmo:events:dead"
-_M.TRIES = "mmo:events:tries"
+_M.ERRORS = "mmo:events:errors" -- entry id -> the last error of its job (for the dead letter)
 _M.BATCH = 500
 _M.MAXLEN = 1000000      -- the stream is trimmed (approximately) past this many entries
 _M.BUDGET_S = 0.2        -- a consume run stops starting batches after this long
 _M.CLAIM_EVERY = 5
-_M.CLAIM_IDLE_MS = 30000
+_M.CLAIM_IDLE_MS = 30000    -- the first retry; then x2 each time, at most x64
 _M.MAX_TRIES = 5
 
 local CONSUMER = world.settings().node
@@ -145,21 +147,32 @@ end
 
 -- ---- consume ----------------------------------------------------------------------------
 
--- the ids of the item catalogue, read at most once a minute: { [id] = true }
-local items_known, items_at = nil, -math.huge
-local function catalogue()
-    local now = time.monotonic()
-    if not items_known or now - items_at > 60 then
-        local rows = db.query("select id from items")
-        if rows then
-            local set = {}
-            for _, r in ipairs(rows) do
-                set[r.id] = true
-            end
-            items_known, items_at = set, now
+-- The ids of the item catalogue: { [id] = true }, read again once a minute, and at most once
+-- a second when a job asks for an item it does not hold (a new item is known at once).
+local items_known, items_at = {}, -math.huge
+local function read_items()
+    local rows = db.query("select id from items")
+    if rows then
+        local set = {}
+        for _, r in ipairs(rows) do
+            set[r.id] = true
         end
+        items_known, items_at = set, time.monotonic()
     end
-    return items_known or {}
+end
+local catalogue_view = setmetatable({}, {
+    __index = function(_, id)
+        if not items_known[id] and time.monotonic() - items_at > 1 then
+            read_items()
+        end
+        return items_known[id]
+    end,
+})
+local function catalogue()
+    if time.monotonic() - items_at > 60 then
+        read_items()
+    end
+    return catalogue_view
 end
 
 
@@ -311,24 +324,61 @@ local function write_shard(n, list)
 end
 
 
--- A failed event: tried again later, or, after MAX_TRIES, to the dead letters.
+-- A failed event stays pending, to be claimed again later; its error is kept for the dead
+-- letter it may become.
 local function failed(it, why)
     stats.failed = stats.failed + 1
     count(it.e and it.e.type or "?", "failed")
-    local n = cache.cmd("HINCRBY", _M.TRIES, it.sid, 1)
-    if type(n) == "number" and n >= _M.MAX_TRIES then
-        local res = cache.pipeline({
-            { "XADD", _M.DEAD, "MAXLEN", "~", 100000, "*", "id", it.sid,
-              "e", it.e and json.encode(it.e) or "", "error", tostring(why), "tries", n },
-            { "XACK", _M.STREAM, _M.GROUP, it.sid },
-            { "HDEL", _M.TRIES, it.sid },
-        })
-        if res then
-            stats.dead = stats.dead + 1
-            count(it.e and it.e.type or "?", "dead")
-            log.warn("game event to the dead letters", { entry = it.sid, error = tostring(why) })
+    cache.cmd("HSET", _M.ERRORS, it.sid, tostring(why))
+end
+
+
+-- Entry id (delivered `tries` times) to the dead letters: its event and last error there,
+-- acknowledged here.
+local function bury(id, tries)
+    local got = cache.pipeline({ { "XRANGE", _M.STREAM, id, id }, { "HGET", _M.ERRORS, id } })
+    if not got then
+        return
+    end
+    local entry = type(got[1]) == "table" and got[1][1]
+    local e = entry and entries_of({ entry })[1].e
+    local why = type(got[2]) == "string" and got[2] or "delivered " .. tries .. " times"
+    local res = cache.pipeline({
+        { "XADD", _M.DEAD, "MAXLEN", "~", 100000, "*", "entry", id,
+          "e", e and json.encode(e) or "", "error", why, "tries", tries },
+        { "XACK", _M.STREAM, _M.GROUP, id },
+        { "HDEL", _M.ERRORS, id },
+    })
+    if res then
+        stats.dead = stats.dead + 1
+        count(e and e.type or "?", "dead")
+        log.warn("game event to the dead letters", { entry = id, error = why, tries = tries })
+    end
+end
+
+
+-- Pending entries due again (exponential backoff), claimed for this consumer; those tried
+-- MAX_TRIES times go to the dead letters. Returns entries to process.
+local function claim_due()
+    local p = cache.cmd("XPENDING", _M.STREAM, _M.GROUP, "IDLE", _M.CLAIM_IDLE_MS, "-", "+",
+                        _M.BATCH)
+    if type(p) ~= "table" or #p == 0 then
+        return {}
+    end
+    local due = {}
+    for _, x in ipairs(p) do
+        local id, idle, tries = x[1], x[3], x[4]
+        if tries >= _M.MAX_TRIES then
+            bury(id, tries)
+        elseif idle >= _M.CLAIM_IDLE_MS * 2 ^ math.min(tries - 1, 6) then
+            due[#due + 1] = id
         end
     end
+    if #due == 0 then
+        return {}
+    end
+    local r = cache.cmd("XCLAIM", _M.STREAM, _M.GROUP, CONSUMER, _M.CLAIM_IDLE_MS, unpack(due))
+    return type(r) == "table" and entries_of(r) or {}
 end
 
 
@@ -402,10 +452,9 @@ function _M.consume()
     local t0 = time.monotonic()
     if t0 - last_claim >= _M.CLAIM_EVERY then
         last_claim = t0
-        local r = cache.cmd("XAUTOCLAIM", _M.STREAM, _M.GROUP, CONSUMER, _M.CLAIM_IDLE_MS,
-                            "0-0", "COUNT", _M.BATCH)
-        if type(r) == "table" and type(r[2]) == "table" and #r[2] > 0 then
-            process(entries_of(r[2]))
+        local due = claim_due()
+        if #due > 0 then
+            process(due)
         end
     end
     repeat
@@ -429,6 +478,69 @@ function _M.consume()
             process(entries_of(list))
         end
     until time.monotonic() - t0 > _M.BUDGET_S
+end
+
+
+-- ---- dead letters ---------------------------------------------------------------------------
+
+local function letter(entry)
+    local f, out = entry[2] or {}, { id = entry[1] }
+    for i = 1, #f, 2 do
+        out[f[i]] = f[i + 1]
+    end
+    out.event = out.e and out.e ~= "" and json.decode(out.e) or json.null
+    out.e = nil
+    out.tries = tonumber(out.tries)
+    return out
+end
+
+
+-- The oldest dead letters after id `after` (exclusive), at most limit: a list, or nil, err.
+function _M.dead(limit, after)
+    local from = after and ("(" .. after) or "-"
+    local r, err = cache.cmd("XRANGE", _M.DEAD, from, "+", "COUNT", limit)
+    if not r then
+        return nil, err
+    end
+    local out = json.array({})
+    for i, entry in ipairs(r) do
+        out[i] = letter(entry)
+    end
+    return out
+end
+
+
+-- Back into the stream (the event keeps its id, so it still has its effect at most once) and
+-- out of the dead letters: the new stream id, false when there is no such letter, or nil, err.
+function _M.requeue(id)
+    local r, err = cache.cmd("XRANGE", _M.DEAD, id, id)
+    if not r then
+        return nil, err
+    end
+    if #r == 0 then
+        return false
+    end
+    local l = letter(r[1])
+    if l.event == json.null then
+        return nil, "that dead letter holds no event"
+    end
+    local res
+    res, err = cache.pipeline({ { "XADD", _M.STREAM, "*", "e", json.encode(l.event) },
+                                { "XDEL", _M.DEAD, id } })
+    if not res then
+        return nil, err
+    end
+    return res[1]
+end
+
+
+-- Out of the dead letters for good: true, false (no such letter), or nil, err.
+function _M.drop(id)
+    local n, err = cache.cmd("XDEL", _M.DEAD, id)
+    if not n then
+        return nil, err
+    end
+    return n > 0
 end
 
 

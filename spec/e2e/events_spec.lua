@@ -233,7 +233,76 @@ describe("game events", function()
         end, 20), "the failing event did not reach the dead letters")
         assert.truthy(server.eventually(drained, 10))
         assert.equal(0, qty(me.player_id, "no_such_item"))
+        -- an operator reads it, adds the item, requeues it: it has its effect, once
+        local res2 = node:request("GET", "/api/admin/queues/dead?limit=1000", { token = admin })
+        assert.equal(200, res2.status, res2.body)
+        local letter
+        for _, l in ipairs(res2.json.dead) do
+            if type(l.event) == "table" and l.event.id == id then
+                letter = l
+            end
+        end
+        assert.is_table(letter, "the dead letter is not listed")
+        assert.truthy(letter.error:find("no_such_item", 1, true), letter.error)
+        assert.equal(5, letter.tries)
+        assert.equal(403, node:request("POST", "/api/admin/queues/dead/" .. letter.id .. "/requeue",
+                                       { token = me.token }).status)
+        assert.equal(404, node:request("POST", "/api/admin/queues/dead/1-1/requeue",
+                                       { token = admin }).status)
+        assert.equal(404, node:request("DELETE", "/api/admin/queues/dead/nope",
+                                       { token = admin }).status)
+        psql("insert into items (id, name, kind, stack) values ('no_such_item', 'Was Missing', " ..
+             "'material', 99) on conflict do nothing")
+        res2 = node:request("POST", "/api/admin/queues/dead/" .. letter.id .. "/requeue",
+                            { token = admin })
+        assert.equal(200, res2.status, res2.body)
+        assert.truthy(server.eventually(function()
+            return qty(me.player_id, "no_such_item") == 1
+        end, 20), "the requeued event had no effect")
+        -- the same event sent again by the client: no second effect
+        send(me.token, { { id = id, type = "loot", player_id = me.player_id, ts = os.time(),
+                           data = { item = "no_such_item", qty = 1 } } })
+        assert.truthy(server.eventually(drained, 10))
+        assert.equal(1, qty(me.player_id, "no_such_item"))
+        psql("delete from inventory where item = 'no_such_item'")
+        psql("delete from items where id = 'no_such_item'")
         server.rm_rf(dir)
+    end)
+
+    it("lets an operator list, requeue and drop dead letters from the command line", function()
+        local function mmo(args)
+            local p = io.popen(server.BIN .. " queue " .. args .. " 2>&1; echo \"rc=$?\"")
+            local out = p:read("*a")
+            p:close()
+            return tonumber(out:match("rc=(%d+)%s*$")), out
+        end
+        local rc, out = mmo("stats")
+        assert.equal(0, rc, out)
+        assert.truthy(out:find("stream mmo:events", 1, true), out)
+        assert.truthy(out:find("name=workers", 1, true), out)
+        rc, out = mmo("dead --limit 5")
+        assert.equal(0, rc, out)
+        rc, out = mmo("show 1-1")
+        assert.equal(1, rc, out)
+        rc, out = mmo("requeue")
+        assert.equal(2, rc, out)
+        rc, out = mmo("frobnicate")
+        assert.equal(2, rc, out)
+        -- a letter made by hand, dropped by id
+        local p = io.popen("redis-cli -h " .. os.getenv("MMO_REDIS"):match("^(.-):") .. " -p " ..
+                           os.getenv("MMO_REDIS"):match(":(%d+)$") ..
+                           " XADD mmo:events:dead '*' entry 0-1 e '' error spec tries 5")
+        local lid = p:read("*l")
+        p:close()
+        rc, out = mmo("show " .. lid)
+        assert.equal(0, rc, out)
+        assert.truthy(out:find("error: spec", 1, true), out)
+        rc, out = mmo("requeue " .. lid)
+        assert.equal(1, rc, out) -- it holds no event
+        rc, out = mmo("drop " .. lid)
+        assert.equal(0, rc, out)
+        rc = mmo("show " .. lid)
+        assert.equal(1, rc)
     end)
 
     it("has every effect exactly once after a kill -9 in the middle of consuming", function()
