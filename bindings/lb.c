@@ -33,7 +33,8 @@ void bindings_preload(lua_State *L)
         {"mmo.json", luaopen_mmo_json},     {"mmo.log", luaopen_mmo_log},
         {"mmo.time", luaopen_mmo_time},     {"mmo.auth", luaopen_mmo_auth},
         {"mmo.ws", luaopen_mmo_ws},         {"mmo.world", luaopen_mmo_world},
-        {"mmo.crypto", luaopen_mmo_crypto}, {NULL, NULL},
+        {"mmo.crypto", luaopen_mmo_crypto}, {"mmo.queue", luaopen_mmo_queue},
+        {NULL, NULL},
     };
     lua_getfield(L, LUA_GLOBALSINDEX, "package");
     lua_getfield(L, -1, "preload");

@@ -103,7 +103,7 @@ static const char *field(const redisReply *entry, const char *name)
 
 static void print_letter(const redisReply *e, int whole)
 {
-    const char *ev = field(e, "e");
+    const char *ev = field(e, "e")[0] ? field(e, "e") : field(e, "j");
     printf("%s  entry %s  tries %s  error: %s\n", e->element[0]->str, field(e, "entry"),
            field(e, "tries"), field(e, "error"));
     if (whole)
@@ -141,12 +141,13 @@ static int act(redisContext *r, const redisReply *e, int requeue)
 {
     const char *id = e->element[0]->str;
     if (requeue) {
-        const char *ev = field(e, "e");
+        const char *name = field(e, "e")[0] ? "e" : "j"; /* a game event, or a job */
+        const char *ev = field(e, name);
         if (ev[0] == '\0') {
             fprintf(stderr, "mmo queue: %s holds no event to requeue\n", id);
             return 1;
         }
-        redisReply *a = call(r, "XADD", redisCommand(r, "XADD " STREAM " * e %s", ev));
+        redisReply *a = call(r, "XADD", redisCommand(r, "XADD " STREAM " * %s %s", name, ev));
         if (a == NULL)
             return 1;
         printf("requeued %s as %s\n", id, a->str);

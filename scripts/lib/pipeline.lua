@@ -22,6 +22,7 @@ local json = require "mmo.json"
 local log = require "mmo.log"
 local player = require "rules.player"
 local players = require "lib.players"
+local queue = require "lib.queue"
 local time = require "mmo.time"
 local validation = require "rules.validation"
 local world = require "mmo.world"
@@ -42,7 +43,6 @@ local _M = {}
 _M.STREAM = "mmo:events"
 _M.GROUP = "workers"
 _M.DEAD = "mmo:events:dead"
-_M.ERRORS = "mmo:events:errors" -- entry id -> the last error of its job (for the dead letter)
 _M.BATCH = 500
 _M.MAXLEN = 1000000      -- the stream is trimmed (approximately) past this many entries
 _M.BUDGET_S = 0.2        -- a consume run stops starting batches after this long
@@ -185,7 +185,8 @@ local function job(t)
     local j = jobs[t]
     if j == nil then
         local ok, mod = pcall(require, "jobs." .. t)
-        j = ok and type(mod) == "table" and type(mod.effect) == "function" and mod or false
+        j = ok and type(mod) == "table" and
+            (type(mod.effect) == "function" or type(mod.run) == "function") and mod or false
         if not ok then
             log.error("job " .. t .. " does not load: " .. tostring(mod))
         end
@@ -208,20 +209,24 @@ local function ensure_group()
 end
 
 
--- entries of a reply: { {id, fields}, ... } -> { {sid = stream id, e = event | nil}, ... }
-local function entries_of(list)
+-- entries of a reply: { {id, fields}, ... } -> { {sid = stream id, e = event | nil,
+-- j = job | nil, tries = deliveries so far}, ... }
+local function entries_of(list, tries)
     local out = {}
     for _, it in ipairs(list or {}) do
         local id, fields = it[1], it[2]
-        local e
+        local e, j
         if type(fields) == "table" then
             for i = 1, #fields, 2 do
                 if fields[i] == "e" then
                     e = json.decode(fields[i + 1])
+                elseif fields[i] == "j" then
+                    j = json.decode(fields[i + 1])
                 end
             end
         end
-        out[#out + 1] = { sid = id, e = e }
+        out[#out + 1] = { sid = id, e = type(e) == "table" and e or nil,
+                          j = type(j) == "table" and j or nil, tries = tries and tries[id] or 1 }
     end
     return out
 end
@@ -324,61 +329,57 @@ local function write_shard(n, list)
 end
 
 
--- A failed event stays pending, to be claimed again later; its error is kept for the dead
--- letter it may become.
-local function failed(it, why)
-    stats.failed = stats.failed + 1
-    count(it.e and it.e.type or "?", "failed")
-    cache.cmd("HSET", _M.ERRORS, it.sid, tostring(why))
-end
-
-
--- Entry id (delivered `tries` times) to the dead letters: its event and last error there,
--- acknowledged here.
-local function bury(id, tries)
-    local got = cache.pipeline({ { "XRANGE", _M.STREAM, id, id }, { "HGET", _M.ERRORS, id } })
-    if not got then
-        return
-    end
-    local entry = type(got[1]) == "table" and got[1][1]
-    local e = entry and entries_of({ entry })[1].e
-    local why = type(got[2]) == "string" and got[2] or "delivered " .. tries .. " times"
+-- An entry to the dead letters: its event or job and the last error there, acknowledged here.
+local function bury(it, why)
+    local kind = it.e and it.e.type or it.j and ("job:" .. tostring(it.j.name)) or "?"
     local res = cache.pipeline({
-        { "XADD", _M.DEAD, "MAXLEN", "~", 100000, "*", "entry", id,
-          "e", e and json.encode(e) or "", "error", why, "tries", tries },
-        { "XACK", _M.STREAM, _M.GROUP, id },
-        { "HDEL", _M.ERRORS, id },
+        { "XADD", _M.DEAD, "MAXLEN", "~", 100000, "*", "entry", it.sid,
+          it.j and "j" or "e", json.encode(it.j or it.e or {}), "error", tostring(why),
+          "tries", it.tries },
+        { "XACK", _M.STREAM, _M.GROUP, it.sid },
     })
     if res then
         stats.dead = stats.dead + 1
-        count(e and e.type or "?", "dead")
-        log.warn("game event to the dead letters", { entry = id, error = why, tries = tries })
+        count(kind, "dead")
+        log.warn("to the dead letters", { entry = it.sid, kind = kind, error = tostring(why),
+                                          tries = it.tries })
     end
 end
 
 
--- Pending entries due again (exponential backoff), claimed for this consumer; those tried
--- MAX_TRIES times go to the dead letters. Returns entries to process.
+-- A failed entry stays pending, to be claimed again after its backoff; after its last try
+-- (MAX_TRIES, or the job's attempts) it goes to the dead letters.
+local function failed(it, why)
+    stats.failed = stats.failed + 1
+    count(it.e and it.e.type or it.j and ("job:" .. tostring(it.j.name)) or "?", "failed")
+    local limit = it.j and type(it.j.attempts) == "number" and it.j.attempts or _M.MAX_TRIES
+    if it.tries >= limit then
+        bury(it, why)
+    end
+end
+
+
+-- Pending entries due again (exponential backoff: idle for CLAIM_IDLE_MS x 2^(tries - 1)),
+-- claimed for this consumer. Returns entries to process.
 local function claim_due()
     local p = cache.cmd("XPENDING", _M.STREAM, _M.GROUP, "IDLE", _M.CLAIM_IDLE_MS, "-", "+",
                         _M.BATCH)
     if type(p) ~= "table" or #p == 0 then
         return {}
     end
-    local due = {}
+    local due, tries = {}, {}
     for _, x in ipairs(p) do
-        local id, idle, tries = x[1], x[3], x[4]
-        if tries >= _M.MAX_TRIES then
-            bury(id, tries)
-        elseif idle >= _M.CLAIM_IDLE_MS * 2 ^ math.min(tries - 1, 6) then
+        local id, idle, n = x[1], x[3], x[4]
+        if idle >= _M.CLAIM_IDLE_MS * 2 ^ math.min(n - 1, 6) then
             due[#due + 1] = id
+            tries[id] = n + 1 -- this claim is one more delivery
         end
     end
     if #due == 0 then
         return {}
     end
     local r = cache.cmd("XCLAIM", _M.STREAM, _M.GROUP, CONSUMER, _M.CLAIM_IDLE_MS, unpack(due))
-    return type(r) == "table" and entries_of(r) or {}
+    return type(r) == "table" and entries_of(r, tries) or {}
 end
 
 
@@ -386,11 +387,14 @@ end
 local function process(entries)
     local cat
     local by_shard, ack, n = {}, {}, 0
+    local jobs_to_run = {}
     for _, it in ipairs(entries) do
         n = n + 1
         local e = it.e
         local j = e and job(e.type)
-        if not e then
+        if it.j then
+            jobs_to_run[#jobs_to_run + 1] = it
+        elseif not e then
             ack[#ack + 1] = it.sid -- an entry without an event (trimmed or foreign): dropped
         elseif not j then
             failed(it, "no job handles type " .. tostring(e.type))
@@ -428,6 +432,21 @@ local function process(entries)
             end
         end
     end
+    -- jobs (mmo.queue.push): each run on its own, in this task; they may do I/O
+    for _, it in ipairs(jobs_to_run) do
+        local j = job(tostring(it.j.name))
+        local ok, why = false, "no job " .. tostring(it.j.name) .. " with a run function"
+        if j and type(j.run) == "function" then
+            ok, why = pcall(j.run, it.j.payload, { entry = it.sid, tries = it.tries })
+        end
+        if ok then
+            ack[#ack + 1] = it.sid
+            stats.processed = stats.processed + 1
+            count("job:" .. tostring(it.j.name), "processed")
+        else
+            failed(it, why)
+        end
+    end
     if #ack > 0 then
         local cmd = { "XACK", _M.STREAM, _M.GROUP }
         for _, id in ipairs(ack) do
@@ -450,6 +469,7 @@ function _M.consume()
         return
     end
     local t0 = time.monotonic()
+    queue.move_due(_M.BATCH) -- delayed jobs that are due, into the stream
     if t0 - last_claim >= _M.CLAIM_EVERY then
         last_claim = t0
         local due = claim_due()
@@ -489,7 +509,8 @@ local function letter(entry)
         out[f[i]] = f[i + 1]
     end
     out.event = out.e and out.e ~= "" and json.decode(out.e) or json.null
-    out.e = nil
+    out.job = out.j and json.decode(out.j) or nil
+    out.e, out.j = nil, nil
     out.tries = tonumber(out.tries)
     return out
 end
@@ -521,11 +542,15 @@ function _M.requeue(id)
         return false
     end
     local l = letter(r[1])
-    if l.event == json.null then
+    if l.event == json.null and not l.job then
         return nil, "that dead letter holds no event"
     end
+    local field, body = "e", l.event
+    if l.job then
+        field, body = "j", l.job
+    end
     local res
-    res, err = cache.pipeline({ { "XADD", _M.STREAM, "*", "e", json.encode(l.event) },
+    res, err = cache.pipeline({ { "XADD", _M.STREAM, "*", field, json.encode(body) },
                                 { "XDEL", _M.DEAD, id } })
     if not res then
         return nil, err

@@ -12,7 +12,7 @@ local _M = {}
 
 local BINDINGS = { "mmo.db", "mmo.cache", "mmo.json", "mmo.log", "mmo.time", "mmo.auth", "mmo.ws",
                    "mmo.world",
-                   "mmo.crypto" }
+                   "mmo.crypto", "mmo.queue" }
 
 
 local function unfaked(name)

@@ -8,6 +8,7 @@ end
 
 local TEST = {
     { "GET", "/test/echo", "test.echo", role = "public" },
+    { "POST", "/test/jobs", "test.push_job", role = "public" },
     { "POST", "/test/echo", "test.echo", role = "public" },
     { "PUT", "/test/items/:id/tags/:tag", "test.echo", role = "public" },
     { "GET", "/test/items/special", "test.special", role = "public" },

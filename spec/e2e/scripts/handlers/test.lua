@@ -3,10 +3,24 @@ local cache = require "mmo.cache"
 local db = require "mmo.db"
 local http = require "lib.http"
 local log = require "mmo.log"
+local queue = require "mmo.queue"
 local time = require "mmo.time"
 
 
 local _M = {}
+
+
+-- POST /test/jobs {name, payload, delay, attempts, key}: mmo.queue.push, its answer as JSON
+function _M.push_job(req)
+    local b = req.body
+    local ok, r, why = pcall(queue.push, b.name, b.payload,
+                             { delay = b.delay, attempts = b.attempts, key = b.key })
+    if not ok then
+        return 422, { error = { code = "bad_job", message = tostring(r), details = {},
+                                request_id = req.id } }
+    end
+    return 200, { result = r == nil and "nil" or r, why = why }
+end
 
 
 function _M.echo(req)
