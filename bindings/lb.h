@@ -58,6 +58,9 @@ struct lb_ctx {
      * coherent (NULL: the local layer is trusted as is, a single node). */
     struct lcache *lcache;
     struct rds_sub *sub;
+    /* Notifications to the players of other nodes (core/live.h): world.send_region, send_guild
+     * and send_all go through it when set (NULL: this node's players only). */
+    struct live *live;
 };
 
 /* Store ctx in L's registry (borrowed) / fetch it. */

@@ -11,7 +11,8 @@
  *   world.leave(player_id, conn_id)      -> true | nil, "not found"
  *   world.generation(player_id)          -> n | nil   this stay in the world (new at each join)
  *   world.set_guild(player_id, guild_id) -> true | nil, "not found"   (0 or nil: no guild)
- *   world.send_region(region, msg)       -> receivers     msg: a table, encoded once
+ *   world.send_region(region, msg)       -> receivers     msg: a table, encoded once; the
+ *       players of other nodes get it too (core/live.h); receivers counts this node's
  *   world.send_guild(guild_id, msg)      -> receivers
  *   world.send_all(msg)                  -> receivers
  *   world.online([region])               -> players in the world (in region)
@@ -27,6 +28,7 @@
 #include "conf.h"
 #include "err.h"
 #include "lb.h"
+#include "live.h"
 #include "realtime.h"
 #include "world.h"
 
@@ -224,7 +226,9 @@ static int l_send_region(lua_State *L)
     const char *region = luaL_checkstring(L, 1);
     size_t len;
     const char *text = encode(L, 2, &len);
-    lua_pushinteger(L, world_send_region(realtime_world(rt), region, text, len));
+    struct lb_ctx *ctx = lua_touserdata(L, lua_upvalueindex(1));
+    lua_pushinteger(L, ctx->live ? live_send_region(ctx->live, region, text, len)
+                                 : world_send_region(realtime_world(rt), region, text, len));
     return 1;
 }
 
@@ -234,7 +238,9 @@ static int l_send_guild(lua_State *L)
     int64_t guild = (int64_t) luaL_checknumber(L, 1);
     size_t len;
     const char *text = encode(L, 2, &len);
-    lua_pushinteger(L, world_send_guild(realtime_world(rt), guild, text, len));
+    struct lb_ctx *ctx = lua_touserdata(L, lua_upvalueindex(1));
+    lua_pushinteger(L, ctx->live ? live_send_guild(ctx->live, guild, text, len)
+                                 : world_send_guild(realtime_world(rt), guild, text, len));
     return 1;
 }
 
@@ -243,7 +249,9 @@ static int l_send_all(lua_State *L)
     struct realtime *rt = rt_of(L);
     size_t len;
     const char *text = encode(L, 1, &len);
-    lua_pushinteger(L, world_send_all(realtime_world(rt), text, len));
+    struct lb_ctx *ctx = lua_touserdata(L, lua_upvalueindex(1));
+    lua_pushinteger(L, ctx->live ? live_send_all(ctx->live, text, len)
+                                 : world_send_all(realtime_world(rt), text, len));
     return 1;
 }
 

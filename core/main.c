@@ -11,6 +11,7 @@
 #include "gate.h"
 #include "http.h"
 #include "lcache.h"
+#include "live.h"
 #include "lb.h"
 #include "log.h"
 #include "mem.h"
@@ -62,6 +63,7 @@ struct node {
     struct db_pool *shards[CONF_MAX_SHARDS];
     struct rds *rds;
     struct rds_sub *sub;
+    struct live *live; /* notifications to the players of other nodes (core/live.h) */
     struct lcache *lcache;
     struct auth *auth;
     struct rl *rl;
@@ -172,7 +174,8 @@ static void node_free(struct node *n)
     db_pool_free(n->db);
     for (int i = 0; i < CONF_MAX_SHARDS; i++)
         db_pool_free(n->shards[i]);
-    rds_free(n->rds);
+    rds_free(n->rds); /* its pending PUBLISH callbacks still see the live */
+    live_free(n->live);
     if (n->base)
         event_base_free(n->base);
 }
@@ -266,6 +269,15 @@ static int serve(struct node *n)
     };
     struct realtime_opts rto = {c->world_view_radius, c->ws_session_check_ms, 32};
     n->rt = realtime_new(n->base, &wo, &rto, n->auth);
+    {
+        /* the name this run publishes under: node id and a random part (a restart is new) */
+        unsigned char rnd[4];
+        char sender[160];
+        evutil_secure_rng_get_bytes(rnd, sizeof rnd);
+        snprintf(sender, sizeof sender, "%s/%02x%02x%02x%02x", c->node_id, rnd[0], rnd[1], rnd[2],
+                 rnd[3]);
+        n->live = live_new(n->base, &ro, n->rds, realtime_world(n->rt), sender);
+    }
 
     n->ctx.base = n->base;
     n->ctx.auth = n->auth;
@@ -274,6 +286,7 @@ static int serve(struct node *n)
     n->ctx.gate = n->gate;
     n->ctx.work = n->work;
     n->ctx.rt = n->rt;
+    n->ctx.live = n->live;
     n->ctx.db = n->db;
     n->ctx.rds = n->rds;
     n->ctx.conf = c;
