@@ -64,6 +64,10 @@ return {
                                         -- within it after a write is gathered into the next
                                         -- one (0: write at the end of every loop turn)
     },
+    pipeline = {
+        worker = 1,                     -- 1: this node consumes game events and runs jobs;
+                                        -- 0: it only takes them in (a front node)
+    },
     world = {
         view_radius = 100,              -- players at most this far apart see each other
         lease_ms = 10000,               -- a region's owner lease in Redis lives this long unless

@@ -19,7 +19,7 @@
  *   world.presence(region, rects)        -> {[i] = {[guild_id] = players}}   rects: {{x0, y0,
  *       x1, y1}, ...} (at most 4096); a player counts in the first rectangle that holds it;
  *       players without a guild count under guild 0; rectangles nobody stands in are absent
- *   world.settings()                     -> {node, view_radius, lease_ms}  (config.lua)
+ *   world.settings()                     -> {node, view_radius, lease_ms, worker}  (config.lua)
  *   world.take_dirty()                   -> {{id, region, x, y, at}, ...}  moved since the last
  *                                           call (checkpoints)
  *
@@ -366,6 +366,8 @@ static int l_settings(lua_State *L)
     lua_setfield(L, -2, "view_radius");
     lua_pushinteger(L, c ? c->world_lease_ms : 10000);
     lua_setfield(L, -2, "lease_ms");
+    lua_pushboolean(L, c ? c->pipeline_worker : 1);
+    lua_setfield(L, -2, "worker");
     return 1;
 }
 

@@ -86,6 +86,7 @@ static const struct key KEYS[] = {
     K_INT("ws", "flush_interval_ms", ws_flush_interval_ms, "10", 0, 1000),
     K_INT("world", "view_radius", world_view_radius, "100", 1, 100000),
     K_INT("world", "lease_ms", world_lease_ms, "10000", 3000, 600000),
+    K_INT("pipeline", "worker", pipeline_worker, "1", 0, 1),
     K_INT("http", "rate_local_keys", rate_local_keys, "65536", 64, 16777216),
 };
 

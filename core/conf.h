@@ -91,6 +91,7 @@ struct conf {
     int ws_flush_interval_ms;
     int world_view_radius;
     int world_lease_ms;
+    int pipeline_worker; /* 1: this node consumes the game event stream */
     /* shards */
     struct conf_shard *shards;
     int nshards;

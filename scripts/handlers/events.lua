@@ -38,8 +38,14 @@ function _M.ingest(req)
 end
 
 
--- timer (routes.lua): the stream's new events to their effects
-_M.consume = pipeline.consume
+-- timer (routes.lua): the stream's new events to their effects, on nodes with the worker role
+-- (config.lua pipeline.worker, on by default)
+local worker = require("mmo.world").settings().worker
+function _M.consume()
+    if worker then
+        pipeline.consume()
+    end
+end
 
 
 -- GET /api/admin/queues: the stream, the consumer group, dead letters, this node's counters

@@ -381,4 +381,21 @@ describe("game events", function()
                                             "like '" .. run .. "-%'"))
         assert.equal(0, queues().group.pending)
     end)
+
+    it("is only taken in, not consumed, by a node without the worker role", function()
+        node:stop()
+        node = server.start { env = { MMO_PIPELINE_WORKER = "0" } }
+        admin = login_admin()
+        local me = bots(1)[1]
+        assert.equal(1, send(me.token, { kill("front-" .. letters(8), me.player_id, 6) })
+                         .json.accepted)
+        server.sleep(1.5)
+        assert.equal(0, xp(me.player_id))
+        assert.is_true(queues().group.lag >= 1)
+        -- a worker comes: it is consumed
+        local worker = server.start { env = { MMO_NODE_ID = "spec-worker" } }
+        local ok = server.eventually(function() return xp(me.player_id) == 60 end, 10)
+        worker:stop()
+        assert.truthy(ok, "the worker did not consume it")
+    end)
 end)
