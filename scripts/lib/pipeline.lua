@@ -263,7 +263,7 @@ local function write_shard(n, list)
         for _, r in ipairs(new) do
             is_new[r.account_id .. "/" .. r.id] = true
         end
-        local xp, items = {}, {}
+        local xp, items, quests = {}, {}, {}
         for _, it in ipairs(list) do
             local key = it.e.account_id .. "/" .. it.e.id
             if is_new[key] then
@@ -276,6 +276,9 @@ local function write_shard(n, list)
                 end
                 for item, qty in pairs(ef.items or {}) do
                     items[#items + 1] = { player_id = pid, item = item, qty = qty }
+                end
+                for quest, step in pairs(ef.quests or {}) do
+                    quests[#quests + 1] = { player_id = pid, quest = quest, step = step }
                 end
             end
         end
@@ -314,6 +317,18 @@ local function write_shard(n, list)
                      "t.player_id group by t.player_id, t.item " ..
                      "on conflict (player_id, item) do update set qty = inventory.qty + " ..
                      "excluded.qty", json.array(items)) then
+                return nil
+            end
+        end
+        if #quests > 0 then
+            -- a quest goes forward only (the furthest step of the batch, for players that exist)
+            if not q("insert into player_quests (player_id, quest, step) " ..
+                     "select t.player_id, t.quest, max(t.step) from jsonb_to_recordset($1) as " ..
+                     "t(player_id bigint, quest text, step int) join players p on p.id = " ..
+                     "t.player_id group by t.player_id, t.quest " ..
+                     "on conflict (player_id, quest) do update set step = " ..
+                     "greatest(player_quests.step, excluded.step), updated_at = now()",
+                     json.array(quests)) then
                 return nil
             end
         end

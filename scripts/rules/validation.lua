@@ -124,6 +124,8 @@ end
 _M.EVENT_TYPES = {
     kill = { data = { monster = { "string", max = 40 }, level = { "int", min = 1, max = 60 } } },
     loot = { data = { item = { "string", max = 40 }, qty = { "int", min = 1, max = 10 } } },
+    quest_step = { data = { quest = { "string", max = 40 },
+                            step = { "int", min = 1, max = 100 } } },
 }
 
 _M.EVENTS_MAX = 1000         -- events in one call

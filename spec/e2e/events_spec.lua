@@ -161,12 +161,19 @@ describe("game events", function()
         local events = { kill(id .. "-a", me.player_id, 5), kill(id .. "-b", me.player_id, 7),
                          { id = id .. "-c", type = "loot", player_id = me.player_id,
                            ts = os.time(), data = { item = "potion_small", qty = 3 } } }
+        events[#events + 1] = { id = id .. "-q3", type = "quest_step", player_id = me.player_id,
+                                ts = os.time(), data = { quest = "wolves", step = 3 } }
+        events[#events + 1] = { id = id .. "-q2", type = "quest_step", player_id = me.player_id,
+                                ts = os.time(), data = { quest = "wolves", step = 2 } }
         for _ = 1, 3 do
-            assert.equal(3, send(me.token, events).json.accepted)
+            assert.equal(5, send(me.token, events).json.accepted)
         end
         assert.truthy(server.eventually(drained, 15))
         assert.equal(120, xp(me.player_id))
         assert.equal(3, qty(me.player_id, "potion_small"))
+        -- a quest goes forward only: step 2 reported after step 3 leaves it at 3
+        assert.equal("3", psql("select step from player_quests where player_id = " ..
+                               me.player_id .. " and quest = 'wolves'"))
         -- and the player document says so (the cache was told)
         local doc = node:request("GET", "/api/players/" .. me.player_id, { token = me.token })
         assert.equal(120, doc.json.xp)

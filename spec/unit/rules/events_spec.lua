@@ -63,6 +63,16 @@ describe("game event rules", function()
         end)
     end)
 
+    it("advances a quest to the step reached", function()
+        local qs = require "jobs.quest_step"
+        assert.same({ quests = { main = 4 } }, qs.effect({ data = { quest = "main", step = 4 } }))
+        assert.truthy(validation.event({ id = "q", type = "quest_step", player_id = 64, ts = NOW,
+                                         data = { quest = "main", step = 4 } }, NOW, 20))
+        local _, code = validation.event({ id = "q", type = "quest_step", player_id = 64,
+                                           ts = NOW, data = { quest = "main", step = 0 } }, NOW, 20)
+        assert.equal("invalid_event", code)
+    end)
+
     it("has a job for every event type", function()
         for t in pairs(validation.EVENT_TYPES) do
             local ok, job = pcall(require, "jobs." .. t)
