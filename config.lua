@@ -64,6 +64,10 @@ return {
                                         -- within it after a write is gathered into the next
                                         -- one (0: write at the end of every loop turn)
     },
+    metrics = {
+        allow = "",                     -- who may GET /metrics: addresses and CIDRs, comma
+                                        -- separated ("10.0.0.0/8, 127.0.0.1"); "": anyone
+    },
     pipeline = {
         worker = 1,                     -- 1: this node consumes game events and runs jobs;
                                         -- 0: it only takes them in (a front node)

@@ -4,13 +4,14 @@
 
 #include <lua.h>
 
-int luaopen_mmo_db(lua_State *L);     /* lua_db.c: PostgreSQL */
-int luaopen_mmo_cache(lua_State *L);  /* lua_cache.c: Redis */
-int luaopen_mmo_json(lua_State *L);   /* lua_json.c: lua-cjson, strict */
-int luaopen_mmo_log(lua_State *L);    /* lua_log.c: structured logs */
-int luaopen_mmo_time(lua_State *L);   /* lua_time.c: clock, sleep, timers */
-int luaopen_mmo_crypto(lua_State *L); /* lua_crypto.c: passwords, random, digests */
-int luaopen_mmo_queue(lua_State *L);  /* lua_queue.c: jobs (scripts/lib/queue.lua) */
+int luaopen_mmo_db(lua_State *L);      /* lua_db.c: PostgreSQL */
+int luaopen_mmo_cache(lua_State *L);   /* lua_cache.c: Redis */
+int luaopen_mmo_json(lua_State *L);    /* lua_json.c: lua-cjson, strict */
+int luaopen_mmo_log(lua_State *L);     /* lua_log.c: structured logs */
+int luaopen_mmo_time(lua_State *L);    /* lua_time.c: clock, sleep, timers */
+int luaopen_mmo_crypto(lua_State *L);  /* lua_crypto.c: passwords, random, digests */
+int luaopen_mmo_queue(lua_State *L);   /* lua_queue.c: jobs (scripts/lib/queue.lua) */
+int luaopen_mmo_metrics(lua_State *L); /* lua_metrics.c: Prometheus metrics */
 int luaopen_mmo_auth(lua_State *L);
 int luaopen_mmo_ws(lua_State *L); /* lua_ws.c: WebSocket connections */
 int luaopen_mmo_world(lua_State *L);

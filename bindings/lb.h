@@ -61,6 +61,7 @@ struct lb_ctx {
     /* Notifications to the players of other nodes (core/live.h): world.send_region, send_guild
      * and send_all go through it when set (NULL: this node's players only). */
     struct live *live;
+    struct metrics *metrics; /* mmo.metrics registers here (core/metrics.h); NULL: none */
 };
 
 /* Store ctx in L's registry (borrowed) / fetch it. */

@@ -92,6 +92,7 @@ struct conf {
     int world_view_radius;
     int world_lease_ms;
     int pipeline_worker; /* 1: this node consumes the game event stream */
+    char *metrics_allow; /* GET /metrics allow-list ("" : anyone) */
     /* shards */
     struct conf_shard *shards;
     int nshards;

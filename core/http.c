@@ -97,6 +97,8 @@ struct http_server {
     struct evconnlistener *listener;
     http_dispatch_cb *dispatch;
     void *ud;
+    http_response_cb *on_response;
+    void *on_response_ud;
     struct http_opts o;
     char *host;
     int port;
@@ -516,6 +518,12 @@ void http_respond(struct http_req *req, int status, const char *content_type, co
     struct http_conn *c = req->conn;
     struct http_server *s = c->srv;
     CORE_ASSERT(c->state == C_INFLIGHT);
+    if (s->on_response) {
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        double t = (double) now.tv_sec + (double) now.tv_nsec / 1e9;
+        s->on_response(req, status, t - req->started, s->on_response_ud);
+    }
     s->inflight--;
     req->conn = NULL;
     if (c->dead) {
@@ -609,6 +617,9 @@ static void dispatch(struct http_conn *c)
     const char *url = c->in + c->url_off;
 
     memset(r, 0, sizeof *r);
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    r->started = (double) now.tv_sec + (double) now.tv_nsec / 1e9;
     r->conn = c;
     r->method = http_method_str((enum http_method) c->parser.method);
     r->method_len = strlen(r->method);
@@ -1120,4 +1131,10 @@ void http_server_free(struct http_server *s)
         free(s->spare_rb[--s->nspare_rb]);
     free(s->host);
     free(s);
+}
+
+void http_server_on_response(struct http_server *s, http_response_cb *cb, void *ud)
+{
+    s->on_response = cb;
+    s->on_response_ud = ud;
 }

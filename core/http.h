@@ -54,12 +54,19 @@ struct http_req {
     const char *remote_ip;  /* NUL-terminated */
     int head_only;          /* HEAD: the body of the response is not sent */
     void *ud;               /* free for the dispatcher */
+    const char *route;      /* the route it matched, for metrics ("GET /api/x"; static or
+                               living as long as the server); NULL: none */
+    double started;         /* monotonic seconds when it was dispatched */
     struct http_conn *conn; /* private */
 };
 
 /* Called for every complete request; must lead to exactly one http_respond for it, now or
  * later. */
 typedef void http_dispatch_cb(struct http_req *req, void *ud);
+
+/* Told of every response to a dispatched request, as it is sent: its status and the seconds
+ * since dispatch (metrics). */
+typedef void http_response_cb(const struct http_req *req, int status, double seconds, void *ud);
 
 /* Listen. Returns NULL with a message in err on failure (bind, listen). */
 struct http_server *http_server_new(struct event_base *base, const struct http_opts *opts,
@@ -68,6 +75,8 @@ struct http_server *http_server_new(struct event_base *base, const struct http_o
 void http_server_free(struct http_server *s);
 /* The bound port. */
 int http_server_port(const struct http_server *s);
+/* Set the response observer (NULL: none). */
+void http_server_on_response(struct http_server *s, http_response_cb *cb, void *ud);
 /* Stop accepting; close idle connections now and the others after their current response. */
 void http_server_drain(struct http_server *s);
 /* Open connections / requests in flight. */

@@ -12,6 +12,8 @@
 #include "http.h"
 #include "lcache.h"
 #include "live.h"
+#include "metrics.h"
+#include "node_metrics.h"
 #include "lb.h"
 #include "log.h"
 #include "mem.h"
@@ -64,6 +66,8 @@ struct node {
     struct rds *rds;
     struct rds_sub *sub;
     struct live *live; /* notifications to the players of other nodes (core/live.h) */
+    struct metrics *metrics;
+    struct node_metrics *node_metrics;
     struct lcache *lcache;
     struct auth *auth;
     struct rl *rl;
@@ -176,6 +180,8 @@ static void node_free(struct node *n)
         db_pool_free(n->shards[i]);
     rds_free(n->rds); /* its pending PUBLISH callbacks still see the live */
     live_free(n->live);
+    node_metrics_free(n->node_metrics);
+    metrics_free(n->metrics);
     if (n->base)
         event_base_free(n->base);
 }
@@ -287,6 +293,8 @@ static int serve(struct node *n)
     n->ctx.work = n->work;
     n->ctx.rt = n->rt;
     n->ctx.live = n->live;
+    n->metrics = metrics_new();
+    n->ctx.metrics = n->metrics;
     n->ctx.db = n->db;
     n->ctx.rds = n->rds;
     n->ctx.conf = c;
@@ -318,6 +326,17 @@ static int serve(struct node *n)
         fprintf(stderr, "mmo: %s\n", err);
         node_free(n);
         return 1;
+    }
+    {
+        struct node_metrics_src src = {n->http, n->rt,  n->script, n->ctx.main_L,
+                                       n->db,   n->rds, n->live};
+        n->node_metrics = node_metrics_new(n->metrics, n->base, &src, MMO_VERSION, MMO_GIT_COMMIT);
+        if (ops_set_metrics(n->ops, n->metrics, c->metrics_allow, err, sizeof err) < 0) {
+            log_error("main", "%s", err);
+            fprintf(stderr, "mmo: config: %s\n", err);
+            node_free(n);
+            return 1;
+        }
     }
     n->sig_term = evsignal_new(n->base, SIGTERM, on_stop_signal, n);
     n->sig_int = evsignal_new(n->base, SIGINT, on_stop_signal, n);

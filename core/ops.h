@@ -2,9 +2,12 @@
  *   GET /healthz  200 {"status":"ok"} while the process serves
  *   GET /readyz   200 when PostgreSQL, Redis and the scripts are all ready, else 503; each
  *                 with its own status in "checks"
+ *   GET /metrics  the Prometheus text exposition (core/metrics.h), to metrics.allow
  * Everything else goes to the next dispatcher (the Lua routes). */
 #ifndef CORE_OPS_H
 #define CORE_OPS_H
+
+#include <stddef.h>
 
 struct http_req;
 struct db_pool;
@@ -20,6 +23,10 @@ struct ops *ops_new(const char *node_id, struct db_pool *db, struct rds *rds, st
 void ops_free(struct ops *o);
 /* From now on /readyz answers 503 "draining". */
 void ops_set_draining(struct ops *o);
+/* Serve GET /metrics from m to the addresses of allow ("10.0.0.0/8, 127.0.0.1, ::1"; empty:
+ * anyone). -1 with a message in err for a bad allow-list. */
+struct metrics;
+int ops_set_metrics(struct ops *o, struct metrics *m, const char *allow, char *err, size_t cap);
 /* An http_dispatch_cb; ud is the struct ops. */
 void ops_dispatch(struct http_req *req, void *ud);
 

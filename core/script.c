@@ -696,6 +696,7 @@ void script_http_dispatch(struct http_req *req, void *ud)
     }
     req->ud = (void *) (intptr_t) m.route_id;
     struct route *rt = &s->routes[m.route_id];
+    req->route = rt->name;
     if (s->ctx->gate) {
         gate_run(s->ctx->gate, req, &rt->gate, on_pass, s);
     } else if (rt->role == ROLE_PUBLIC) {

@@ -68,7 +68,9 @@ struct script {
     int ws_closing;   /* close handlers (and the stop handler) running */
     int stop_ref;     /* routes.lua's on_stop handler; LUA_NOREF: none */
     int stopped;      /* script_stop ran */
-    int timers_ref;   /* the timer handles of routes.lua `timers` (a table), LUA_NOREF: none */
+    /* per-hook metrics of WebSocket message handlers (NULL: no registry) */
+    struct metric_family *m_ws_total, *m_ws_seconds;
+    int timers_ref; /* the timer handles of routes.lua `timers` (a table), LUA_NOREF: none */
 };
 
 /* script_ws.c */

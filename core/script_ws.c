@@ -16,6 +16,7 @@
 #include "err.h"
 #include "log.h"
 #include "mem.h"
+#include "metrics.h"
 #include "realtime.h"
 #include "script.h"
 #include "script_int.h"
@@ -24,6 +25,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #define MAX_WS_ROUTES 64
 
@@ -218,7 +220,35 @@ struct wsjob {
     uint64_t conn;
     int route; /* -1: the close handler, -2: the stop handler */
     int closing;
+    double started; /* monotonic seconds (metrics) */
 };
+
+static double mono(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double) t.tv_sec + (double) t.tv_nsec / 1e9;
+}
+
+/* calls, errors and time of a message handler, by message type */
+static void hook_metrics(struct script *s, const char *type, const char *result, double started)
+{
+    if (s->m_ws_total == NULL && s->ctx->metrics) {
+        const char *tr[] = {"type", "result"};
+        s->m_ws_total = metrics_family(s->ctx->metrics, "mmo_ws_messages_total",
+                                       "WebSocket messages handled, by type and result (ok, "
+                                       "refused: an error answer, error: the handler failed)",
+                                       METRIC_COUNTER, 2, tr, NULL, 0, NULL);
+        s->m_ws_seconds = metrics_family(s->ctx->metrics, "mmo_ws_message_duration_seconds",
+                                         "Time a WebSocket message's handler took, by type",
+                                         METRIC_HISTOGRAM, 1, tr, NULL, 0, NULL);
+    }
+    if (s->m_ws_total == NULL)
+        return;
+    const char *v[2] = {type, result};
+    metrics_inc(metrics_series(s->m_ws_total, v), 1);
+    metrics_observe(metrics_series(s->m_ws_seconds, v), mono() - started);
+}
 
 static void send_error(struct script *s, uint64_t conn, const char *code, const char *msg)
 {
@@ -273,6 +303,7 @@ static void on_ws_done(struct task *t, int status, void *ud)
     const char *name = j->route >= 0    ? s->ws_routes[j->route].name
                        : j->route == -1 ? "(close)"
                                         : "(stop)";
+    const char *result = "ok";
     if (status == TASK_ERROR) {
         /* a typed error: {status, code, message} */
         int e = lua_gettop(co);
@@ -285,7 +316,9 @@ static void on_ws_done(struct task *t, int status, void *ud)
         }
         if (code && !j->closing) {
             send_error(s, j->conn, code, msg ? msg : code);
+            result = "refused";
         } else {
+            result = "error";
             char route[64];
             snprintf(route, sizeof route, "ws %s", name);
             lua_settop(co, e);
@@ -306,6 +339,8 @@ static void on_ws_done(struct task *t, int status, void *ud)
             send_error(s, j->conn, "internal_error", "internal error");
         }
     }
+    if (j->route >= 0)
+        hook_metrics(s, name, result, j->started);
     if (j->closing)
         s->ws_closing--;
     else
@@ -362,6 +397,7 @@ void script_ws_message(struct script *s, const struct script_ws_conn *c, const c
     struct wsjob *j = xcalloc(1, sizeof *j);
     j->conn = c->id;
     j->route = route;
+    j->started = mono();
     push_conn(L, c);
     lua_insert(L, -2); /* conn, msg */
     start(s, c, s->ws_routes[route].handler_ref, j, 2);

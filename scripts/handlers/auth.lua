@@ -12,6 +12,9 @@ local ws = require "mmo.ws"
 local tostring = tostring
 
 
+local LOGINS = require("mmo.metrics").counter("mmo_logins_total",
+    "Sign-ins, by result (success, failure, banned)", { "result" })
+
 local _M = {}
 
 local ACCOUNT_BY_NAME = "select id, username, password_hash, array_to_json(roles) as roles, " ..
@@ -83,16 +86,19 @@ function _M.login(req)
     if not acct or good ~= true then
         audit.write(req, "login.failure", "username:" .. body.username:sub(1, 64),
                     { username = body.username:sub(1, 64), known = acct ~= nil })
+        LOGINS:inc(1, "failure")
         http.fail(401, "invalid_credentials", "wrong username or password")
     end
     if acct.banned then
         audit.write(req, "login.banned", "account:" .. acct.id,
                     { banned_until = acct.banned_until }, acct.id)
+        LOGINS:inc(1, "banned")
         http.fail(403, "account_banned", "this account is banned",
                   { banned_until = acct.banned_until })
     end
     local sid, refresh = http.check(session.create(acct.id, acct.roles))
     audit.write(req, "login.success", "account:" .. acct.id, { sid = sid }, acct.id)
+    LOGINS:inc(1, "success")
     return 200, tokens(acct.id, sid, refresh, acct.roles)
 end
 

@@ -25,6 +25,12 @@ local tostring = tostring
 local type = type
 
 
+local metrics = require "mmo.metrics"
+local MOVES = metrics.counter("mmo_moves_total", "Moves, by result (accepted, rejected)",
+                              { "result" })
+local CHAT = metrics.counter("mmo_chat_messages_total", "Chat messages sent, by channel",
+                             { "channel" })
+
 local _M = {}
 
 _M.PRESENCE_EVERY_MS = 10000   -- presence in Redis: written at most this often per connection
@@ -127,9 +133,11 @@ function _M.move(conn, msg)
                                        { x = msg.x, y = msg.y }, time.now(), conn.speed,
                                        regions.all())
     if not region then
+        MOVES:inc(1, "rejected")
         return { t = "correct", x = pos.x, y = pos.y, seq = type(msg.seq) == "number" and msg.seq
                  or json.null, reason = why }
     end
+    MOVES:inc(1, "accepted")
     world.move(pid, msg.x, msg.y)
     if ws.touch(conn.id, _M.PRESENCE_EVERY_MS) then
         write_presence(conn, pid, region)
@@ -150,6 +158,7 @@ function _M.chat(conn, msg)
         fail("bad_message", err)
     end
     local out = { t = "chat", channel = channel, from = pos.name, from_id = pid, text = text }
+    CHAT:inc(1, channel)
     if channel == "region" then
         world.send_region(pos.region, out)
     elseif channel == "guild" then

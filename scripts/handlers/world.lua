@@ -57,6 +57,10 @@ end
 _M.SLOW_TICK_MS = 20 -- a tick longer than this is logged (at most once a minute)
 _M.MAX_DT = 1        -- seconds: after a stall, a tick counts at most this much game time
 
+local gauges_at = -math.huge
+local ONLINE = require("mmo.metrics").gauge("mmo_players_online",
+    "Players in the world on this node, by region", { "region" })
+
 local last_tick_at
 local took_us, took_no, took_next, ticks = {}, {}, 1, 0 -- the last 1,000 ticks, a ring
 local slow_logged_at = -math.huge
@@ -81,6 +85,12 @@ function _M.tick()
         end
     end
     world_events.tick(owned, dt, now)
+    if now - gauges_at >= 1 then
+        gauges_at = now
+        for _, r in ipairs(all) do
+            ONLINE:set(world.online(r.id), r.id)
+        end
+    end
     local us = (time.monotonic() - now) * 1e6
     ticks = ticks + 1
     took_us[took_next], took_no[took_next], took_next = us, ticks, took_next % 1000 + 1

@@ -57,7 +57,19 @@ local stats = { ingested = 0, rejected = 0, processed = 0, duplicates = 0, faile
                 dead = 0, batches = 0, by_type = {} }
 _M.stats = stats
 
+local metrics = require "mmo.metrics"
+local EVENTS = metrics.counter("mmo_game_events_total",
+    "Game events and jobs by type and result (processed, duplicates, failed, dead)",
+    { "type", "result" })
+local QUEUE = metrics.gauge("mmo_queue", "The event stream as Redis sees it: length, pending, " ..
+                            "lag of the workers group, dead letters", { "what" })
+local INGESTED = metrics.counter("mmo_game_events_ingested_total",
+                                 "Game events accepted into the stream (this node)")
+local REJECTED = metrics.counter("mmo_game_events_rejected_total",
+                                 "Game events refused at ingest, by code", { "code" })
+
 local function count(t, what, n)
+    EVENTS:inc(n or 1, t, what)
     local s = stats.by_type[t]
     if not s then
         s = { processed = 0, duplicates = 0, failed = 0, dead = 0 }
@@ -94,6 +106,9 @@ function _M.ingest(account_id, sid, events)
         end
     end
     if #ok_list == 0 then
+        for _, r in ipairs(rejected) do
+            REJECTED:inc(1, r.code)
+        end
         stats.rejected = stats.rejected + #rejected
         return 0, rejected
     end
@@ -139,6 +154,10 @@ function _M.ingest(account_id, sid, events)
         end
     end
     table.sort(rejected, function(a, b) return a.index < b.index end)
+    INGESTED:inc(accepted)
+    for _, r in ipairs(rejected) do
+        REJECTED:inc(1, r.code)
+    end
     stats.ingested = stats.ingested + accepted
     stats.rejected = stats.rejected + #rejected
     return accepted, rejected
@@ -487,6 +506,13 @@ function _M.consume()
     queue.move_due(_M.BATCH) -- delayed jobs that are due, into the stream
     if t0 - last_claim >= _M.CLAIM_EVERY then
         last_claim = t0
+        local st = _M.status()
+        if st then
+            QUEUE:set(st.stream.length, "length")
+            QUEUE:set(st.group.pending, "pending")
+            QUEUE:set(type(st.group.lag) == "number" and st.group.lag or 0, "lag")
+            QUEUE:set(st.dead_letters, "dead")
+        end
         local due = claim_due()
         if #due > 0 then
             process(due)

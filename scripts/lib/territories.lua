@@ -30,6 +30,9 @@ _M.SAVE_EVERY = 5 -- seconds
 local COLUMNS = "id, region, name, x0, y0, x1, y1, owner_guild, capturing_guild, progress"
 
 -- region id -> { list = { territory rows with state }, rects = { {x0, y0, x1, y1} }, saved }
+local CAPTURES = require("mmo.metrics").counter("mmo_territory_captures_total",
+    "Territories that changed hands, by region", { "region" })
+
 local regions = {}
 local loading = {} -- region id -> true while its territories are being read
 _M.captures = 0 -- changes of hands on this node since it started (a metric until «Metrics»)
@@ -148,6 +151,7 @@ function _M.tick(region, dt, now)
         end
         if s.captured then
             _M.captures = _M.captures + 1
+            CAPTURES:inc(1, region)
             r.dirty[t.id] = nil
             local owner = t.owner_guild
             time.after(0, function()

@@ -12,7 +12,7 @@ local _M = {}
 
 local BINDINGS = { "mmo.db", "mmo.cache", "mmo.json", "mmo.log", "mmo.time", "mmo.auth", "mmo.ws",
                    "mmo.world",
-                   "mmo.crypto", "mmo.queue" }
+                   "mmo.crypto", "mmo.queue", "mmo.metrics" }
 
 
 local function unfaked(name)
@@ -31,6 +31,30 @@ function _M.json()
     local cjson = require "cjson"
     local safe = require "cjson.safe"
     return { encode = cjson.encode, decode = safe.decode, null = cjson.null }
+end
+
+
+-- A fake mmo.metrics: metrics that record what they were told, by label values joined with
+-- "/" (metric.values["r1"] = 3).
+function _M.metrics()
+    local function make()
+        local m = { values = {} }
+        local function key(...)
+            return table.concat({ ... }, "/")
+        end
+        function m.inc(self, n, ...)
+            local k = key(...)
+            self.values[k] = (self.values[k] or 0) + (n or 1)
+        end
+        function m.set(self, v, ...)
+            self.values[key(...)] = v
+        end
+        function m.observe(self, v, ...)
+            self.values[key(...)] = v
+        end
+        return m
+    end
+    return { counter = make, gauge = make, histogram = make }
 end
 
 
@@ -59,7 +83,8 @@ function _M.load(name, fakes)
     end
     for _, b in ipairs(names) do
         saved[b] = package.loaded[b]
-        package.loaded[b] = fakes[b] or (b == "mmo.json" and _M.json()) or unfaked(b)
+        package.loaded[b] = fakes[b] or (b == "mmo.json" and _M.json()) or
+                            (b == "mmo.metrics" and _M.metrics()) or unfaked(b)
     end
     saved[name] = package.loaded[name]
     package.loaded[name] = nil

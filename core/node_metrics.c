@@ -1,0 +1,187 @@
+/* node_metrics.c -- the core's own metrics (node_metrics.h): requests by route and status with
+ * their latency, connections, tasks, the Lua VM's memory, PostgreSQL and Redis up, the event
+ * loop's lag, the process's CPU, memory and descriptors, and the build. Gauges are read from
+ * each module's state when /metrics is rendered; counters and histograms as things happen. */
+#include "node_metrics.h"
+#include "db.h"
+#include "http.h"
+#include "live.h"
+#include "mem.h"
+#include "metrics.h"
+#include "rds.h"
+#include "realtime.h"
+#include "script.h"
+
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <lua.h>
+
+#define LAG_EVERY_MS 250
+
+struct node_metrics {
+    struct metrics *m;
+    struct node_metrics_src src;
+    struct metric_family *req_total, *req_seconds, *lag;
+    struct metric_family *http_conns, *ws_conns, *tasks, *lua_mem, *pg_up, *redis_up;
+    struct metric_family *cpu, *rss, *fds, *started, *live_pub, *live_recv;
+    struct event *lag_ev;
+    double lag_due;
+    double start_time;
+};
+
+static double now_mono(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double) t.tv_sec + (double) t.tv_nsec / 1e9;
+}
+
+static struct metric_family *gauge(struct metrics *m, const char *name, const char *help)
+{
+    return metrics_family(m, name, help, METRIC_GAUGE, 0, NULL, NULL, 0, NULL);
+}
+
+static void on_lag(evutil_socket_t fd, short what, void *arg)
+{
+    struct node_metrics *nm = arg;
+    double now = now_mono(), late = now - nm->lag_due;
+    metrics_observe(metrics_only(nm->lag), late > 0 ? late : 0);
+    nm->lag_due = now + LAG_EVERY_MS / 1000.0;
+    struct timeval tv = {0, LAG_EVERY_MS * 1000};
+    evtimer_add(nm->lag_ev, &tv);
+}
+
+static void collect(struct metrics *m, void *ud)
+{
+    struct node_metrics *nm = ud;
+    const struct node_metrics_src *s = &nm->src;
+    if (s->http)
+        metrics_set(metrics_only(nm->http_conns), http_server_connections(s->http));
+    if (s->rt)
+        metrics_set(metrics_only(nm->ws_conns), realtime_count(s->rt));
+    if (s->script)
+        metrics_set(metrics_only(nm->tasks), script_tasks(s->script));
+    if (s->L)
+        metrics_set(metrics_only(nm->lua_mem),
+                    lua_gc(s->L, LUA_GCCOUNT, 0) * 1024.0 + lua_gc(s->L, LUA_GCCOUNTB, 0));
+    if (s->db)
+        metrics_set(metrics_only(nm->pg_up), db_pool_up(s->db) > 0);
+    if (s->rds)
+        metrics_set(metrics_only(nm->redis_up), rds_up(s->rds) != 0);
+    if (s->live) {
+        uint64_t pub, recv, failed;
+        live_stats(s->live, &pub, &recv, &failed);
+        metrics_set(metrics_only(nm->live_pub), (double) pub);
+        metrics_set(metrics_only(nm->live_recv), (double) recv);
+    }
+    /* the process, from /proc/self */
+    FILE *f = fopen("/proc/self/stat", "r");
+    if (f) {
+        char buf[1024];
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        buf[n] = '\0';
+        fclose(f);
+        const char *p = strrchr(buf, ')');
+        unsigned long utime = 0, stime = 0;
+        long rss = 0;
+        /* after ") ": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt
+         * utime stime cutime cstime priority nice threads itrealvalue starttime vsize rss */
+        if (p && sscanf(p + 2,
+                        "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu %*d %*d %*d %*d %*d "
+                        "%*d %*u %*u %ld",
+                        &utime, &stime, &rss) == 3) {
+            double hz = (double) sysconf(_SC_CLK_TCK);
+            metrics_set(metrics_only(nm->cpu), (double) (utime + stime) / hz);
+            metrics_set(metrics_only(nm->rss), (double) rss * (double) sysconf(_SC_PAGESIZE));
+        }
+    }
+    DIR *d = opendir("/proc/self/fd");
+    if (d) {
+        int n = -1; /* the descriptor of d itself */
+        while (readdir(d))
+            n++;
+        closedir(d);
+        metrics_set(metrics_only(nm->fds), n - 2); /* . and .. */
+    }
+    (void) m;
+}
+
+static void on_response(const struct http_req *req, int status, double seconds, void *ud)
+{
+    struct node_metrics *nm = ud;
+    char st[8];
+    snprintf(st, sizeof st, "%d", status);
+    const char *route = req->route ? req->route : "unmatched";
+    const char *v[2] = {route, st};
+    metrics_inc(metrics_series(nm->req_total, v), 1);
+    metrics_observe(metrics_series(nm->req_seconds, v), seconds); /* by route: v[0] */
+}
+
+struct node_metrics *node_metrics_new(struct metrics *m, struct event_base *base,
+                                      const struct node_metrics_src *src, const char *version,
+                                      const char *commit)
+{
+    struct node_metrics *nm = xcalloc(1, sizeof *nm);
+    nm->m = m;
+    nm->src = *src;
+    const char *rs[] = {"route", "status"};
+    nm->req_total = metrics_family(m, "mmo_http_requests_total",
+                                   "HTTP requests answered, by route template and status",
+                                   METRIC_COUNTER, 2, rs, NULL, 0, NULL);
+    nm->req_seconds = metrics_family(m, "mmo_http_request_duration_seconds",
+                                     "From a request's dispatch to its response being queued",
+                                     METRIC_HISTOGRAM, 1, rs, NULL, 0, NULL);
+    static const double LAG_BUCKETS[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                         0.1,   0.25,   0.5,   1,    2.5};
+    nm->lag = metrics_family(m, "mmo_event_loop_lag_seconds",
+                             "How late a timer due every 250 ms fires: the loop's responsiveness",
+                             METRIC_HISTOGRAM, 0, NULL, LAG_BUCKETS,
+                             (int) (sizeof LAG_BUCKETS / sizeof LAG_BUCKETS[0]), NULL);
+    nm->http_conns = gauge(m, "mmo_http_connections", "HTTP connections open");
+    nm->ws_conns = gauge(m, "mmo_ws_connections", "WebSocket connections open");
+    nm->tasks = gauge(m, "mmo_lua_tasks", "Lua tasks (coroutines) alive");
+    nm->lua_mem = gauge(m, "mmo_lua_memory_bytes", "Memory held by the Lua VM");
+    nm->pg_up = gauge(m, "mmo_postgres_up", "1 when the main PostgreSQL pool has a connection");
+    nm->redis_up = gauge(m, "mmo_redis_up", "1 when the Redis connection is up");
+    nm->live_pub = metrics_family(m, "mmo_live_published_total",
+                                  "Notifications published for the players of other nodes",
+                                  METRIC_COUNTER, 0, NULL, NULL, 0, NULL);
+    nm->live_recv =
+        metrics_family(m, "mmo_live_received_total",
+                       "Notifications from other nodes delivered to this node's players",
+                       METRIC_COUNTER, 0, NULL, NULL, 0, NULL);
+    nm->cpu = metrics_family(m, "process_cpu_seconds_total", "User and system CPU time",
+                             METRIC_COUNTER, 0, NULL, NULL, 0, NULL);
+    nm->rss = gauge(m, "process_resident_memory_bytes", "Resident memory");
+    nm->fds = gauge(m, "process_open_fds", "Open file descriptors");
+    nm->started = gauge(m, "process_start_time_seconds", "When the process started (epoch)");
+    metrics_set(metrics_only(nm->started), (double) time(NULL));
+    const char *bl[] = {"version", "commit"};
+    struct metric_family *build = metrics_family(m, "mmo_build_info", "The build of this node",
+                                                 METRIC_GAUGE, 2, bl, NULL, 0, NULL);
+    const char *bv[] = {version, commit};
+    metrics_set(metrics_series(build, bv), 1);
+    metrics_on_collect(m, collect, nm);
+    if (src->http)
+        http_server_on_response(src->http, on_response, nm);
+    nm->lag_ev = evtimer_new(base, on_lag, nm);
+    nm->lag_due = now_mono() + LAG_EVERY_MS / 1000.0;
+    struct timeval tv = {0, LAG_EVERY_MS * 1000};
+    evtimer_add(nm->lag_ev, &tv);
+    return nm;
+}
+
+void node_metrics_free(struct node_metrics *nm)
+{
+    if (nm == NULL)
+        return;
+    if (nm->lag_ev)
+        event_free(nm->lag_ev);
+    free(nm);
+}

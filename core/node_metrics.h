@@ -1,0 +1,35 @@
+/* node_metrics.h -- the core's own metrics on a registry (see node_metrics.c for the list). */
+#ifndef MMO_NODE_METRICS_H
+#define MMO_NODE_METRICS_H
+
+struct metrics;
+struct event_base;
+struct http_server;
+struct realtime;
+struct script;
+struct db_pool;
+struct rds;
+struct live;
+typedef struct lua_State lua_State;
+
+/* What the collector reads (borrowed, any may be NULL; they outlive the node_metrics). */
+struct node_metrics_src {
+    struct http_server *http;
+    struct realtime *rt;
+    struct script *script;
+    lua_State *L;
+    struct db_pool *db;
+    struct rds *rds;
+    struct live *live;
+};
+
+struct node_metrics;
+
+/* Registers the families on m, observes every HTTP response of src->http, and starts a timer
+ * measuring the loop's lag. */
+struct node_metrics *node_metrics_new(struct metrics *m, struct event_base *base,
+                                      const struct node_metrics_src *src, const char *version,
+                                      const char *commit);
+void node_metrics_free(struct node_metrics *nm);
+
+#endif
