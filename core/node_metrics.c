@@ -13,6 +13,7 @@
 #include "script.h"
 
 #include <dirent.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +34,15 @@ struct node_metrics {
     struct event *lag_ev;
     double lag_due;
     double start_time;
+    /* the series of a (route, status) pair, cached by the route name's address: the hot
+     * path finds them without formatting or hashing label values. Route names live as long
+     * as the scripts, so the address identifies the name; a script reload that frees them
+     * must clear this cache first. */
+    struct series_slot {
+        const char *route;
+        int status;
+        struct metric_series *count, *seconds;
+    } slots[256];
 };
 
 static double now_mono(void)
@@ -115,12 +125,23 @@ static void collect(struct metrics *m, void *ud)
 static void on_response(const struct http_req *req, int status, double seconds, void *ud)
 {
     struct node_metrics *nm = ud;
+    struct series_slot *slot =
+        &nm->slots[(((uintptr_t) req->route >> 4) ^ (uintptr_t) status * 31) % 256];
+    if (req->route && slot->route == req->route && slot->status == status && slot->count) {
+        metrics_inc(slot->count, 1);
+        metrics_observe(slot->seconds, seconds);
+        return;
+    }
     char st[8];
     snprintf(st, sizeof st, "%d", status);
     const char *route = req->route ? req->route : "unmatched";
     const char *v[2] = {route, st};
-    metrics_inc(metrics_series(nm->req_total, v), 1);
-    metrics_observe(metrics_series(nm->req_seconds, v), seconds); /* by route: v[0] */
+    struct metric_series *c = metrics_series(nm->req_total, v);
+    struct metric_series *h = metrics_series(nm->req_seconds, v); /* by route: v[0] */
+    metrics_inc(c, 1);
+    metrics_observe(h, seconds);
+    if (req->route && c && h)
+        *slot = (struct series_slot){req->route, status, c, h};
 }
 
 struct node_metrics *node_metrics_new(struct metrics *m, struct event_base *base,
