@@ -17,6 +17,7 @@ return {
         max_connections = 16384,        -- beyond it, new connections get 503 and are closed
         max_header_bytes = 16384,       -- request line + headers; more is 431
         max_body_bytes = 1048576,       -- 1 MiB; more is 413, refused before it is read
+        slow_ms = 1000,                 -- a response later than this is logged (0: never)
         header_timeout_ms = 10000,      -- a request's headers must arrive within this (408)
         body_timeout_ms = 30000,        -- its body within this after the headers (408)
         idle_timeout_ms = 75000,        -- keep-alive connections idle longer are closed

@@ -3,7 +3,7 @@
  *   log.debug(msg [, fields])  log.info(...)  log.warn(...)  log.error(...)
  *       fields: a table of extra keys for the JSON line ({player = 42, region = "r1"});
  *       the request id of the running request is added by itself.
- *   log.level() -> "info"
+ *   log.level() -> "info"        log.set_level("debug") -> true | nil, "invalid" (the whole node)
  *
  * Lines go through core/log.c, so they look like the core's own. */
 #include "bindings.h"
@@ -65,11 +65,25 @@ static int l_level(lua_State *L)
     return 1;
 }
 
+/* log.set_level(name) -> true | nil, "invalid": the node's level from now on */
+static int l_set_level(lua_State *L)
+{
+    int level = log_level_parse(luaL_checkstring(L, 1));
+    if (level < 0) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "invalid");
+        return 2;
+    }
+    log_set_level(level);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 int luaopen_mmo_log(lua_State *L)
 {
     static const luaL_Reg FUNCS[] = {
-        {"debug", l_debug}, {"info", l_info},   {"warn", l_warn},
-        {"error", l_error}, {"level", l_level}, {NULL, NULL},
+        {"debug", l_debug}, {"info", l_info},           {"warn", l_warn}, {"error", l_error},
+        {"level", l_level}, {"set_level", l_set_level}, {NULL, NULL},
     };
     lua_getfield(L, LUA_GLOBALSINDEX, "require");
     lua_pushliteral(L, "mmo.json");

@@ -329,7 +329,7 @@ static int serve(struct node *n)
     }
     {
         struct node_metrics_src src = {n->http, n->rt,  n->script, n->ctx.main_L,
-                                       n->db,   n->rds, n->live};
+                                       n->db,   n->rds, n->live,   c->http_slow_ms};
         n->node_metrics = node_metrics_new(n->metrics, n->base, &src, MMO_VERSION, MMO_GIT_COMMIT);
         if (ops_set_metrics(n->ops, n->metrics, c->metrics_allow, err, sizeof err) < 0) {
             log_error("main", "%s", err);

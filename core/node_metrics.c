@@ -6,6 +6,7 @@
 #include "db.h"
 #include "http.h"
 #include "live.h"
+#include "log.h"
 #include "mem.h"
 #include "metrics.h"
 #include "rds.h"
@@ -125,6 +126,9 @@ static void collect(struct metrics *m, void *ud)
 static void on_response(const struct http_req *req, int status, double seconds, void *ud)
 {
     struct node_metrics *nm = ud;
+    if (nm->src.slow_ms > 0 && seconds * 1000 >= nm->src.slow_ms)
+        log_write(LOG_WARN, "http", req->request_id, NULL, "slow request: %s -> %d in %.0f ms",
+                  req->route ? req->route : "unmatched", status, seconds * 1000);
     struct series_slot *slot =
         &nm->slots[(((uintptr_t) req->route >> 4) ^ (uintptr_t) status * 31) % 256];
     if (req->route && slot->route == req->route && slot->status == status && slot->count) {

@@ -21,6 +21,7 @@ struct node_metrics_src {
     struct db_pool *db;
     struct rds *rds;
     struct live *live;
+    int slow_ms; /* a request answered later than this is logged as slow (0: never) */
 };
 
 struct node_metrics;

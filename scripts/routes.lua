@@ -23,6 +23,8 @@ return {
         { "POST", "/api/admin/accounts/:id/ban", "admin.ban", role = "moderator" },
         { "GET", "/api/admin/audit", "admin.audit", role = "admin" },
         { "GET", "/api/admin/cache", "admin.cache", role = "admin" },
+        { "GET", "/api/admin/log", "admin.log_level", role = "admin" },
+        { "PUT", "/api/admin/log", "admin.log_level", role = "admin" },
         { "GET", "/api/admin/sessions", "admin.sessions", role = "moderator" },
         { "POST", "/api/admin/bots", "bots.create", role = "admin" },
 

@@ -9,6 +9,7 @@ local cache = require "mmo.cache"
 local db = require "mmo.db"
 local http = require "lib.http"
 local json = require "mmo.json"
+local log = require "mmo.log"
 local session = require "lib.session"
 local validation = require "rules.validation"
 
@@ -153,6 +154,20 @@ end
 function _M.cache(req)
     audit.write(req, "admin.cache.read")
     return 200, cache.layers()
+end
+
+
+-- GET /api/admin/log: this node's log level; PUT /api/admin/log {level}: change it, now, on
+-- this node (config.lua log.level is what a restart goes back to)
+function _M.log_level(req)
+    if req.method == "PUT" then
+        local level = type(req.body) == "table" and req.body.level
+        if type(level) ~= "string" or not log.set_level(level) then
+            http.fail(422, "validation_failed", "level: debug, info, warn, error or off")
+        end
+        audit.write(req, "admin.log_level", level)
+    end
+    return 200, { level = log.level() }
 end
 
 

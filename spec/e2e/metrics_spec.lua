@@ -148,4 +148,42 @@ describe("metrics", function()
         assert.equal(1, rc)
         assert.truthy(out:find("metrics.allow", 1, true), out)
     end)
+
+    it("changes the log level at runtime (admin), and logs slow requests", function()
+        local other = server.start { env = { MMO_HTTP_SLOW_MS = "50", MMO_LOG_LEVEL = "info" } }
+        local ok, err = pcall(function()
+            local admin = other:request("POST", "/api/auth/login", { body = { username = "admin",
+                                        password = ADMIN_PASSWORD } }).json.access_token
+            assert.equal("info", other:request("GET", "/api/admin/log", { token = admin })
+                                     .json.level)
+            local res = other:request("PUT", "/api/admin/log",
+                                      { token = admin, body = { level = "loud" } })
+            assert.equal(422, res.status)
+            res = other:request("PUT", "/api/admin/log", { token = admin,
+                                body = { level = "debug" } })
+            assert.equal(200, res.status, res.body)
+            assert.equal("debug", res.json.level)
+            other:request("GET", "/test/echo?marker=dbg")
+            assert.truthy(server.eventually(function()
+                for _, e in ipairs(other:log_entries()) do
+                    if e.level == "debug" then
+                        return true
+                    end
+                end
+            end, 3), "no debug line after the change")
+            -- slow: a handler that sleeps 0.2 s, past slow_ms (50)
+            assert.equal(200, other:request("GET", "/test/sleep?s=0.2").status)
+            assert.truthy(server.eventually(function()
+                for _, e in ipairs(other:log_entries()) do
+                    if e.level == "warn" and tostring(e.msg):find("slow request: GET /test/sleep",
+                                                                 1, true) then
+                        return true
+                    end
+                end
+            end, 3), "the slow request was not logged")
+        end)
+        other:stop()
+        assert(ok, err)
+    end)
 end)
+
