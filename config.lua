@@ -68,6 +68,7 @@ return {
     metrics = {
         allow = "",                     -- who may GET /metrics: addresses and CIDRs, comma
                                         -- separated ("10.0.0.0/8, 127.0.0.1"); "": anyone
+        enabled = 1,                    -- 0: no request metrics and no /metrics (404)
     },
     pipeline = {
         worker = 1,                     -- 1: this node consumes game events and runs jobs;

@@ -88,6 +88,7 @@ static const struct key KEYS[] = {
     K_INT("world", "lease_ms", world_lease_ms, "10000", 3000, 600000),
     K_INT("pipeline", "worker", pipeline_worker, "1", 0, 1),
     K_STR("metrics", "allow", metrics_allow, ""),
+    K_INT("metrics", "enabled", metrics_enabled, "1", 0, 1),
     K_INT("http", "slow_ms", http_slow_ms, "1000", 0, 600000),
     K_INT("http", "rate_local_keys", rate_local_keys, "65536", 64, 16777216),
 };

@@ -93,6 +93,7 @@ struct conf {
     int world_lease_ms;
     int pipeline_worker; /* 1: this node consumes the game event stream */
     char *metrics_allow; /* GET /metrics allow-list ("" : anyone) */
+    int metrics_enabled; /* 0: no request metrics, no /metrics (a benchmark's baseline) */
     int http_slow_ms;    /* a response later than this is logged (0: never) */
     /* shards */
     struct conf_shard *shards;

@@ -327,7 +327,7 @@ static int serve(struct node *n)
         node_free(n);
         return 1;
     }
-    {
+    if (c->metrics_enabled) {
         struct node_metrics_src src = {n->http, n->rt,  n->script, n->ctx.main_L,
                                        n->db,   n->rds, n->live,   c->http_slow_ms};
         n->node_metrics = node_metrics_new(n->metrics, n->base, &src, MMO_VERSION, MMO_GIT_COMMIT);
