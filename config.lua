@@ -33,6 +33,7 @@ return {
         connect_timeout_ms = 3000,      -- per connection attempt
         query_timeout_ms = 5000,        -- default per query (also set as statement_timeout)
         reconnect_max_ms = 2000,        -- backoff cap between reconnect attempts
+        slow_ms = 500,                  -- a query answered later than this is logged (0: never)
     },
     redis = {
         host = "127.0.0.1",             -- tools/dev sets MMO_REDIS for its private server

@@ -90,6 +90,7 @@ static const struct key KEYS[] = {
     K_STR("metrics", "allow", metrics_allow, ""),
     K_INT("metrics", "enabled", metrics_enabled, "1", 0, 1),
     K_INT("http", "slow_ms", http_slow_ms, "1000", 0, 600000),
+    K_INT("postgres", "slow_ms", pg_slow_ms, "500", 0, 600000),
     K_INT("http", "rate_local_keys", rate_local_keys, "65536", 64, 16777216),
 };
 

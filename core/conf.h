@@ -95,6 +95,7 @@ struct conf {
     char *metrics_allow; /* GET /metrics allow-list ("" : anyone) */
     int metrics_enabled; /* 0: no request metrics, no /metrics (a benchmark's baseline) */
     int http_slow_ms;    /* a response later than this is logged (0: never) */
+    int pg_slow_ms;      /* a query answered later than this is logged (0: never) */
     /* shards */
     struct conf_shard *shards;
     int nshards;

@@ -33,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define BACKOFF_MIN_MS 100
 #define MAX_PARAMS     65535
@@ -56,6 +57,7 @@ struct db_op {
     int nparams;
     const char **params; /* into the same allocation as the op */
     const char *sql;     /* same */
+    double started;      /* monotonic seconds when it was asked for (metrics) */
 };
 
 struct db_conn {
@@ -85,6 +87,8 @@ struct db_pool {
     struct db_op *ops;
     struct db_op *qhead, *qtail;
     int nwaiting;
+    db_query_observer *observe; /* told of every query finished (metrics) */
+    void *observe_ud;
     int available; /* as last logged */
     int depth;     /* handlers of this pool on the stack */
     int closing;
@@ -152,6 +156,9 @@ static struct db_op *op_new(struct db_pool *p, int kind, const char *sql, int np
         size += (size_t) len + 1;
     }
     struct db_op *op = xcalloc(1, size);
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    op->started = (double) now.tv_sec + (double) now.tv_nsec / 1e9;
     op->params = (const char **) (op + 1);
     char *s = (char *) (op->params + nparams);
     op->sql = s;
@@ -242,6 +249,12 @@ static void op_finish(struct db_op *op, PGresult *res, int status)
 {
     op_unlink(op);
     op->state = OS_DONE;
+    if (op->kind == OP_QUERY && op->pool && op->pool->observe) {
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        double t = (double) now.tv_sec + (double) now.tv_nsec / 1e9;
+        op->pool->observe(op->sql, status, t - op->started, op->pool->observe_ud);
+    }
     if (!op->canceled) {
         if (op->kind == OP_QUERY)
             op->qcb(status == 0 || status == ERR_QUERY ? res : NULL, status, op->ud);
@@ -772,6 +785,12 @@ int db_pool_up(const struct db_pool *p)
 int db_pool_waiting(const struct db_pool *p)
 {
     return p->nwaiting;
+}
+
+void db_pool_observe(struct db_pool *p, db_query_observer *cb, void *ud)
+{
+    p->observe = cb;
+    p->observe_ud = ud;
 }
 
 /* ---- calls --------------------------------------------------------------------------------- */

@@ -44,6 +44,10 @@ void db_pool_free(struct db_pool *p);
 int db_pool_up(const struct db_pool *p);
 /* Calls queued for a free connection. */
 int db_pool_waiting(const struct db_pool *p);
+/* Told of every query as it finishes (canceled ones too): its SQL, status (0, ERR_*) and the
+ * seconds since it was asked for, queueing included (metrics, the slow query log). */
+typedef void db_query_observer(const char *sql, int status, double seconds, void *ud);
+void db_pool_observe(struct db_pool *p, db_query_observer *cb, void *ud);
 
 /* Run sql with nparams text parameters (params[i] NULL is SQL NULL; borrowed: copied before
  * return; lengths may be NULL; a NUL byte inside a parameter is ERR_INVALID) on any free

@@ -328,9 +328,15 @@ static int serve(struct node *n)
         return 1;
     }
     if (c->metrics_enabled) {
-        struct node_metrics_src src = {n->http, n->rt,  n->script, n->ctx.main_L,
-                                       n->db,   n->rds, n->live,   c->http_slow_ms};
+        struct node_metrics_src src = {n->http, n->rt,   n->script,       n->ctx.main_L, n->db,
+                                       n->rds,  n->live, c->http_slow_ms, c->pg_slow_ms};
         n->node_metrics = node_metrics_new(n->metrics, n->base, &src, MMO_VERSION, MMO_GIT_COMMIT);
+        node_metrics_watch_db(n->node_metrics, n->db, "main");
+        for (int i = 0; i < c->nshards; i++) {
+            char name[24];
+            snprintf(name, sizeof name, "shard%d", c->shards[i].id);
+            node_metrics_watch_db(n->node_metrics, n->shards[c->shards[i].id], name);
+        }
         if (ops_set_metrics(n->ops, n->metrics, c->metrics_allow, err, sizeof err) < 0) {
             log_error("main", "%s", err);
             fprintf(stderr, "mmo: config: %s\n", err);

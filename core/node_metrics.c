@@ -4,6 +4,7 @@
  * each module's state when /metrics is rendered; counters and histograms as things happen. */
 #include "node_metrics.h"
 #include "db.h"
+#include "err.h"
 #include "http.h"
 #include "live.h"
 #include "log.h"
@@ -44,6 +45,14 @@ struct node_metrics {
         int status;
         struct metric_series *count, *seconds;
     } slots[256];
+    struct metric_family *q_total, *q_seconds, *db_up, *db_waiting;
+    struct dbwatch {
+        struct node_metrics *nm;
+        struct db_pool *pool;
+        char name[24];
+        struct metric_series *ok, *seconds;
+    } dbs[65];
+    int ndbs;
 };
 
 static double now_mono(void)
@@ -68,10 +77,45 @@ static void on_lag(evutil_socket_t fd, short what, void *arg)
     evtimer_add(nm->lag_ev, &tv);
 }
 
+static void on_query(const char *sql, int status, double seconds, void *ud)
+{
+    struct dbwatch *w = ud;
+    struct node_metrics *nm = w->nm;
+    if (status == 0 && w->ok) {
+        metrics_inc(w->ok, 1);
+    } else {
+        const char *v[2] = {w->name, status == 0 ? "ok" : err_str(status)};
+        metrics_inc(metrics_series(nm->q_total, v), 1);
+    }
+    metrics_observe(w->seconds, seconds);
+    if (nm->src.slow_query_ms > 0 && seconds * 1000 >= nm->src.slow_query_ms)
+        log_warn("db", "slow query on %s: %.0f ms (%s): %.200s", w->name, seconds * 1000,
+                 status == 0 ? "ok" : err_str(status), sql);
+}
+
+void node_metrics_watch_db(struct node_metrics *nm, struct db_pool *p, const char *name)
+{
+    if (p == NULL || nm->ndbs >= (int) (sizeof nm->dbs / sizeof nm->dbs[0]))
+        return;
+    struct dbwatch *w = &nm->dbs[nm->ndbs++];
+    w->nm = nm;
+    w->pool = p;
+    snprintf(w->name, sizeof w->name, "%s", name);
+    const char *v[2] = {w->name, "ok"};
+    w->ok = metrics_series(nm->q_total, v);
+    w->seconds = metrics_series(nm->q_seconds, v);
+    db_pool_observe(p, on_query, w);
+}
+
 static void collect(struct metrics *m, void *ud)
 {
     struct node_metrics *nm = ud;
     const struct node_metrics_src *s = &nm->src;
+    for (int i = 0; i < nm->ndbs; i++) {
+        const char *v[1] = {nm->dbs[i].name};
+        metrics_set(metrics_series(nm->db_up, v), db_pool_up(nm->dbs[i].pool));
+        metrics_set(metrics_series(nm->db_waiting, v), db_pool_waiting(nm->dbs[i].pool));
+    }
     if (s->http)
         metrics_set(metrics_only(nm->http_conns), http_server_connections(s->http));
     if (s->rt)
@@ -168,6 +212,19 @@ struct node_metrics *node_metrics_new(struct metrics *m, struct event_base *base
                              "How late a timer due every 250 ms fires: the loop's responsiveness",
                              METRIC_HISTOGRAM, 0, NULL, LAG_BUCKETS,
                              (int) (sizeof LAG_BUCKETS / sizeof LAG_BUCKETS[0]), NULL);
+    const char *dr[] = {"db", "result"};
+    nm->q_total = metrics_family(m, "mmo_db_queries_total",
+                                 "PostgreSQL queries finished, by database and result (ok, or "
+                                 "the error: query, timeout, unavailable, closed...)",
+                                 METRIC_COUNTER, 2, dr, NULL, 0, NULL);
+    nm->q_seconds = metrics_family(m, "mmo_db_query_duration_seconds",
+                                   "From a query asked for to its answer, queueing included",
+                                   METRIC_HISTOGRAM, 1, dr, NULL, 0, NULL);
+    nm->db_up = metrics_family(m, "mmo_db_connections_up", "PostgreSQL connections up, by pool",
+                               METRIC_GAUGE, 1, dr, NULL, 0, NULL);
+    nm->db_waiting = metrics_family(m, "mmo_db_waiting",
+                                    "Calls waiting for a free PostgreSQL connection, by pool",
+                                    METRIC_GAUGE, 1, dr, NULL, 0, NULL);
     nm->http_conns = gauge(m, "mmo_http_connections", "HTTP connections open");
     nm->ws_conns = gauge(m, "mmo_ws_connections", "WebSocket connections open");
     nm->tasks = gauge(m, "mmo_lua_tasks", "Lua tasks (coroutines) alive");

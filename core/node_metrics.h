@@ -21,7 +21,8 @@ struct node_metrics_src {
     struct db_pool *db;
     struct rds *rds;
     struct live *live;
-    int slow_ms; /* a request answered later than this is logged as slow (0: never) */
+    int slow_ms;       /* a request answered later than this is logged as slow (0: never) */
+    int slow_query_ms; /* a query answered later than this is logged as slow (0: never) */
 };
 
 struct node_metrics;
@@ -32,5 +33,8 @@ struct node_metrics *node_metrics_new(struct metrics *m, struct event_base *base
                                       const struct node_metrics_src *src, const char *version,
                                       const char *commit);
 void node_metrics_free(struct node_metrics *nm);
+/* Count and time the queries of a PostgreSQL pool, labelled db="<name>" ("main", "shard1"...;
+ * copied), with its connections and waiting calls as gauges. At most 65 pools. */
+void node_metrics_watch_db(struct node_metrics *nm, struct db_pool *p, const char *name);
 
 #endif

@@ -62,6 +62,9 @@ describe("metrics", function()
                                    'status="200"}') >= 5)
         assert.is_true(value(text, "process_resident_memory_bytes") > 1e6)
         assert.equal(1, value(text, "mmo_postgres_up"))
+        assert.is_true(value(text, 'mmo_db_queries_total{db="main",result="ok"}') >= 6)
+        assert.is_true(value(text, 'mmo_db_connections_up{db="main"}') >= 1)
+        assert.is_true(value(text, 'mmo_db_query_duration_seconds_count{db="main"}') >= 6)
         assert.truthy(text:find('mmo_build_info{version="', 1, true))
         assert.truthy(text:find("mmo_event_loop_lag_seconds_bucket", 1, true))
         local path = os.tmpname()
@@ -150,7 +153,8 @@ describe("metrics", function()
     end)
 
     it("changes the log level at runtime (admin), and logs slow requests", function()
-        local other = server.start { env = { MMO_HTTP_SLOW_MS = "50", MMO_LOG_LEVEL = "info" } }
+        local other = server.start { env = { MMO_HTTP_SLOW_MS = "50", MMO_LOG_LEVEL = "info",
+                                             MMO_POSTGRES_SLOW_MS = "100" } }
         local ok, err = pcall(function()
             local admin = other:request("POST", "/api/auth/login", { body = { username = "admin",
                                         password = ADMIN_PASSWORD } }).json.access_token
@@ -181,6 +185,15 @@ describe("metrics", function()
                     end
                 end
             end, 3), "the slow request was not logged")
+            assert.equal(200, other:request("GET", "/test/db/sleep_then_cache?s=0.2").status)
+            assert.truthy(server.eventually(function()
+                for _, e in ipairs(other:log_entries()) do
+                    if e.level == "warn" and tostring(e.msg):find("slow query on main", 1, true)
+                       and tostring(e.msg):find("pg_sleep", 1, true) then
+                        return true
+                    end
+                end
+            end, 3), "the slow query was not logged")
         end)
         other:stop()
         assert(ok, err)
