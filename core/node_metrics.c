@@ -46,6 +46,8 @@ struct node_metrics {
         struct metric_series *count, *seconds;
     } slots[256];
     struct metric_family *q_total, *q_seconds, *db_up, *db_waiting;
+    struct metric_family *r_total, *r_seconds, *r_connects;
+    struct metric_series *r_ok, *r_sec;
     struct dbwatch {
         struct node_metrics *nm;
         struct db_pool *pool;
@@ -93,6 +95,18 @@ static void on_query(const char *sql, int status, double seconds, void *ud)
                  status == 0 ? "ok" : err_str(status), sql);
 }
 
+static void on_redis(int status, double seconds, void *ud)
+{
+    struct node_metrics *nm = ud;
+    if (status == 0) {
+        metrics_inc(nm->r_ok, 1);
+    } else {
+        const char *v[1] = {err_str(status)};
+        metrics_inc(metrics_series(nm->r_total, v), 1);
+    }
+    metrics_observe(nm->r_sec, seconds);
+}
+
 void node_metrics_watch_db(struct node_metrics *nm, struct db_pool *p, const char *name)
 {
     if (p == NULL || nm->ndbs >= (int) (sizeof nm->dbs / sizeof nm->dbs[0]))
@@ -127,8 +141,11 @@ static void collect(struct metrics *m, void *ud)
                     lua_gc(s->L, LUA_GCCOUNT, 0) * 1024.0 + lua_gc(s->L, LUA_GCCOUNTB, 0));
     if (s->db)
         metrics_set(metrics_only(nm->pg_up), db_pool_up(s->db) > 0);
-    if (s->rds)
+    if (s->rds) {
         metrics_set(metrics_only(nm->redis_up), rds_up(s->rds) != 0);
+        unsigned long c = rds_connects(s->rds);
+        metrics_set(metrics_only(nm->r_connects), c > 0 ? (double) (c - 1) : 0);
+    }
     if (s->live) {
         uint64_t pub, recv, failed;
         live_stats(s->live, &pub, &recv, &failed);
@@ -225,6 +242,19 @@ struct node_metrics *node_metrics_new(struct metrics *m, struct event_base *base
     nm->db_waiting = metrics_family(m, "mmo_db_waiting",
                                     "Calls waiting for a free PostgreSQL connection, by pool",
                                     METRIC_GAUGE, 1, dr, NULL, 0, NULL);
+    const char *res[] = {"result"};
+    nm->r_total = metrics_family(m, "mmo_redis_calls_total",
+                                 "Redis calls (a pipeline is one) by result (ok, or the error)",
+                                 METRIC_COUNTER, 1, res, NULL, 0, NULL);
+    nm->r_seconds = metrics_family(m, "mmo_redis_call_duration_seconds",
+                                   "From a Redis call asked for to its answer", METRIC_HISTOGRAM, 0,
+                                   NULL, NULL, 0, NULL);
+    nm->r_connects = metrics_family(m, "mmo_redis_reconnects_total",
+                                    "Times the Redis command connection was made again",
+                                    METRIC_COUNTER, 0, NULL, NULL, 0, NULL);
+    const char *okv[1] = {"ok"};
+    nm->r_ok = metrics_series(nm->r_total, okv);
+    nm->r_sec = metrics_only(nm->r_seconds);
     nm->http_conns = gauge(m, "mmo_http_connections", "HTTP connections open");
     nm->ws_conns = gauge(m, "mmo_ws_connections", "WebSocket connections open");
     nm->tasks = gauge(m, "mmo_lua_tasks", "Lua tasks (coroutines) alive");
@@ -250,6 +280,8 @@ struct node_metrics *node_metrics_new(struct metrics *m, struct event_base *base
     const char *bv[] = {version, commit};
     metrics_set(metrics_series(build, bv), 1);
     metrics_on_collect(m, collect, nm);
+    if (src->rds)
+        rds_observe(src->rds, on_redis, nm);
     if (src->http)
         http_server_on_response(src->http, on_response, nm);
     nm->lag_ev = evtimer_new(base, on_lag, nm);

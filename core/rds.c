@@ -70,6 +70,7 @@ struct rds_op {
     int inflight;                 /* hiredis callbacks not yet back */
     int status;                   /* OP_PENDING, 0 or ERR_* */
     int done;                     /* callback fired or canceled: the caller let go */
+    double started;               /* monotonic seconds when it was asked for (metrics) */
     struct redisReply *replies[]; /* owned: taken from hiredis, freed with freeReplyObject */
 };
 
@@ -83,10 +84,13 @@ struct rds {
 
     redisAsyncContext *ac; /* NULL unless CONNECTING, HELLO or UP */
     int state;
-    struct event *timer; /* connect deadline or retry delay */
-    int retry_ms;        /* next retry delay */
-    unsigned rng;        /* jitter for the retry delay */
-    int was_up;          /* UP since the last "lost" line */
+    struct event *timer;    /* connect deadline or retry delay */
+    int retry_ms;           /* next retry delay */
+    unsigned rng;           /* jitter for the retry delay */
+    int was_up;             /* UP since the last "lost" line */
+    unsigned long connects; /* times it came up (the first time too) */
+    rds_observer *observe;  /* told of every batch finished (metrics) */
+    void *observe_ud;
     int down_logged;     /* this outage has been logged */
     char hello_err[128]; /* why the PING handshake failed, for the timer */
 
@@ -148,6 +152,12 @@ static void op_fire(struct rds_op *op, int status)
     op_unlink(op);
     op->done = 1;
     event_del(op->ev);
+    if (r->observe) {
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        r->observe(status, (double) now.tv_sec + (double) now.tv_nsec / 1e9 - op->started,
+                   r->observe_ud);
+    }
     r->depth++;
     op->cb(status == 0 ? op->replies : NULL, op->n, status, op->ud);
     r->depth--;
@@ -276,6 +286,18 @@ static void went_up(struct rds *r)
         log_info("rds", "connected to %s:%d", r->host, r->port);
     r->down_logged = 0;
     r->was_up = 1;
+    r->connects++;
+}
+
+void rds_observe(struct rds *r, rds_observer *cb, void *ud)
+{
+    r->observe = cb;
+    r->observe_ud = ud;
+}
+
+unsigned long rds_connects(const struct rds *r)
+{
+    return r->connects;
 }
 
 /* The answer to the handshake PING. reply is NULL when the context is being freed: whoever
@@ -442,6 +464,9 @@ int rds_batch(struct rds *r, int ncmds, const int *argc, const char *const *cons
         return ERR_UNAVAILABLE;
 
     struct rds_op *op = xcalloc(1, sizeof *op + (size_t) ncmds * sizeof op->replies[0]);
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    op->started = (double) now.tv_sec + (double) now.tv_nsec / 1e9;
     op->r = r;
     op->cb = cb;
     op->ud = ud;

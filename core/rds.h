@@ -49,6 +49,13 @@ int rds_batch(struct rds *r, int ncmds, const int *argc, const char *const *cons
 /* Forget a pending call: its callback never fires. */
 void rds_op_cancel(struct rds_op *op);
 
+/* Told of every batch as its callback fires: status (0, ERR_*) and the seconds since it was
+ * asked for (metrics). */
+typedef void rds_observer(int status, double seconds, void *ud);
+void rds_observe(struct rds *r, rds_observer *cb, void *ud);
+/* How many times the command connection came up (the first time too): reconnects + 1. */
+unsigned long rds_connects(const struct rds *r);
+
 /* 0, or ERR_INVALID for a batch that cannot run on the shared command connection: a command
  * that would block it (BLPOP, WAIT, XREAD ... BLOCK) or change its protocol or state for every
  * other caller (SUBSCRIBE, MONITOR, HELLO, SELECT, CLIENT REPLY, WATCH, ...), or a MULTI not
