@@ -153,8 +153,12 @@ describe("world events", function()
             end
         end
         assert.same({ "active", "ended" }, states)
-        local ev = listed(b.token, id)
-        assert.equal("ended", ev.state)
+        -- the players are told at once; the row is written in a task of its own right after
+        local ev
+        assert.truthy(server.eventually(function()
+            ev = listed(b.token, id)
+            return ev and ev.state == "ended"
+        end, 5), "the ended event was not written")
         assert.equal("time", ev.end_reason)
         assert.equal(json.null, ev.result)
         c:close()
