@@ -161,9 +161,11 @@ describe("territory control", function()
         assert.is_false(captured.contested)
         t = territory(b[2].token)
         assert.equal(ga, t.owner_guild)
-        -- written at once, with its audit entry
-        assert.equal(tostring(ga), psql("select owner_guild from territories where id = '" ..
-                                        tid .. "'"))
+        -- written right away (in a task of its own), with its audit entry
+        assert.truthy(server.eventually(function()
+            return psql("select owner_guild from territories where id = '" .. tid .. "'") ==
+                   tostring(ga)
+        end, 5), "the capture was not written")
         assert.equal("1", psql("select count(*) from audit_log where action = " ..
                                "'territory.captured' and target = '" .. tid .. "'"))
         local ticks = node:request("GET", "/api/admin/world/ticks", { token = admin })
