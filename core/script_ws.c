@@ -165,6 +165,8 @@ static int load_timers(struct script *s, int idx, char *err, size_t cap)
     return 0;
 }
 
+static int ensure_ws_metrics(struct script *s);
+
 int script__load_ws(struct script *s, char *err, size_t cap)
 {
     lua_State *L = s->L;
@@ -184,6 +186,14 @@ int script__load_ws(struct script *s, char *err, size_t cap)
         }
     }
     lua_pop(L, 1);
+    /* the message metrics exist from the start, at 0, for every type of the table */
+    if (ensure_ws_metrics(s)) {
+        for (int i = 0; i < s->nws_routes; i++) {
+            const char *v[2] = {s->ws_routes[i].name, "ok"};
+            metrics_series(s->m_ws_total, v);
+            metrics_series(s->m_ws_seconds, v);
+        }
+    }
     lua_getfield(L, idx, "on_stop");
     if (!lua_isnil(L, -1)) {
         const char *h = lua_tostring(L, -1);
@@ -230,8 +240,8 @@ static double mono(void)
     return (double) t.tv_sec + (double) t.tv_nsec / 1e9;
 }
 
-/* calls, errors and time of a message handler, by message type */
-static void hook_metrics(struct script *s, const char *type, const char *result, double started)
+/* the families of the message metrics, made once: 0 without a registry */
+static int ensure_ws_metrics(struct script *s)
 {
     if (s->m_ws_total == NULL && s->ctx->metrics) {
         const char *tr[] = {"type", "result"};
@@ -243,7 +253,13 @@ static void hook_metrics(struct script *s, const char *type, const char *result,
                                          "Time a WebSocket message's handler took, by type",
                                          METRIC_HISTOGRAM, 1, tr, NULL, 0, NULL);
     }
-    if (s->m_ws_total == NULL)
+    return s->m_ws_total != NULL;
+}
+
+/* calls, errors and time of a message handler, by message type */
+static void hook_metrics(struct script *s, const char *type, const char *result, double started)
+{
+    if (!ensure_ws_metrics(s))
         return;
     const char *v[2] = {type, result};
     metrics_inc(metrics_series(s->m_ws_total, v), 1);
@@ -389,6 +405,9 @@ void script_ws_message(struct script *s, const struct script_ws_conn *c, const c
     else if (!auth_roles_allow(c->roles, s->ws_routes[route].gate.role))
         code = "forbidden", msg = "your account lacks the role this needs";
     if (code) {
+        /* refused before any handler: counted under the type if it is one of ours (a client's
+         * made-up types would make a label set each) */
+        hook_metrics(s, route >= 0 ? s->ws_routes[route].name : "(unknown)", "refused", mono());
         lua_settop(L, top);
         send_error(s, c->id, code, msg);
         realtime__message_done(s->ctx->rt, c->id);

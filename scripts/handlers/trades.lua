@@ -22,6 +22,9 @@ local tostring = tostring
 local type = type
 
 
+local TRADES = require("mmo.metrics").counter("mmo_trades_total",
+    "Trades, by result (done, offered: waiting for the other side)", { "result" })
+
 local _M = {}
 
 _M.OFFER_SECONDS = 60
@@ -136,11 +139,13 @@ function _M.create(req)
         if taken ~= 1 then
             local key = "trade:offer:" .. signature(from, to, give, take)
             http.check(cache.set(key, "1", _M.OFFER_SECONDS * 1000))
+            TRADES:inc(1, "offered")
             return 202, { state = "offered", expires_in = _M.OFFER_SECONDS,
                           message = "the other player's owner must ask for the mirror trade" }
         end
     end
     execute(from, to, give, take)
+    TRADES:inc(1, "done")
     return 200, { state = "done", from = players.inventory_body(players.inventory(from)),
                   to_player = to }
 end

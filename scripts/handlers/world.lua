@@ -60,6 +60,8 @@ _M.MAX_DT = 1        -- seconds: after a stall, a tick counts at most this much 
 local gauges_at = -math.huge
 local ONLINE = require("mmo.metrics").gauge("mmo_players_online",
     "Players in the world on this node, by region", { "region" })
+local EVENTS_ACTIVE = require("mmo.metrics").gauge("mmo_world_events_active",
+    "World events running on this node (the regions it owns), by region", { "region" })
 
 local last_tick_at
 local took_us, took_no, took_next, ticks = {}, {}, 1, 0 -- the last 1,000 ticks, a ring
@@ -87,8 +89,15 @@ function _M.tick()
     world_events.tick(owned, dt, now)
     if now - gauges_at >= 1 then
         gauges_at = now
+        local active = {}
+        for _, ev in ipairs(world_events.runner:list()) do
+            if ev.state == "active" then
+                active[ev.region] = (active[ev.region] or 0) + 1
+            end
+        end
         for _, r in ipairs(all) do
             ONLINE:set(world.online(r.id), r.id)
+            EVENTS_ACTIVE:set(active[r.id] or 0, r.id)
         end
     end
     local us = (time.monotonic() - now) * 1e6
