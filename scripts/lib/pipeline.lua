@@ -43,9 +43,10 @@ local _M = {}
 _M.STREAM = "mmo:events"
 _M.GROUP = "workers"
 _M.DEAD = "mmo:events:dead"
-_M.BATCH = 500
+_M.BATCH = 1000
 _M.MAXLEN = 1000000      -- the stream is trimmed (approximately) past this many entries
-_M.BUDGET_S = 0.2        -- a consume run stops starting batches after this long
+_M.BUDGET_S = 1          -- a consume run stops starting batches after this long (the
+                         -- timer waits its period after each run: a longer run idles less)
 _M.CLAIM_EVERY = 5
 _M.CLAIM_IDLE_MS = 30000    -- the first retry; then x2 each time, at most x64
 _M.MAX_TRIES = 5
