@@ -44,7 +44,9 @@ _M.STREAM = "mmo:events"
 _M.GROUP = "workers"
 _M.DEAD = "mmo:events:dead"
 _M.BATCH = 1000
-_M.MAXLEN = 1000000      -- the stream is trimmed (approximately) past this many entries
+-- The stream is never trimmed by length: MAXLEN dropped accepted events nobody had read yet.
+-- Trimming only what the group acknowledged (XTRIM MINID) is still to do: until then the stream
+-- keeps every event (operators may XTRIM below the oldest pending entry).
 _M.BUDGET_S = 1          -- a consume run stops starting batches after this long (the
                          -- timer waits its period after each run: a longer run idles less)
 _M.CLAIM_EVERY = 5
@@ -131,7 +133,7 @@ function _M.ingest(account_id, sid, events)
             local pos = world.position(e.player_id)
             e.account_id, e.sid, e.received = account_id, sid, now
             e.region = pos and pos.region or nil
-            cmds[#cmds + 1] = { "XADD", _M.STREAM, "MAXLEN", "~", _M.MAXLEN, "*", "e",
+            cmds[#cmds + 1] = { "XADD", _M.STREAM, "*", "e",
                                 json.encode(e) }
             idx[#cmds] = it.index
         else

@@ -36,14 +36,14 @@ if tonumber(ARGV[2]) > 0 then
   redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
   return 'delayed'
 end
-return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'j', ARGV[1])
+return redis.call('XADD', KEYS[1], '*', 'j', ARGV[1])
 ]]
 
 -- due jobs from the delayed set to the stream, at most ARGV[2] of them: how many moved
 local MOVE_DUE = [[
 local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
 for _, j in ipairs(due) do
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'j', j)
+  redis.call('XADD', KEYS[1], '*', 'j', j)
   redis.call('ZREM', KEYS[2], j)
 end
 return #due
