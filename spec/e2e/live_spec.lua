@@ -2,20 +2,12 @@
 -- PostgreSQL; a player on each. Region, guild and global chat reach the player of the other
 -- node once, and the sender's node delivers its own players once, not twice.
 local server = require "helpers.server"
+local letters = server.letters
 local ws = require "helpers.ws"
 
 local ADMIN_PASSWORD = os.getenv("MMO_ADMIN_PASSWORD")
 
 math.randomseed(os.time() + math.floor(os.clock() * 1e6))
-
-
-local function letters(n)
-    local s = {}
-    for i = 1, n do
-        s[i] = string.char(math.random(97, 122))
-    end
-    return table.concat(s)
-end
 
 
 describe("live notifications across nodes", function()

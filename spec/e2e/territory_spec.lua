@@ -8,29 +8,14 @@
 -- centre, outside it, and walk in over WebSocket within the speed rule.
 local json = require "cjson.safe"
 local server = require "helpers.server"
+local letters = server.letters
+local psql = server.psql
 local ws = require "helpers.ws"
 
 local ADMIN_PASSWORD = os.getenv("MMO_ADMIN_PASSWORD")
 local PG = os.getenv("MMO_PG")
 
 math.randomseed(os.time() + math.floor(os.clock() * 1e6))
-
-
-local function psql(sql)
-    local p = io.popen("psql '" .. PG .. "' -qtAc \"" .. sql .. "\" 2>&1")
-    local out = p:read("*a")
-    p:close()
-    return (out:gsub("%s+$", ""))
-end
-
-
-local function letters(n)
-    local s = {}
-    for i = 1, n do
-        s[i] = string.char(math.random(97, 122))
-    end
-    return table.concat(s)
-end
 
 
 describe("territory control", function()

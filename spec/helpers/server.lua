@@ -424,6 +424,25 @@ function _M.rm_rf(dir)
 end
 
 
+-- n random lower-case letters (unique names for what a spec makes)
+function _M.letters(n)
+    local s = {}
+    for i = 1, n do
+        s[i] = string.char(math.random(97, 122))
+    end
+    return table.concat(s)
+end
+
+
+-- One SQL statement run with psql against $MMO_PG; its output, trailing space trimmed.
+function _M.psql(sql)
+    local p = io.popen("psql '" .. os.getenv("MMO_PG") .. "' -qtAc \"" .. sql .. "\" 2>&1")
+    local out = p:read("*a")
+    p:close()
+    return (out:gsub("%s+$", ""))
+end
+
+
 _M.ROOT = ROOT
 _M.BIN = BIN
 
