@@ -45,6 +45,12 @@ return {
     scripts = {
         path = "scripts",               -- directories searched for modules, ';'-separated
         routes = "routes",              -- module holding the route table
+        watch = 0,                      -- 1: reload by itself when a script changes (dev)
+    },
+    control = {
+        -- the Unix socket `mmo reload`, `mmo rollback` and `mmo scripts` talk to (mode 0600);
+        -- {node} is the node id; "" turns it off
+        socket = "var/run/mmo-{node}.sock",
     },
     log = {
         level = "info",                 -- debug | info | warn | error | off

@@ -34,7 +34,8 @@ void bindings_preload(lua_State *L)
         {"mmo.time", luaopen_mmo_time},       {"mmo.auth", luaopen_mmo_auth},
         {"mmo.ws", luaopen_mmo_ws},           {"mmo.world", luaopen_mmo_world},
         {"mmo.crypto", luaopen_mmo_crypto},   {"mmo.queue", luaopen_mmo_queue},
-        {"mmo.metrics", luaopen_mmo_metrics}, {NULL, NULL},
+        {"mmo.metrics", luaopen_mmo_metrics}, {"mmo.state", luaopen_mmo_state},
+        {"mmo.scripts", luaopen_mmo_scripts}, {NULL, NULL},
     };
     lua_getfield(L, LUA_GLOBALSINDEX, "package");
     lua_getfield(L, -1, "preload");

@@ -63,6 +63,8 @@ static const struct key KEYS[] = {
     K_INT("redis", "reconnect_max_ms", redis_reconnect_max_ms, "2000", 10, 600000),
     K_STR("scripts", "path", scripts_path, "scripts"),
     K_STR("scripts", "routes", scripts_routes, "routes"),
+    K_INT("scripts", "watch", scripts_watch, "0", 0, 1),
+    K_STR("control", "socket", control_socket, "var/run/mmo-{node}.sock"),
     K_STR("log", "level", log_level, "info"),
     K_INT("shutdown", "drain_ms", shutdown_drain_ms, "10000", 0, 600000),
     K_STR("auth", "jwt_secret", auth_jwt_secret, ""),

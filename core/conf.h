@@ -60,6 +60,8 @@ struct conf {
     /* scripts */
     char *scripts_path;   /* ';'-separated directories searched in order */
     char *scripts_routes; /* module name of the route table */
+    int scripts_watch;    /* 1: reload when a file under the scripts path changes (inotify) */
+    char *control_socket; /* Unix socket of `mmo reload` ("{node}": the node id; "": none) */
     /* log */
     char *log_level;
     /* shutdown */

@@ -6,6 +6,7 @@
  * free everything and exit 0. A second signal skips the wait. */
 #include "auth.h"
 #include "conf.h"
+#include "control.h"
 #include "db.h"
 #include "err.h"
 #include "gate.h"
@@ -48,6 +49,10 @@ static const char USAGE[] =
     "  config     print the configuration in effect (file + environment)\n"
     "  queue      the game event stream and its dead letters: queue [stats], queue dead\n"
     "             [--limit N], queue show ID, queue requeue ID|--all, queue drop ID|--all\n"
+    "  reload     make the running node load its scripts anew (control.socket); on a\n"
+    "             broken script it keeps the running set and prints file:line: message\n"
+    "  rollback   make the running node return to its previous script set\n"
+    "  scripts    the running node's script set: version and content hash\n"
     "  version    print the version\n"
     "\n"
     "options:\n"
@@ -76,6 +81,7 @@ struct node {
     struct realtime *rt;
     struct lb_ctx ctx;
     struct script *script;
+    struct control *control;
     struct ops *ops;
     struct http_server *http;
     struct event *sig_term, *sig_int, *sig_hup, *drain_timer;
@@ -144,7 +150,12 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
 
 static void on_hup(evutil_socket_t sig, short what, void *arg)
 {
-    log_info("main", "SIGHUP: script reload is not available yet; ignored");
+    struct node *n = arg;
+    char err[1024];
+    if (n->script == NULL || n->draining)
+        return;
+    if (script_reload(n->script, "sighup", 0, err, sizeof err) != 0)
+        log_error("main", "SIGHUP: the scripts were not reloaded (the running set stays): %s", err);
 }
 
 /* ---- serve ---------------------------------------------------------------------------- */
@@ -166,6 +177,7 @@ static void node_free(struct node *n)
     if (n->script)
         script_kill_tasks(n->script); /* WebSocket handlers end while their sessions exist */
     realtime_free(n->rt);             /* closes every WebSocket; no Lua runs for them now */
+    control_free(n->control);
     script_free(n->script);
     work_pool_free(n->work);
     http_server_free(n->http);
@@ -306,6 +318,20 @@ static int serve(struct node *n)
         return 1;
     }
     realtime_set_script(n->rt, n->script);
+    if (c->control_socket[0]) {
+        char path[256];
+        if (control_path(c->control_socket, c->node_id, path, sizeof path) < 0)
+            snprintf(err, sizeof err, "control.socket: the path is too long");
+        else
+            n->control = control_new(n->base, path, n->script, err, sizeof err);
+        if (n->control == NULL)
+            log_warn("main",
+                     "%s; `mmo reload` cannot reach this node (SIGHUP and the admin API "
+                     "still reload)",
+                     err);
+    }
+    if (c->scripts_watch && script_watch(n->script, err, sizeof err) < 0)
+        log_warn("main", "scripts.watch: %s", err);
     n->ops = ops_new(c->node_id, n->db, n->rds, n->script, script_http_dispatch, n->script);
     struct http_opts ho = {
         .host = c->http_host,
@@ -465,6 +491,9 @@ int main(int argc, char **argv)
         if (problems == 0)
             printf("scripts OK\n");
         rc = problems > 0;
+    } else if (strcmp(cmd, "reload") == 0 || strcmp(cmd, "rollback") == 0 ||
+               strcmp(cmd, "scripts") == 0) {
+        rc = control_cli(&n.conf, cmd);
     } else if (strcmp(cmd, "config") == 0) {
         conf_dump(&n.conf, 1);
         rc = 0;

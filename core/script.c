@@ -188,25 +188,20 @@ int script__resolve_handler(lua_State *L, const char *spec, int *ref, char *err,
     return 0;
 }
 
-static int load_routes(struct script *s, char *err, size_t cap)
+int script__load_routes(struct script *s, struct script_set *set, int idx, char *err, size_t cap)
 {
     lua_State *L = s->L;
     const char *modname = s->ctx->conf->scripts_routes;
     char why[512];
-    if (script__require(L, modname, err, cap) < 0)
-        return -1;
-    if (!lua_istable(L, -1)) {
-        snprintf(err, cap, "%s: must return a table", modname);
-        return -1;
-    }
+    lua_pushvalue(L, idx);
     lua_getfield(L, -1, "http");
     if (!lua_istable(L, -1)) {
         snprintf(err, cap, "%s: field http must be a list of routes", modname);
         return -1;
     }
     int n = (int) lua_objlen(L, -1);
-    s->routes = xcalloc((size_t) (n ? n : 1), sizeof *s->routes);
-    s->router = router_new();
+    set->routes = xcalloc((size_t) (n ? n : 1), sizeof *set->routes);
+    set->router = router_new();
     for (int i = 1; i <= n; i++) {
         lua_rawgeti(L, -1, i);
         int e = lua_gettop(L);
@@ -263,19 +258,21 @@ static int load_routes(struct script *s, char *err, size_t cap)
                      modname, method, path);
             return -1;
         }
-        struct route *rt = &s->routes[s->nroutes];
+        struct route *rt = &set->routes[set->nroutes];
         rt->role = script__parse_role(role);
         rt->gate.role = rt->role == ROLE_PUBLIC ? 0 : 1u << (rt->role - 1);
         rt->gate.rate_class = rate_class;
         rt->gate.rate_by_ip = rate_class >= 0 && s->ctx->conf->rate[rate_class].by_ip;
         size_t nl = strlen(method) + strlen(path) + 2;
-        rt->name = xmalloc(nl);
-        snprintf(rt->name, nl, "%s %s", method, path);
+        char *name = xmalloc(nl);
+        snprintf(name, nl, "%s %s", method, path);
+        rt->name = script__intern(s, name);
+        free(name);
         rt->handler = xstrdup(handler);
         rt->handler_ref = LUA_NOREF;
-        s->nroutes++;
+        set->nroutes++;
         const char *why_static = NULL;
-        if (router_add(s->router, method, path, s->nroutes - 1, &why_static) < 0) {
+        if (router_add(set->router, method, path, set->nroutes - 1, &why_static) < 0) {
             snprintf(err, cap, "%s: route %s %s: %s", modname, method, path, why_static);
             return -1;
         }
@@ -291,13 +288,31 @@ static int load_routes(struct script *s, char *err, size_t cap)
 
 /* ---- the host ---------------------------------------------------------------------------- */
 
+struct interned {
+    struct interned *next;
+    char name[];
+};
+
+const char *script__intern(struct script *s, const char *name)
+{
+    for (struct interned *i = s->names; i; i = i->next)
+        if (strcmp(i->name, name) == 0)
+            return i->name;
+    size_t n = strlen(name) + 1;
+    struct interned *i = xmalloc(sizeof *i + n);
+    memcpy(i->name, name, n);
+    i->next = s->names;
+    s->names = i;
+    return i->name;
+}
+
 struct script *script_new(struct lb_ctx *ctx, char *err, size_t cap)
 {
     struct script *s = xcalloc(1, sizeof *s);
     s->ctx = ctx;
-    s->ws_close_ref = s->timers_ref = s->stop_ref = LUA_NOREF;
+    s->watch_fd = -1;
     ctx->script = s;
-    s->encode_ref = s->decode_ref = s->traceback_ref = LUA_NOREF;
+    s->encode_ref = s->decode_ref = s->traceback_ref = s->base_ref = LUA_NOREF;
     s->L = script__open_vm(ctx, ctx->conf->scripts_path, err, cap);
     if (s->L == NULL) {
         ctx->script = NULL;
@@ -314,8 +329,8 @@ struct script *script_new(struct lb_ctx *ctx, char *err, size_t cap)
     lua_getfield(L, -1, "decode");
     s->decode_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_pop(L, 1);
-    s->ws_close_ref = s->timers_ref = s->stop_ref = LUA_NOREF;
-    if (load_routes(s, err, cap) < 0 || script__load_ws(s, err, cap) < 0) {
+    if (script__install_searcher(s, err, cap) < 0 ||
+        script__load_set(s, NULL, "start", err, cap) < 0) {
         script_free(s);
         return NULL;
     }
@@ -333,16 +348,15 @@ void script_free(struct script *s)
     if (s == NULL)
         return;
     task__kill_all(s);
-    script__free_ws(s);
+    script__set_free_all(s);
     task__deinit(s);
-    for (int i = 0; i < s->nroutes; i++) {
-        free(s->routes[i].name);
-        free(s->routes[i].handler);
-    }
-    free(s->routes);
-    router_free(s->router);
     s->ctx->script = NULL;
     lua_close(s->L);
+    while (s->names) {
+        struct interned *i = s->names;
+        s->names = i->next;
+        free(i);
+    }
     free(s);
 }
 
@@ -353,7 +367,7 @@ int script_tasks(const struct script *s)
 
 int script_routes(const struct script *s)
 {
-    return s->nroutes;
+    return s->cur ? s->cur->nroutes : 0;
 }
 
 size_t script_memory(const struct script *s)
@@ -563,11 +577,28 @@ static size_t render_headers(lua_State *co, int idx, char *out, size_t cap, cons
     return o;
 }
 
+/* req->ud while the gate runs and the handler answers: the route's index and the version of
+ * the set it was matched in */
+static void *route_tag(int route, unsigned version)
+{
+    return (void *) (((uintptr_t) version << 16) | (uintptr_t) route);
+}
+
+static int route_of(const struct http_req *req)
+{
+    return (int) ((uintptr_t) req->ud & 0xffff);
+}
+
+static unsigned version_of(const struct http_req *req)
+{
+    return (unsigned) ((uintptr_t) req->ud >> 16);
+}
+
 static void on_http_done(struct task *t, int status, void *ud)
 {
     struct http_req *req = ud;
     struct script *s = t->s;
-    struct route *rt = &s->routes[(int) (intptr_t) req->ud];
+    struct route *rt = &t->set->routes[route_of(req)];
     lua_State *co = t->co;
 
     if (status == TASK_KILLED) {
@@ -679,14 +710,15 @@ void script_http_dispatch(struct http_req *req, void *ud)
     if (ws_upgrade(s, req))
         return;
     struct router_match m;
-    int rc = router_match(s->router, req->method, req->method_len, req->path, req->path_len, &m);
+    struct script_set *set = s->cur;
+    int rc = router_match(set->router, req->method, req->method_len, req->path, req->path_len, &m);
     if (rc == ERR_NOTFOUND) {
         respond_simple(req, 404, "not_found", "no such route");
         return;
     }
     if (rc == ROUTER_NOMETHOD) {
         char allow[128], extra[160];
-        router_allow(s->router, req->path, req->path_len, allow, sizeof allow);
+        router_allow(set->router, req->path, req->path_len, allow, sizeof allow);
         int xn = snprintf(extra, sizeof extra, "Allow: %s\r\n", allow);
         char body[512];
         size_t bn = http_error_body(body, sizeof body, "method_not_allowed",
@@ -694,8 +726,8 @@ void script_http_dispatch(struct http_req *req, void *ud)
         http_respond(req, 405, "application/json", body, bn, extra, (size_t) xn);
         return;
     }
-    req->ud = (void *) (intptr_t) m.route_id;
-    struct route *rt = &s->routes[m.route_id];
+    req->ud = route_tag(m.route_id, set->version);
+    struct route *rt = &set->routes[m.route_id];
     req->route = rt->name;
     if (s->ctx->gate) {
         gate_run(s->ctx->gate, req, &rt->gate, on_pass, s);
@@ -728,10 +760,16 @@ static int json_content_type(const struct http_req *req)
 static void on_pass(struct http_req *req, const struct gate_identity *id, void *ud)
 {
     struct script *s = ud;
-    int route_id = (int) (intptr_t) req->ud;
-    struct route *rt = &s->routes[route_id];
+    if (version_of(req) != s->cur->version) {
+        /* the scripts were reloaded while the gate ran: match (and check) again, in the set
+         * that will run the handler */
+        script_http_dispatch(req, s);
+        return;
+    }
+    struct script_set *set = s->cur;
+    struct route *rt = &set->routes[route_of(req)];
     struct router_match m;
-    router_match(s->router, req->method, req->method_len, req->path, req->path_len, &m);
+    router_match(set->router, req->method, req->method_len, req->path, req->path_len, &m);
     if (req->body_len > 0 && !json_content_type(req)) {
         http_respond_error(req, 415, "unsupported_media_type",
                            "the body must be JSON, sent with Content-Type: application/json");

@@ -12,6 +12,7 @@
 struct lb_ctx;
 struct http_req;
 struct script;
+typedef struct lua_State lua_State;
 
 /* Open the VM, register the bindings, load the route table (ctx->conf->scripts_routes, found
  * on scripts_path) and every handler module it names. Returns NULL with "file:line: message"
@@ -59,6 +60,23 @@ int script_tasks(const struct script *s);
 int script_routes(const struct script *s);
 /* Lua memory in bytes. */
 size_t script_memory(const struct script *s);
+
+/* Load the scripts anew (rollback: the previous set's sources again) as a new set and make it
+ * current, between two events. who says what asked ("sighup", "control", "watch",
+ * "account:42"). 0; -1 with "file:line: message" in err, the running set untouched; -2: no
+ * previous set to roll back to. Audited and counted in metrics. */
+int script_reload(struct script *s, const char *who, int rollback, char *err, size_t cap);
+/* Push a table describing the current set (version, hash, loaded_at, loaded_by, files,
+ * bytes, previous, modules, state) on L (the main thread: it calls Lua). */
+void script_push_info(struct script *s, lua_State *L);
+/* Reload by itself when a .lua file under the scripts path changes (inotify, with a short
+ * quiet time: an editor saves in several steps). Development; -1 with err. */
+int script_watch(struct script *s, char *err, size_t cap);
+/* The current set's version (1 at start) and content hash (hex). */
+unsigned script_version(const struct script *s);
+void script_hash(const struct script *s, char *out, size_t cap);
+/* From "path/x.lua:12: message": the file and line (line 0 when there is none). */
+void script_error_location(const char *msg, char *file, size_t fcap, int *line);
 
 /* Compile every .lua file under the scripts path and load the route table, without a node
  * (`mmo check`). Prints one line per problem to fd; returns the number of problems. */

@@ -33,7 +33,7 @@
  */
 
 /* [.., routes] */
-static int load_types(struct script *s, int idx, char *err, size_t cap)
+static int load_types(struct script *s, struct script_set *set, int idx, char *err, size_t cap)
 {
     lua_State *L = s->L;
     lua_getfield(L, idx, "ws");
@@ -50,7 +50,7 @@ static int load_types(struct script *s, int idx, char *err, size_t cap)
         snprintf(err, cap, "routes: at most %d ws message types", MAX_WS_ROUTES);
         return -1;
     }
-    s->ws_routes = xcalloc((size_t) (n ? n : 1), sizeof *s->ws_routes);
+    set->ws_routes = xcalloc((size_t) (n ? n : 1), sizeof *set->ws_routes);
     for (int i = 1; i <= n; i++) {
         lua_rawgeti(L, -1, i);
         int e = lua_gettop(L);
@@ -73,18 +73,18 @@ static int load_types(struct script *s, int idx, char *err, size_t cap)
                      type);
             return -1;
         }
-        for (int k = 0; k < s->nws_routes; k++)
-            if (strcmp(s->ws_routes[k].name, type) == 0) {
+        for (int k = 0; k < set->nws_routes; k++)
+            if (strcmp(set->ws_routes[k].name, type) == 0) {
                 snprintf(err, cap, "routes: ws type %s is listed twice", type);
                 return -1;
             }
-        struct route *rt = &s->ws_routes[s->nws_routes];
-        rt->name = xstrdup(type);
+        struct route *rt = &set->ws_routes[set->nws_routes];
+        rt->name = script__intern(s, type);
         rt->handler = xstrdup(handler);
         rt->role = r;
         rt->gate.role = 1u << (r - 1);
         rt->handler_ref = LUA_NOREF;
-        s->nws_routes++;
+        set->nws_routes++;
         char why[512];
         if (script__resolve_handler(L, handler, &rt->handler_ref, why, sizeof why) < 0) {
             snprintf(err, cap, "%s (ws type %s)", why, type);
@@ -96,7 +96,8 @@ static int load_types(struct script *s, int idx, char *err, size_t cap)
     return 0;
 }
 
-/* timers = { { seconds, "module.function" }, ... }: started with mmo.time.every */
+/* timers = { { seconds, "module.function" }, ... }: resolved at load, started with
+ * mmo.time.every when the set becomes current, cancelled when it stops being so */
 static const char START_TIMERS[] = "local time, list = ...\n"
                                    "local handles = {}\n"
                                    "for i, t in ipairs(list) do\n"
@@ -104,7 +105,7 @@ static const char START_TIMERS[] = "local time, list = ...\n"
                                    "end\n"
                                    "return handles\n";
 
-static int load_timers(struct script *s, int idx, char *err, size_t cap)
+static int load_timers(struct script *s, struct script_set *set, int idx, char *err, size_t cap)
 {
     lua_State *L = s->L;
     lua_getfield(L, idx, "timers");
@@ -148,39 +149,68 @@ static int load_timers(struct script *s, int idx, char *err, size_t cap)
         lua_rawseti(L, out, i);
         lua_settop(L, out);
     }
-    if (luaL_loadbuffer(L, START_TIMERS, sizeof START_TIMERS - 1, "=timers") != 0) {
-        snprintf(err, cap, "timers: %s", lua_tostring(L, -1));
-        return -1;
-    }
-    lua_getfield(L, LUA_GLOBALSINDEX, "require");
-    lua_pushliteral(L, "mmo.time");
-    lua_call(L, 1, 1);
-    lua_pushvalue(L, out);
-    if (lua_pcall(L, 2, 1, 0) != 0) {
-        snprintf(err, cap, "timers: %s", lua_tostring(L, -1));
-        return -1;
-    }
-    s->timers_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    set->timer_fns_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_settop(L, list - 1);
     return 0;
 }
 
+void script__start_timers(struct script *s, struct script_set *set)
+{
+    lua_State *L = s->L;
+    if (set->timer_fns_ref == LUA_NOREF || s->ctx->base == NULL)
+        return;
+    int top = lua_gettop(L);
+    if (luaL_loadbuffer(L, START_TIMERS, sizeof START_TIMERS - 1, "=timers") != 0) {
+        log_error("script", "timers: %s", lua_tostring(L, -1));
+        lua_settop(L, top);
+        return;
+    }
+    lua_getfield(L, LUA_GLOBALSINDEX, "require");
+    lua_pushliteral(L, "mmo.time");
+    lua_call(L, 1, 1);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, set->timer_fns_ref);
+    if (lua_pcall(L, 2, 1, 0) != 0) {
+        log_error("script", "timers: %s", lua_tostring(L, -1));
+        lua_settop(L, top);
+        return;
+    }
+    set->timers_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_settop(L, top);
+}
+
+void script__stop_timers(struct script *s, struct script_set *set)
+{
+    lua_State *L = s->L;
+    if (set->timers_ref == LUA_NOREF)
+        return;
+    int top = lua_gettop(L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, set->timers_ref);
+    for (int i = 1; i <= (int) lua_objlen(L, -1); i++) {
+        lua_rawgeti(L, -1, i);
+        lua_getfield(L, -1, "cancel");
+        lua_pushvalue(L, -2);
+        if (lua_pcall(L, 1, 0, 0) != 0)
+            log_error("script", "timer cancel: %s", lua_tostring(L, -1));
+        lua_settop(L, top + 1);
+    }
+    lua_settop(L, top);
+    luaL_unref(L, LUA_REGISTRYINDEX, set->timers_ref);
+    set->timers_ref = LUA_NOREF;
+}
+
 static int ensure_ws_metrics(struct script *s);
 
-int script__load_ws(struct script *s, char *err, size_t cap)
+int script__load_ws(struct script *s, struct script_set *set, int idx, char *err, size_t cap)
 {
     lua_State *L = s->L;
     int top = lua_gettop(L);
-    if (script__require(L, s->ctx->conf ? s->ctx->conf->scripts_routes : "routes", err, cap) < 0)
-        return -1;
-    int idx = lua_gettop(L);
-    if (load_types(s, idx, err, cap) < 0)
+    if (load_types(s, set, idx, err, cap) < 0)
         return -1;
     lua_getfield(L, idx, "ws_close");
     if (!lua_isnil(L, -1)) {
         const char *h = lua_tostring(L, -1);
         char why[512];
-        if (h == NULL || script__resolve_handler(L, h, &s->ws_close_ref, why, sizeof why) < 0) {
+        if (h == NULL || script__resolve_handler(L, h, &set->ws_close_ref, why, sizeof why) < 0) {
             snprintf(err, cap, "%s (ws_close)", h ? why : "routes: ws_close must be a handler");
             return -1;
         }
@@ -188,8 +218,8 @@ int script__load_ws(struct script *s, char *err, size_t cap)
     lua_pop(L, 1);
     /* the message metrics exist from the start, at 0, for every type of the table */
     if (ensure_ws_metrics(s)) {
-        for (int i = 0; i < s->nws_routes; i++) {
-            const char *v[2] = {s->ws_routes[i].name, "ok"};
+        for (int i = 0; i < set->nws_routes; i++) {
+            const char *v[2] = {set->ws_routes[i].name, "ok"};
             metrics_series(s->m_ws_total, v);
             metrics_series(s->m_ws_seconds, v);
         }
@@ -198,29 +228,32 @@ int script__load_ws(struct script *s, char *err, size_t cap)
     if (!lua_isnil(L, -1)) {
         const char *h = lua_tostring(L, -1);
         char why[512];
-        if (h == NULL || script__resolve_handler(L, h, &s->stop_ref, why, sizeof why) < 0) {
+        if (h == NULL || script__resolve_handler(L, h, &set->stop_ref, why, sizeof why) < 0) {
             snprintf(err, cap, "%s (on_stop)", h ? why : "routes: on_stop must be a handler");
             return -1;
         }
     }
     lua_pop(L, 1);
-    /* timers only in a node that serves (mmo check has no event loop to run them) */
-    if (s->ctx->base && load_timers(s, idx, err, cap) < 0)
+    if (load_timers(s, set, idx, err, cap) < 0)
         return -1;
     lua_settop(L, top);
     return 0;
 }
 
-void script__free_ws(struct script *s)
+void script__free_ws(struct script *s, struct script_set *set)
 {
-    for (int i = 0; i < s->nws_routes; i++) {
-        free(s->ws_routes[i].name);
-        free(s->ws_routes[i].handler);
+    lua_State *L = s->L;
+    for (int i = 0; i < set->nws_routes; i++) {
+        free(set->ws_routes[i].handler);
+        luaL_unref(L, LUA_REGISTRYINDEX, set->ws_routes[i].handler_ref);
     }
-    free(s->ws_routes);
-    s->ws_routes = NULL;
-    s->nws_routes = 0;
-    /* timer handles: their __gc frees the events when the VM closes */
+    free(set->ws_routes);
+    set->ws_routes = NULL;
+    set->nws_routes = 0;
+    luaL_unref(L, LUA_REGISTRYINDEX, set->ws_close_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, set->stop_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, set->timer_fns_ref);
+    set->ws_close_ref = set->stop_ref = set->timer_fns_ref = LUA_NOREF;
 }
 
 /* ---- running a message -------------------------------------------------------------------------
@@ -316,7 +349,7 @@ static void on_ws_done(struct task *t, int status, void *ud)
     struct wsjob *j = ud;
     struct script *s = t->s;
     lua_State *co = t->co;
-    const char *name = j->route >= 0    ? s->ws_routes[j->route].name
+    const char *name = j->route >= 0    ? t->set->ws_routes[j->route].name
                        : j->route == -1 ? "(close)"
                                         : "(stop)";
     const char *result = "ok";
@@ -381,6 +414,7 @@ void script_ws_message(struct script *s, const struct script_ws_conn *c, const c
                        size_t len)
 {
     lua_State *L = s->L;
+    const struct script_set *set = s->cur;
     int top = lua_gettop(L);
     lua_rawgeti(L, LUA_REGISTRYINDEX, s->decode_ref);
     lua_pushlstring(L, text, len);
@@ -392,8 +426,8 @@ void script_ws_message(struct script *s, const struct script_ws_conn *c, const c
         lua_pop(L, 1);
     }
     int route = -1;
-    for (int i = 0; type && i < s->nws_routes; i++)
-        if (strcmp(s->ws_routes[i].name, type) == 0)
+    for (int i = 0; type && i < set->nws_routes; i++)
+        if (strcmp(set->ws_routes[i].name, type) == 0)
             route = i;
     const char *code = NULL, *msg = NULL;
     if (!lua_istable(L, -1))
@@ -402,12 +436,12 @@ void script_ws_message(struct script *s, const struct script_ws_conn *c, const c
         code = "bad_message", msg = "the field t is missing";
     else if (route < 0)
         code = "unknown_type", msg = "no such message type";
-    else if (!auth_roles_allow(c->roles, s->ws_routes[route].gate.role))
+    else if (!auth_roles_allow(c->roles, set->ws_routes[route].gate.role))
         code = "forbidden", msg = "your account lacks the role this needs";
     if (code) {
         /* refused before any handler: counted under the type if it is one of ours (a client's
          * made-up types would make a label set each) */
-        hook_metrics(s, route >= 0 ? s->ws_routes[route].name : "(unknown)", "refused", mono());
+        hook_metrics(s, route >= 0 ? set->ws_routes[route].name : "(unknown)", "refused", mono());
         lua_settop(L, top);
         send_error(s, c->id, code, msg);
         realtime__message_done(s->ctx->rt, c->id);
@@ -419,14 +453,14 @@ void script_ws_message(struct script *s, const struct script_ws_conn *c, const c
     j->started = mono();
     push_conn(L, c);
     lua_insert(L, -2); /* conn, msg */
-    start(s, c, s->ws_routes[route].handler_ref, j, 2);
+    start(s, c, set->ws_routes[route].handler_ref, j, 2);
     lua_settop(L, top);
 }
 
 void script_ws_closed(struct script *s, const struct script_ws_conn *c, int code,
                       const char *region, double x, double y, double at)
 {
-    if (s->ws_close_ref == LUA_NOREF)
+    if (s->cur->ws_close_ref == LUA_NOREF)
         return;
     lua_State *L = s->L;
     int top = lua_gettop(L);
@@ -450,7 +484,7 @@ void script_ws_closed(struct script *s, const struct script_ws_conn *c, int code
     j->route = -1;
     j->closing = 1;
     s->ws_closing++;
-    start(s, c, s->ws_close_ref, j, 1);
+    start(s, c, s->cur->ws_close_ref, j, 1);
     lua_settop(L, top);
 }
 
@@ -461,7 +495,7 @@ int script_ws_closing(const struct script *s)
 
 void script_stop(struct script *s)
 {
-    if (s->stop_ref == LUA_NOREF || s->stopped)
+    if (s->cur->stop_ref == LUA_NOREF || s->stopped)
         return;
     s->stopped = 1;
     struct wsjob *j = xcalloc(1, sizeof *j);
@@ -470,7 +504,7 @@ void script_stop(struct script *s)
     s->ws_closing++;
     struct task *t = task__new(s, on_ws_done, j, "stop");
     lua_State *L = s->L;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, s->stop_ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, s->cur->stop_ref);
     lua_xmove(L, t->co, 1);
     task__start(t, 0);
 }

@@ -41,6 +41,9 @@ struct task *task__new(struct script *s, task_done_cb *done, void *ud, const cha
     t->done = done;
     t->ud = ud;
     t->wait.task = t;
+    t->set = s->cur;
+    if (t->set)
+        t->set->tasks++;
     if (s->npool > 0) {
         s->npool--;
         t->co = s->pool[s->npool];
@@ -86,6 +89,8 @@ static void task_release(struct task *t, int reusable)
     } else {
         luaL_unref(s->L, LUA_REGISTRYINDEX, t->ref);
     }
+    if (t->set)
+        script__set_release(s, t->set);
     free(t);
 }
 

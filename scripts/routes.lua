@@ -26,6 +26,9 @@ return {
         { "GET", "/api/admin/log", "admin.log_level", role = "admin" },
         { "PUT", "/api/admin/log", "admin.log_level", role = "admin" },
         { "GET", "/api/admin/sessions", "admin.sessions", role = "moderator" },
+        { "GET", "/api/admin/scripts", "admin.scripts", role = "designer" },
+        { "POST", "/api/admin/scripts/reload", "admin.scripts_reload", role = "designer" },
+        { "POST", "/api/admin/scripts/rollback", "admin.scripts_rollback", role = "designer" },
         { "POST", "/api/admin/bots", "bots.create", role = "admin" },
 
         { "POST", "/api/players", "players.create", role = "player" },

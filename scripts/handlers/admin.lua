@@ -10,6 +10,7 @@ local db = require "mmo.db"
 local http = require "lib.http"
 local json = require "mmo.json"
 local log = require "mmo.log"
+local scripts = require "mmo.scripts"
 local session = require "lib.session"
 local validation = require "rules.validation"
 
@@ -201,6 +202,37 @@ function _M.audit(req)
         entries[i] = r
     end
     return 200, { entries = entries, next = #rows == limit and rows[#rows].id or nil }
+end
+
+
+-- GET /api/admin/scripts: the script set in use (version, hash, modules), the state store
+-- and the mods.
+function _M.scripts()
+    return 200, scripts.info()
+end
+
+
+-- POST /api/admin/scripts/reload and /rollback: the core loads the set between two events and
+-- audits it; this handler, begun on the old code, finishes on it.
+local function load(req, fn)
+    local info, err = fn("account:" .. tostring(req.account.id))
+    if not info then
+        if err.no_previous then
+            http.fail(409, "conflict", err.message)
+        end
+        http.fail(422, "script_error", err.message, { file = err.file, line = err.line })
+    end
+    return 200, { version = info.version, hash = info.hash, loaded_at = info.loaded_at }
+end
+
+
+function _M.scripts_reload(req)
+    return load(req, scripts.reload)
+end
+
+
+function _M.scripts_rollback(req)
+    return load(req, scripts.rollback)
 end
 
 

@@ -15,6 +15,7 @@ local log = require "mmo.log"
 local regions = require "lib.regions"
 local territories = require "lib.territories"
 local world_events = require "lib.world_events"
+local state = require "mmo.state"
 local time = require "mmo.time"
 local world = require "mmo.world"
 
@@ -32,17 +33,26 @@ local tostring = tostring
 
 local _M = {}
 
-local last_tick = -math.huge
+-- what survives a reload of the scripts (docs/scripting.md "State that survives a reload")
+local S = state.global("world.timers", { version = 1, init = function()
+    return {
+        last_renew = -math.huge,   -- when the leases were last renewed (monotonic)
+        last_tick_at = nil,        -- when the last tick began
+        gauges_at = -math.huge,
+        took_us = {}, took_no = {}, took_next = 1, ticks = 0, -- the last 1,000 ticks, a ring
+        slow_logged_at = -math.huge,
+    }
+end })
 local renew_every = world.settings().lease_ms / 5000 -- seconds
 
 
 -- timer (routes.lua, every 0.5 s): renew when a fifth of the lease has passed
 function _M.leases()
     local now = time.monotonic()
-    if now - last_tick < renew_every then
+    if now - S.last_renew < renew_every then
         return
     end
-    last_tick = now
+    S.last_renew = now
     local taken, err = leases.tick(regions.all())
     if not taken then
         log.warn("region leases not renewed: " .. tostring(err))
@@ -57,23 +67,19 @@ end
 _M.SLOW_TICK_MS = 20 -- a tick longer than this is logged (at most once a minute)
 _M.MAX_DT = 1        -- seconds: after a stall, a tick counts at most this much game time
 
-local gauges_at = -math.huge
 local ONLINE = require("mmo.metrics").gauge("mmo_players_online",
     "Players in the world on this node, by region", { "region" })
 local EVENTS_ACTIVE = require("mmo.metrics").gauge("mmo_world_events_active",
     "World events running on this node (the regions it owns), by region", { "region" })
 
-local last_tick_at
-local took_us, took_no, took_next, ticks = {}, {}, 1, 0 -- the last 1,000 ticks, a ring
-local slow_logged_at = -math.huge
 
 
 -- timer (routes.lua: its period is the tick rate): every region this node owns
 function _M.tick()
     local all = regions.all() -- read from the database once, before the first tick is timed
     local now = time.monotonic()
-    local dt = last_tick_at and min(now - last_tick_at, _M.MAX_DT) or 0
-    last_tick_at = now
+    local dt = S.last_tick_at and min(now - S.last_tick_at, _M.MAX_DT) or 0
+    S.last_tick_at = now
     local owned = {}
     for _, r in ipairs(all) do
         if leases.mine(r.id) then
@@ -87,8 +93,8 @@ function _M.tick()
         end
     end
     world_events.tick(owned, dt, now)
-    if now - gauges_at >= 1 then
-        gauges_at = now
+    if now - S.gauges_at >= 1 then
+        S.gauges_at = now
         local active = {}
         for _, ev in ipairs(world_events.runner:list()) do
             if ev.state == "active" then
@@ -101,10 +107,11 @@ function _M.tick()
         end
     end
     local us = (time.monotonic() - now) * 1e6
-    ticks = ticks + 1
-    took_us[took_next], took_no[took_next], took_next = us, ticks, took_next % 1000 + 1
-    if us > _M.SLOW_TICK_MS * 1000 and now - slow_logged_at > 60 then
-        slow_logged_at = now
+    local n = S.ticks + 1
+    S.ticks = n
+    S.took_us[S.took_next], S.took_no[S.took_next], S.took_next = us, n, S.took_next % 1000 + 1
+    if us > _M.SLOW_TICK_MS * 1000 and now - S.slow_logged_at > 60 then
+        S.slow_logged_at = now
         log.warn("slow world tick", { ms = floor(us / 100) / 10 })
     end
 end
@@ -118,7 +125,8 @@ function _M.ticks(req)
         http.fail(422, "validation_failed", "since: a tick number")
     end
     local sorted = {}
-    for i, v in ipairs(took_us) do
+    local took_no = S.took_no
+    for i, v in ipairs(S.took_us) do
         if took_no[i] > since then
             sorted[#sorted + 1] = v
         end
@@ -127,7 +135,7 @@ function _M.ticks(req)
     local function q(p)
         return #sorted > 0 and floor(sorted[math.max(1, math.ceil(#sorted * p))]) or 0
     end
-    return 200, { ticks = ticks, window = #sorted, p50_us = q(0.5), p99_us = q(0.99),
+    return 200, { ticks = S.ticks, window = #sorted, p50_us = q(0.5), p99_us = q(0.99),
                   max_us = q(1), captures = territories.captures }
 end
 

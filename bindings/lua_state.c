@@ -1,0 +1,160 @@
+/* lua_state.c -- mmo.state: game state that outlives a script reload.
+ *
+ * A reload loads every module anew, so a module's locals start over. What must survive (the
+ * territories of the regions this node runs, its leases, the world events in progress) lives
+ * here instead, under a name, with a version:
+ *
+ *   local state = require "mmo.state"
+ *   local S = state.global("leases", { version = 1, init = function() return { known = {} } end })
+ *   local T = state.regional("territories", { version = 2, init = function(region) return {} end,
+ *                                             migrate = function(old_version, data, region) ... end
+ * }) T:get(region)   T:drop(region)   for region, data in T:each() do ... end
+ *   state.drop_region(region)   -- every regional entry of that region (its lease was lost)
+ *
+ * state.global returns the same table to every set that declares the same version; a set
+ * that declares another version gets migrate(old_version, copy) (a deep copy: the running set
+ * keeps the original until the swap). Declarations made while a set loads are staged and
+ * become the store's only when the set is swapped in (script_set.c calls the registry's
+ * "mmo.state.ctl" begin/commit/abort); a failed reload leaves the store as it was. */
+#include "bindings.h"
+
+#include <lauxlib.h>
+
+static const char STATE_LUA[] =
+    "local type, pairs, next, error, tostring, setmetatable, getmetatable, pcall =\n"
+    "      type, pairs, next, error, tostring, setmetatable, getmetatable, pcall\n"
+    "local sort = table.sort\n"
+    "local entries = {} -- name -> { kind, version, data, regions }\n"
+    "local staging     -- name -> entry, while a set loads\n"
+    "\n"
+    "local function copy(v, seen)\n"
+    "  if type(v) ~= 'table' then return v end\n"
+    "  if seen[v] then return seen[v] end\n"
+    "  local t = {}\n"
+    "  seen[v] = t\n"
+    "  for k, x in next, v do t[copy(k, seen)] = copy(x, seen) end\n"
+    "  return setmetatable(t, getmetatable(v))\n"
+    "end\n"
+    "\n"
+    "local function check(name, spec)\n"
+    "  if type(name) ~= 'string' or name == '' then\n"
+    "    error('mmo.state: the name must be a non-empty string', 3)\n"
+    "  end\n"
+    "  if spec ~= nil and type(spec) ~= 'table' then\n"
+    "    error('mmo.state: the spec must be a table { version, init, migrate }', 3)\n"
+    "  end\n"
+    "  spec = spec or {}\n"
+    "  local v = spec.version or 1\n"
+    "  if type(v) ~= 'number' or v < 1 or v % 1 ~= 0 then\n"
+    "    error('mmo.state: version must be a positive integer', 3)\n"
+    "  end\n"
+    "  return spec, v\n"
+    "end\n"
+    "\n"
+    "local function migrated(name, spec, old_version, data, region)\n"
+    "  if type(spec.migrate) ~= 'function' then\n"
+    "    error(('mmo.state: %s is version %d here; the module declares %d and has no '\n"
+    "           .. 'migrate(old_version, state)'):format(name, old_version, spec.version or 1), "
+    "4)\n"
+    "  end\n"
+    "  local new = spec.migrate(old_version, copy(data, {}), region)\n"
+    "  if type(new) ~= 'table' then\n"
+    "    error(('mmo.state: %s: migrate from version %d must return a table'):format(name,\n"
+    "          old_version), 4)\n"
+    "  end\n"
+    "  return new\n"
+    "end\n"
+    "\n"
+    "local function declare(name, spec, version, kind)\n"
+    "  local e = staging and staging[name]\n"
+    "  if e then\n"
+    "    if e.kind ~= kind or e.version ~= version then\n"
+    "      error(('mmo.state: %s is declared twice, differently'):format(name), 3)\n"
+    "    end\n"
+    "    return e\n"
+    "  end\n"
+    "  local cur = entries[name]\n"
+    "  if cur and cur.kind ~= kind then\n"
+    "    error(('mmo.state: %s is %s state, not %s'):format(name, cur.kind, kind), 3)\n"
+    "  end\n"
+    "  if cur and cur.version == version then\n"
+    "    e = cur\n"
+    "  else\n"
+    "    e = { kind = kind, version = version, regions = {} }\n"
+    "    if kind == 'global' then\n"
+    "      if cur then e.data = migrated(name, spec, cur.version, cur.data)\n"
+    "      else e.data = spec.init and spec.init() or {} end\n"
+    "      if type(e.data) ~= 'table' then\n"
+    "        error(('mmo.state: %s: init must return a table'):format(name), 3)\n"
+    "      end\n"
+    "    elseif cur then\n"
+    "      for region, data in pairs(cur.regions) do\n"
+    "        e.regions[region] = migrated(name, spec, cur.version, data, region)\n"
+    "      end\n"
+    "    end\n"
+    "  end\n"
+    "  e.init = spec.init\n"
+    "  if staging then staging[name] = e else entries[name] = e end\n"
+    "  return e\n"
+    "end\n"
+    "\n"
+    "local M = {}\n"
+    "\n"
+    "function M.global(name, spec)\n"
+    "  local s, v = check(name, spec)\n"
+    "  return declare(name, s, v, 'global').data\n"
+    "end\n"
+    "\n"
+    "local Regional = {}\n"
+    "Regional.__index = Regional\n"
+    "function Regional:get(region)\n"
+    "  local e = self.entry\n"
+    "  local t = e.regions[region]\n"
+    "  if t == nil then\n"
+    "    t = e.init and e.init(region) or {}\n"
+    "    e.regions[region] = t\n"
+    "  end\n"
+    "  return t\n"
+    "end\n"
+    "function Regional:peek(region) return self.entry.regions[region] end\n"
+    "function Regional:drop(region) self.entry.regions[region] = nil end\n"
+    "function Regional:each() return next, self.entry.regions, nil end\n"
+    "\n"
+    "function M.regional(name, spec)\n"
+    "  local s, v = check(name, spec)\n"
+    "  return setmetatable({ entry = declare(name, s, v, 'regional'), name = name }, Regional)\n"
+    "end\n"
+    "\n"
+    "function M.drop_region(region)\n"
+    "  for _, e in pairs(entries) do e.regions[region] = nil end\n"
+    "  if staging then for _, e in pairs(staging) do e.regions[region] = nil end end\n"
+    "end\n"
+    "\n"
+    "local ctl = {}\n"
+    "function ctl.begin() staging = {} end\n"
+    "function ctl.commit()\n"
+    "  for name, e in pairs(staging or {}) do entries[name] = e end\n"
+    "  staging = nil\n"
+    "end\n"
+    "function ctl.abort() staging = nil end\n"
+    "function ctl.list()\n"
+    "  local out = {}\n"
+    "  for name, e in pairs(entries) do\n"
+    "    local n = 0\n"
+    "    for _ in pairs(e.regions) do n = n + 1 end\n"
+    "    out[#out + 1] = { name = name, kind = e.kind, version = e.version,\n"
+    "                      regions = e.kind == 'regional' and n or nil }\n"
+    "  end\n"
+    "  sort(out, function(a, b) return a.name < b.name end)\n"
+    "  return out\n"
+    "end\n"
+    "return M, ctl\n";
+
+int luaopen_mmo_state(lua_State *L)
+{
+    if (luaL_loadbuffer(L, STATE_LUA, sizeof STATE_LUA - 1, "=mmo.state") != 0)
+        return lua_error(L);
+    lua_call(L, 0, 2);
+    lua_setfield(L, LUA_REGISTRYINDEX, "mmo.state.ctl");
+    return 1;
+}
