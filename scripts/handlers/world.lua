@@ -136,7 +136,7 @@ function _M.ticks(req)
         return #sorted > 0 and floor(sorted[math.max(1, math.ceil(#sorted * p))]) or 0
     end
     return 200, { ticks = S.ticks, window = #sorted, p50_us = q(0.5), p99_us = q(0.99),
-                  max_us = q(1), captures = territories.captures }
+                  max_us = q(1), captures = territories.captures() }
 end
 
 

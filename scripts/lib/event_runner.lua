@@ -43,7 +43,7 @@ function _M.new(opts)
     return setmetatable({
         kinds = opts.kinds, now = opts.now, bcast = opts.broadcast, save = opts.save,
         log = opts.log or function() end, random = opts.random or math.random,
-        events = {}, -- id -> ev
+        events = opts.events or {}, -- id -> ev (a table that outlives reloads: mmo.state)
     }, Runner)
 end
 

@@ -9,6 +9,7 @@
 -- a restarted node waits for its old leases to lapse like any other node.
 local cache = require "mmo.cache"
 local crypto = require "mmo.crypto"
+local state = require "mmo.state"
 local time = require "mmo.time"
 local world = require "mmo.world"
 
@@ -40,11 +41,17 @@ return 0
 ]]
 
 local settings = world.settings()
-local SELF = settings.node .. "/" .. crypto.random(6)
 
--- region id -> { holder = "<node>/<instance>" | nil, checked = time of the answer }
-local known = {}
-local generation = {} -- region id -> how many times this node took its lease (safe handles)
+-- kept across reloads (mmo.state): the holder name this node run uses must not change while
+-- it holds leases
+local S = state.global("leases", { version = 1, init = function()
+    return {
+        self = settings.node .. "/" .. crypto.random(6),
+        known = {},      -- region id -> { holder = "<node>/<instance>" | nil, checked = time }
+        generation = {}, -- region id -> how many times this node took its lease (safe handles)
+    }
+end })
+local SELF = S.self
 
 
 function _M.key(region)
@@ -78,10 +85,10 @@ function _M.tick(regions)
     for i, r in ipairs(regions) do
         local a = res[i]
         if type(a) == "table" and a[2] then
-            known[r.id] = { holder = a[2], checked = now }
+            S.known[r.id] = { holder = a[2], checked = now }
             if a[1] == 2 then
                 taken[#taken + 1] = r.id
-                generation[r.id] = (generation[r.id] or 0) + 1
+                S.generation[r.id] = (S.generation[r.id] or 0) + 1
             end
         end
     end
@@ -95,7 +102,7 @@ function _M.release_all(regions)
     for _, r in ipairs(regions) do
         cmds[#cmds + 1] = { "EVAL", _M.RELEASE, 1, _M.key(r.id), SELF }
     end
-    known = {}
+    S.known = {}
     if #cmds > 0 then
         return cache.pipeline(cmds)
     end
@@ -106,7 +113,7 @@ end
 -- The holder of region's lease as last seen, if that answer is younger than the lease (an
 -- older one proves nothing: the lease may have lapsed since).
 function _M.holder(region)
-    local k = known[region]
+    local k = S.known[region]
     if k and time.monotonic() - k.checked < settings.lease_ms / 1000 then
         return k.holder
     end
@@ -116,7 +123,7 @@ end
 
 -- How many times this node took region's lease: a handle made before the last take is stale.
 function _M.generation(region)
-    return generation[region] or 0
+    return S.generation[region] or 0
 end
 
 

@@ -23,6 +23,7 @@ local log = require "mmo.log"
 local player = require "rules.player"
 local players = require "lib.players"
 local queue = require "lib.queue"
+local state = require "mmo.state"
 local time = require "mmo.time"
 local validation = require "rules.validation"
 local world = require "mmo.world"
@@ -55,9 +56,18 @@ _M.MAX_TRIES = 5
 
 local CONSUMER = world.settings().node
 
--- counters of this node, for GET /api/admin/queues
-local stats = { ingested = 0, rejected = 0, processed = 0, duplicates = 0, failed = 0,
-                dead = 0, batches = 0, by_type = {} }
+-- kept across reloads (mmo.state): the counters of this node (GET /api/admin/queues), and
+-- where its consumer stands
+local S = state.global("pipeline", { version = 1, init = function()
+    return {
+        stats = { ingested = 0, rejected = 0, processed = 0, duplicates = 0, failed = 0,
+                        dead = 0, batches = 0, by_type = {} },
+        group_ready = false,      -- the consumer group is known to exist
+        last_claim = 0,           -- when pending entries of dead consumers were last claimed
+        own_pending_done = false, -- this node's own pending entries were read back once
+    }
+end })
+local stats = S.stats
 _M.stats = stats
 
 local metrics = require "mmo.metrics"
@@ -198,10 +208,7 @@ local function catalogue()
 end
 
 
-local group_ready = false
-local last_claim = 0
-local own_pending_done = false
-local jobs = {}
+local jobs = {} -- type -> job module: each script set finds its own
 
 local function job(t)
     local j = jobs[t]
@@ -219,12 +226,12 @@ end
 
 
 local function ensure_group()
-    if group_ready then
+    if S.group_ready then
         return true
     end
     local r, err = cache.cmd("XGROUP", "CREATE", _M.STREAM, _M.GROUP, "0", "MKSTREAM")
     if r or (type(err) == "string" and err:find("BUSYGROUP", 1, true)) then
-        group_ready = true
+        S.group_ready = true
         return true
     end
     return nil, err
@@ -507,8 +514,8 @@ function _M.consume()
     end
     local t0 = time.monotonic()
     queue.move_due(_M.BATCH) -- delayed jobs that are due, into the stream
-    if t0 - last_claim >= _M.CLAIM_EVERY then
-        last_claim = t0
+    if t0 - S.last_claim >= _M.CLAIM_EVERY then
+        S.last_claim = t0
         local st = _M.status()
         if st then
             QUEUE:set(st.stream.length, "length")
@@ -523,21 +530,21 @@ function _M.consume()
     end
     repeat
         -- first what this consumer read before and never acknowledged (a restart), then new
-        local from = own_pending_done and ">" or "0"
+        local from = S.own_pending_done and ">" or "0"
         local r, err = cache.cmd("XREADGROUP", "GROUP", _M.GROUP, CONSUMER, "COUNT", _M.BATCH,
                                  "STREAMS", _M.STREAM, from)
         if not r then
             if type(err) == "string" and err:find("NOGROUP", 1, true) then
-                group_ready = false
+                S.group_ready = false
             end
             return
         end
         local list = type(r) == "table" and r[1] and r[1][2] or {}
         if #list == 0 then
-            if own_pending_done then
+            if S.own_pending_done then
                 return
             end
-            own_pending_done = true
+            S.own_pending_done = true
         else
             process(entries_of(list))
         end

@@ -14,6 +14,7 @@ local db = require "mmo.db"
 local json = require "mmo.json"
 local log = require "mmo.log"
 local rule = require "rules.territory"
+local state = require "mmo.state"
 local time = require "mmo.time"
 local world = require "mmo.world"
 
@@ -33,9 +34,21 @@ local COLUMNS = "id, region, name, x0, y0, x1, y1, owner_guild, capturing_guild,
 local CAPTURES = require("mmo.metrics").counter("mmo_territory_captures_total",
     "Territories that changed hands, by region", { "region" })
 
-local regions = {}
-local loading = {} -- region id -> true while its territories are being read
-_M.captures = 0 -- changes of hands on this node since it started (a metric until «Metrics»)
+-- kept across reloads (mmo.state)
+local S = state.global("territories", { version = 1, init = function()
+    return {
+        regions = {}, -- region id -> { list, rects, saved, dirty } (see above)
+        loading = {}, -- region id -> true while its territories are being read
+        captures = 0, -- changes of hands on this node since it started
+    }
+end })
+local regions, loading = S.regions, S.loading
+
+
+-- Changes of hands on this node since it started.
+function _M.captures()
+    return S.captures
+end
 
 
 -- The document of a territory (API.md): {id, region, name, bounds, owner_guild, capturing_guild,
@@ -150,7 +163,7 @@ function _M.tick(region, dt, now)
             r.dirty[t.id] = t
         end
         if s.captured then
-            _M.captures = _M.captures + 1
+            S.captures = S.captures + 1
             CAPTURES:inc(1, region)
             r.dirty[t.id] = nil
             local owner = t.owner_guild

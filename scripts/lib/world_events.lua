@@ -15,6 +15,7 @@ local db = require "mmo.db"
 local json = require "mmo.json"
 local log = require "mmo.log"
 local runner_mod = require "lib.event_runner"
+local state = require "mmo.state"
 local time = require "mmo.time"
 local triggers = require "rules.world_triggers"
 local world = require "mmo.world"
@@ -54,9 +55,17 @@ local kinds = setmetatable({}, {
     end,
 })
 
-local dirty, flushing = {}, false -- events to write (id -> ev)
-local regions = {}                -- region id -> { loaded_at } for the regions run here
-local last_save, last_schedule, last_trigger = 0, 0, 0
+-- kept across reloads (mmo.state): the events running here stay running
+local S = state.global("world_events", { version = 1, init = function()
+    return {
+        events = {},     -- id -> ev: the runner's events
+        dirty = {},      -- events to write (id -> ev)
+        flushing = false,
+        regions = {},    -- region id -> { loaded_at } for the regions run here
+        last_save = 0, last_schedule = 0, last_trigger = 0,
+    }
+end })
+local regions = S.regions
 
 
 local function row_of(ev)
@@ -67,15 +76,15 @@ end
 
 local function flush()
     local rows = json.array({})
-    for _, ev in pairs(dirty) do
+    for _, ev in pairs(S.dirty) do
         rows[#rows + 1] = row_of(ev)
     end
-    dirty = {}
+    S.dirty = {}
     local ok, err = db.query(
         "update world_events e set state = s.state, data = s.data, result = s.result, " ..
         "end_reason = s.end_reason from jsonb_to_recordset($1) as s(id bigint, state text, " ..
         "data jsonb, result jsonb, end_reason text) where e.id = s.id", rows)
-    flushing = false
+    S.flushing = false
     if not ok then
         log.warn("world events not saved: " .. tostring(err))
     end
@@ -83,9 +92,9 @@ end
 
 
 local function save(ev)
-    dirty[ev.id] = ev
-    if not flushing then
-        flushing = true
+    S.dirty[ev.id] = ev
+    if not S.flushing then
+        S.flushing = true
         time.after(0, flush)
     end
 end
@@ -101,6 +110,7 @@ local runner = runner_mod.new {
     log = function(msg, fields)
         log.warn(msg, fields)
     end,
+    events = S.events,
 }
 _M.runner = runner
 
@@ -196,16 +206,16 @@ local function trigger(region)
             log.warn("world triggers of " .. region .. " not checked: " .. tostring(err))
             return
         end
-        local state = { region = region, online = online, now = time.now(), active = {},
+        local view = { region = region, online = online, now = time.now(), active = {},
                         last = {} }
         for _, r in ipairs(rows) do
-            state.last[r.type] = r.last
-            state.active[r.type] = r.active or nil
+            view.last[r.type] = r.last
+            view.active[r.type] = r.active or nil
         end
-        for _, e in ipairs(triggers.check(state)) do
+        for _, e in ipairs(triggers.check(view)) do
             local kind = kinds[e.type]
             if kind and (not kind.validate or kind.validate(e.params)) then
-                local ev = _M.create(e.type, region, e.params, state.now, nil, true)
+                local ev = _M.create(e.type, region, e.params, view.now, nil, true)
                 if ev then
                     log.info("world event started by a rule", { event = ev.id, type = ev.type,
                                                                  region = region })
@@ -238,22 +248,22 @@ function _M.tick(owned, dt, now)
         end
     end
     runner:tick(dt)
-    if now - last_save >= _M.SAVE_EVERY then
-        last_save = now
+    if now - S.last_save >= _M.SAVE_EVERY then
+        S.last_save = now
         for _, ev in ipairs(runner:list()) do
             if ev.state == "active" then
                 save(ev)
             end
         end
     end
-    if now - last_trigger >= triggers.CHECK_EVERY then
-        last_trigger = now
+    if now - S.last_trigger >= triggers.CHECK_EVERY then
+        S.last_trigger = now
         for id in pairs(owned) do
             trigger(id)
         end
     end
-    if now - last_schedule >= 10 then
-        last_schedule = now
+    if now - S.last_schedule >= 10 then
+        S.last_schedule = now
         local wall = time.now()
         for id in pairs(owned) do
             schedule(id, wall)
