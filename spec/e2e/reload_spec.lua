@@ -113,7 +113,8 @@ describe("script reload", function()
         assert(os.execute("cp -r " .. server.ROOT .. "/scripts/. " .. dir .. "/"))
         put("reload_routes.lua", ROUTES)
         put("handlers/reload_test.lua", handler("one", STATE_V1))
-        node = server.start { env = { MMO_SCRIPTS = dir, MMO_ROUTES = "reload_routes" } }
+        node = server.start { env = { MMO_SCRIPTS = dir, MMO_ROUTES = "reload_routes",
+                                      MMO_CONTROL_SOCKET = dir .. "/control.sock" } }
         admin = login("admin", ADMIN_PASSWORD)
         -- a designer: a new account given the role by the admin
         local name = "d" .. server.letters(8)
@@ -336,5 +337,69 @@ describe("script reload", function()
         assert.matches('mmo_script_reloads_total{trigger="sighup",result="ok"} 1', m)
         assert.matches('mmo_script_reloads_total{trigger="sighup",result="error"} 1', m)
         assert.matches("mmo_script_version " .. info().version, m)
+    end)
+
+    it("reloads from the command line through the control socket", function()
+        local env = { MMO_SCRIPTS = dir, MMO_ROUTES = "reload_routes",
+                      MMO_CONTROL_SOCKET = dir .. "/control.sock" }
+        local rc, out = server.run("scripts", env)
+        assert.equal(0, rc, out)
+        local v = info().version
+        assert.matches('"version":' .. v, out, 1, true)
+        put("handlers/reload_test.lua", handler("nine", STATE_V2))
+        rc, out = server.run("reload", env)
+        assert.equal(0, rc, out)
+        assert.matches('{"ok":true,"version":' .. (v + 1), out, 1, true)
+        assert.equal("nine", version_code())
+        assert.equal("control", info().loaded_by)
+        -- broken: exit 1, the file and line, the running set stays
+        put("lib/reload_broken.lua", "local a = {\nlocal b\n")
+        rc, out = server.run("reload", env)
+        assert.equal(1, rc, out)
+        assert.matches('"file":"' .. dir .. '/lib/reload_broken.lua","line":2', out, 1, true)
+        assert.matches("the running scripts stay in use", out, 1, true)
+        os.remove(dir .. "/lib/reload_broken.lua")
+        assert.equal(v + 1, info().version)
+        rc, out = server.run("rollback", env)
+        assert.equal(0, rc, out)
+        assert.equal("eight", version_code()) -- the set before (the SIGHUP test's)
+        -- the socket is the node's alone
+        local mode = io.popen("stat -c %a " .. dir .. "/control.sock"):read("*l")
+        assert.equal("600", mode)
+        -- no node at that path: one clear line, exit 1
+        rc, out = server.run("reload", { MMO_CONTROL_SOCKET = dir .. "/nobody.sock" })
+        assert.equal(1, rc, out)
+        assert.matches("cannot reach the node", out, 1, true)
+    end)
+
+    it("reloads by itself when scripts.watch is on and a file is saved", function()
+        local dir2 = server.tmpdir()
+        assert(os.execute("cp -r " .. dir .. "/. " .. dir2 .. "/"))
+        os.remove(dir2 .. "/control.sock")
+        server.write(dir2 .. "/handlers/reload_test.lua", handler("w1", STATE_V2))
+        local n2 = server.start { env = { MMO_SCRIPTS = dir2, MMO_ROUTES = "reload_routes",
+                                          MMO_SCRIPTS_WATCH = "1", MMO_CONTROL_SOCKET = "" } }
+        local function get(path)
+            return n2:request("GET", path, { token = admin })
+        end
+        local ok, err = pcall(function()
+            assert.equal("w1", get("/test/reload/version").json.code)
+            server.write(dir2 .. "/handlers/reload_test.lua", handler("w2", STATE_V2))
+            assert.is_true(server.eventually(function()
+                return get("/test/reload/version").json.code == "w2"
+            end, 10))
+            local i = get("/api/admin/scripts").json
+            assert.equal(2, i.version)
+            assert.equal("watch", i.loaded_by)
+            -- a broken save is logged and changes nothing
+            server.write(dir2 .. "/handlers/reload_test.lua", "return {\n")
+            assert.is_true(server.eventually(function()
+                return n2:logs():find("scripts changed but were not reloaded", 1, true) ~= nil
+            end, 10))
+            assert.equal("w2", get("/test/reload/version").json.code)
+        end)
+        n2:stop()
+        server.rm_rf(dir2)
+        assert(ok, err)
     end)
 end)
