@@ -2,7 +2,7 @@
  * the coroutines (tasks) that run handlers.
  *
  * The rest of core/ talks to Lua only through this header; only core/script*.c, core/task.c,
- * core/conf.c and bindings/ include lua.h. */
+ * core/conf.c, core/check.c and bindings/ include lua.h. */
 #ifndef CORE_SCRIPT_H
 #define CORE_SCRIPT_H
 
@@ -59,9 +59,5 @@ int script_tasks(const struct script *s);
 int script_routes(const struct script *s);
 /* Lua memory in bytes. */
 size_t script_memory(const struct script *s);
-
-/* Compile every .lua file under the scripts path and load the route table, without a node
- * (`mmo check`). Prints one line per problem to fd; returns the number of problems. */
-int script_check(const struct lb_ctx *ctx, int fd);
 
 #endif
