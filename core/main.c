@@ -5,6 +5,7 @@
  * let requests in flight finish (at most shutdown.drain_ms), end the remaining tasks, then
  * free everything and exit 0. A second signal skips the wait. */
 #include "auth.h"
+#include "check.h"
 #include "conf.h"
 #include "control.h"
 #include "db.h"
@@ -45,7 +46,9 @@ static const char USAGE[] =
     "  serve      run the node (the default)\n"
     "  migrate    apply the pending migrations of sql/ (--dry-run, --status)\n"
     "  seed       load sql/seed/ and create the admin account (idempotent)\n"
-    "  check      compile every script and load the route table; report problems\n"
+    "  check      compile every script, load the route table, lint for module state that a\n"
+    "             reload would reset, run luacheck if installed; problems as file:line, then\n"
+    "             \"N errors, M warnings\"; exit 1 on errors (--strict: on warnings too)\n"
     "  config     print the configuration in effect (file + environment)\n"
     "  queue      the game event stream and its dead letters: queue [stats], queue dead\n"
     "             [--limit N], queue show ID, queue requeue ID|--all, queue drop ID|--all\n"
@@ -427,7 +430,8 @@ int main(int argc, char **argv)
                 return 2;
             }
             i++;
-        } else if (strcmp(a, "--dry-run") != 0 && strcmp(a, "--status") != 0) {
+        } else if (strcmp(a, "--dry-run") != 0 && strcmp(a, "--status") != 0 &&
+                   !(strcmp(cmd, "check") == 0 && strcmp(a, "--strict") == 0)) {
             fprintf(stderr, "mmo: unknown option %s (see mmo --help)\n", a);
             return 2;
         }
@@ -487,10 +491,9 @@ int main(int argc, char **argv)
     } else if (strcmp(cmd, "check") == 0) {
         struct lb_ctx ctx = {0};
         ctx.conf = &n.conf;
-        int problems = script_check(&ctx, 1);
-        if (problems == 0)
-            printf("scripts OK\n");
-        rc = problems > 0;
+        fflush(stdout);
+        struct check_result r = check_scripts(&ctx, config, 1);
+        rc = r.errors > 0 || (has_flag(argc, argv, "--strict") && r.warnings > 0);
     } else if (strcmp(cmd, "reload") == 0 || strcmp(cmd, "rollback") == 0 ||
                strcmp(cmd, "scripts") == 0) {
         rc = control_cli(&n.conf, cmd);

@@ -2,7 +2,7 @@
  * the coroutines (tasks) that run handlers.
  *
  * The rest of core/ talks to Lua only through this header; only core/script*.c, core/task.c,
- * core/conf.c and bindings/ include lua.h. */
+ * core/conf.c, core/check.c and bindings/ include lua.h. */
 #ifndef CORE_SCRIPT_H
 #define CORE_SCRIPT_H
 
@@ -77,9 +77,5 @@ unsigned script_version(const struct script *s);
 void script_hash(const struct script *s, char *out, size_t cap);
 /* From "path/x.lua:12: message": the file and line (line 0 when there is none). */
 void script_error_location(const char *msg, char *file, size_t fcap, int *line);
-
-/* Compile every .lua file under the scripts path and load the route table, without a node
- * (`mmo check`). Prints one line per problem to fd; returns the number of problems. */
-int script_check(const struct lb_ctx *ctx, int fd);
 
 #endif

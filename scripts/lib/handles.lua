@@ -15,6 +15,7 @@
 --   handles.region(id)                  -> handle while this node owns it; r:valid()
 --   handles.event(runner, id)           -> handle while the event runs; e:data()
 local leases = require "lib.leases"
+local state = require "mmo.state"
 local time = require "mmo.time"
 local world = require "mmo.world"
 
@@ -26,7 +27,9 @@ local tostring = tostring
 
 local _M = {}
 
-local timers = {} -- "player:<id>" -> { [timer] = true }
+-- "player:<id>" -> { [timer] = true }; kept across reloads, so a player who leaves loses the
+-- timers made by the code before the reload too
+local timers = state.global("handles.timers")
 
 
 local function stale(h)

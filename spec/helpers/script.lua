@@ -12,7 +12,7 @@ local _M = {}
 
 local BINDINGS = { "mmo.db", "mmo.cache", "mmo.json", "mmo.log", "mmo.time", "mmo.auth", "mmo.ws",
                    "mmo.world",
-                   "mmo.crypto", "mmo.queue", "mmo.metrics" }
+                   "mmo.crypto", "mmo.queue", "mmo.metrics", "mmo.state", "mmo.scripts" }
 
 
 local function unfaked(name)
@@ -58,6 +58,12 @@ function _M.metrics()
 end
 
 
+-- The real mmo.state (bindings/state.lua), fresh: a store of its own for each load.
+function _M.state()
+    return (dofile("bindings/state.lua"))
+end
+
+
 -- A fake mmo.log that records lines: log.lines = { {level, msg, fields}, ... }.
 function _M.log()
     local log = { lines = {} }
@@ -84,7 +90,8 @@ function _M.load(name, fakes)
     for _, b in ipairs(names) do
         saved[b] = package.loaded[b]
         package.loaded[b] = fakes[b] or (b == "mmo.json" and _M.json()) or
-                            (b == "mmo.metrics" and _M.metrics()) or unfaked(b)
+                            (b == "mmo.metrics" and _M.metrics()) or
+                            (b == "mmo.state" and _M.state()) or unfaked(b)
     end
     saved[name] = package.loaded[name]
     package.loaded[name] = nil
