@@ -5,6 +5,7 @@
  * by CMake (check__lint_lua, generated from the file at build time); it runs in a Lua state of
  * its own, apart from the scripts it reads. */
 #include "check.h"
+#include "log.h"
 #include "lb.h"
 #include "conf.h"
 #include "mem.h"
@@ -358,7 +359,11 @@ struct check_result check_scripts(const struct lb_ctx *ctx, const char *config_p
     if (r.errors == 0) {
         char err[1024];
         struct lb_ctx copy = *ctx;
+        int level = log__level; /* the load's own info line is not a finding */
+        if (level < LOG_WARN)
+            log_set_level(LOG_WARN);
         struct script *s = script_new(&copy, err, sizeof err);
+        log_set_level(level);
         if (s == NULL) {
             dprintf(fd, "%s\n", err);
             r.errors++;
