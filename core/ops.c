@@ -4,8 +4,8 @@
  * how long each took. The checks cannot be used to flood them: one probe of each runs at a
  * time (requests that come meanwhile wait for it), and a result is used again for a while
  * (READY_FRESH_OK / READY_FRESH_FAIL). A pool with no connection up is down without asking.
- * /healthz (alive) checks the event loop: it answers one loop turn later, and says how long
- * that turn took. */
+ * /healthz (alive) says how long the last turn of the event loop took that it measured (a
+ * timer due at once, armed by the /healthz before). */
 #include "ops.h"
 #include "db.h"
 #include "err.h"
@@ -63,10 +63,10 @@ struct ops {
     struct db_op *pg_op;
     struct rds_op *rd_op;
     struct waitlist ready_wait;
-    /* /healthz: one zero timer for every request waiting on the loop */
+    /* /healthz: a timer due now measures a turn of the loop */
     struct event *loop_ev;
-    double loop_started, loop_ms;
-    struct waitlist health_wait;
+    double loop_started, loop_at, loop_ms;
+    int loop_armed;
     /* /metrics allow-list: networks (address, prefix length); none: everyone */
     struct allow {
         int family;
@@ -120,7 +120,6 @@ struct ops *ops_new(const char *node_id, struct db_pool *db, struct rds *rds, st
 }
 
 static void answer_ready(struct ops *o, struct http_req *req);
-static void answer_health(struct ops *o, struct http_req *req);
 
 void ops_free(struct ops *o)
 {
@@ -134,7 +133,6 @@ void ops_free(struct ops *o)
     if (o->loop_ev)
         event_free(o->loop_ev);
     free(o->ready_wait.req);
-    free(o->health_wait.req);
     free(o->node_id);
     free(o);
 }
@@ -142,14 +140,11 @@ void ops_free(struct ops *o)
 void ops_set_draining(struct ops *o)
 {
     o->draining = 1;
-    /* nobody waits on a probe or the loop past the drain: answered now, as draining */
-    struct waitlist r = wait_take(&o->ready_wait), h = wait_take(&o->health_wait);
+    /* nobody waits on a probe past the drain: answered now, as draining */
+    struct waitlist r = wait_take(&o->ready_wait);
     for (int i = 0; i < r.n; i++)
         answer_ready(o, r.req[i]);
-    for (int i = 0; i < h.n; i++)
-        answer_health(o, h.req[i]);
     free(r.req);
-    free(h.req);
 }
 
 int ops_set_metrics(struct ops *o, struct metrics *m, const char *allow, char *err, size_t cap)
@@ -254,49 +249,42 @@ static int is_get(const struct http_req *req)
 
 /* ---- /healthz ------------------------------------------------------------------------- */
 
-static void answer_health(struct ops *o, struct http_req *req)
+static void on_loop_turn(evutil_socket_t fd, short what, void *arg)
 {
-    char body[384], loop[96];
+    struct ops *o = arg;
+    o->loop_at = mono();
+    o->loop_ms = (o->loop_at - o->loop_started) * 1000;
+    o->loop_armed = 0;
+    (void) fd;
+    (void) what;
+}
+
+/* Answered at once (no waiting: /healthz stays as cheap as it was), with the last turn of the
+ * loop measured; and the next one measured: a timer due now, which fires after the loop has
+ * gone through what is ready (at most one such timer at a time). */
+static void healthz(struct ops *o, struct http_req *req)
+{
+    double now = mono();
+    if (!o->loop_armed && !o->draining) {
+        if (o->loop_ev == NULL)
+            o->loop_ev = evtimer_new(http_req_base(req), on_loop_turn, o);
+        o->loop_started = now;
+        o->loop_armed = 1;
+        struct timeval zero = {0, 0};
+        evtimer_add(o->loop_ev, &zero);
+    }
+    char body[384], loop[128];
     if (o->loop_ms < 0)
         snprintf(loop, sizeof loop, "{\"status\":\"unknown\"}");
     else
-        snprintf(loop, sizeof loop, "{\"status\":\"%s\",\"ms\":%.3f}",
-                 o->loop_ms > LOOP_SLOW_MS ? "slow" : "ok", o->loop_ms);
+        snprintf(loop, sizeof loop, "{\"status\":\"%s\",\"ms\":%.3f,\"age_ms\":%.0f}",
+                 o->loop_ms > LOOP_SLOW_MS ? "slow" : "ok", o->loop_ms,
+                 floor((now - o->loop_at) * 1000));
     int n = snprintf(body, sizeof body,
                      "{\"status\":\"ok\",\"node\":\"%s\",\"uptime_s\":%ld,"
                      "\"checks\":{\"loop\":%s}}",
                      o->node_id, (long) (time(NULL) - o->started), loop);
     http_respond(req, 200, "application/json", body, (size_t) n, "Cache-Control: no-store\r\n", 25);
-}
-
-static void on_loop_turn(evutil_socket_t fd, short what, void *arg)
-{
-    struct ops *o = arg;
-    o->loop_ms = (mono() - o->loop_started) * 1000;
-    struct waitlist h = wait_take(&o->health_wait);
-    for (int i = 0; i < h.n; i++)
-        answer_health(o, h.req[i]);
-    free(h.req);
-    (void) fd;
-    (void) what;
-}
-
-/* Answered one loop turn later (every request waiting meanwhile with it), with how long that
- * turn took; while draining, at once with the last turn measured. */
-static void healthz(struct ops *o, struct http_req *req)
-{
-    if (o->draining) {
-        answer_health(o, req);
-        return;
-    }
-    wait_push(&o->health_wait, req);
-    if (o->health_wait.n > 1)
-        return;
-    if (o->loop_ev == NULL)
-        o->loop_ev = evtimer_new(http_req_base(req), on_loop_turn, o);
-    o->loop_started = mono();
-    struct timeval zero = {0, 0};
-    evtimer_add(o->loop_ev, &zero);
 }
 
 /* ---- /readyz -------------------------------------------------------------------------- */

@@ -1,6 +1,6 @@
 /* ops.h -- the node's own endpoints, answered in C before the Lua routes:
  *   GET /healthz  200 while the process serves: {"status":"ok","checks":{"loop":{status,ms}}},
- *                 answered one loop turn later, with how long that turn took
+ *                 at once, with how long the last turn of the event loop measured took
  *   GET /readyz   200 when PostgreSQL, Redis and the scripts are all ready, else 503; each in
  *                 "checks" with its status and how long it took ("ms"): PostgreSQL and Redis
  *                 are asked (select 1, PING; 1 s timeout), one probe at a time, a result used
@@ -25,8 +25,8 @@ typedef void ops_next_cb(struct http_req *req, void *ud);
 struct ops *ops_new(const char *node_id, struct db_pool *db, struct rds *rds, struct script *script,
                     ops_next_cb *next, void *next_ud);
 void ops_free(struct ops *o);
-/* From now on /readyz answers 503 "draining" (at once: no probe), and /healthz at once; the
- * requests waiting on either are answered now. */
+/* From now on /readyz answers 503 "draining" (at once: no probe); the requests waiting on a
+ * probe are answered now. */
 void ops_set_draining(struct ops *o);
 /* Serve GET /metrics from m to the addresses of allow ("10.0.0.0/8, 127.0.0.1, ::1"; empty:
  * anyone). -1 with a message in err for a bad allow-list. */

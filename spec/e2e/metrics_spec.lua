@@ -6,6 +6,9 @@ local socket = require "socket"
 
 local ADMIN_PASSWORD = os.getenv("MMO_ADMIN_PASSWORD")
 
+-- ids and names of this run's own (the database outlives a run)
+math.randomseed(os.time() + math.floor(os.clock() * 1e6))
+
 
 local function sh(cmd)
     local p = io.popen(cmd .. " 2>&1; echo \"rc=$?\"")
