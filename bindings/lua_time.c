@@ -4,9 +4,14 @@
  *   time.monotonic()      -> seconds on a clock that never jumps (for durations)
  *   time.sleep(seconds)   -> true | nil, err   yields the calling task; others run meanwhile
  *   time.after(seconds, fn) -> timer           fn() runs once in a task of its own
- *   time.every(seconds, fn) -> timer           fn() runs, then again `seconds` after it ended
- *                                              (runs never overlap); an error is logged and
- *                                              the timer goes on
+ *   time.every(seconds, fn [, name]) -> timer  fn() runs, then again `seconds` after it
+ *                                              ended (runs never overlap); an error is logged
+ *                                              and the timer goes on
+ *
+ * Every run of an every() timer is counted, without the timer doing anything, in
+ * mmo_timer_runs_total{timer, result} (ok, error) and mmo_timer_run_duration_seconds{timer}
+ * (from the run's start to its end, waits included); timer is name, or else where fn was
+ * defined ("handlers/world.lua:42").
  *   timer:cancel()                             idempotent
  *
  * A pending timer is anchored in the registry, so dropping the handle does not stop it;
@@ -183,13 +188,20 @@ static int l_gc(lua_State *L)
 /* every() in Lua on top of after() and sleep(): one long-lived task per timer, so runs never
  * overlap and a slow run delays the next instead of piling up. */
 static const char EVERY[] =
-    "local after, sleep, traceback, xpcall, log = ...\n"
-    "return function(seconds, fn, handle_env)\n"
+    "local after, sleep, traceback, xpcall, log, monotonic, getinfo, RUNS, SECONDS = ...\n"
+    "return function(seconds, fn, name, handle_env)\n"
     "  local state = handle_env\n"
+    "  if name == nil then\n"
+    "    local i = getinfo(fn, 'S')\n"
+    "    name = (i.source:match('([^/]+/[^/]+)$') or i.short_src) .. ':' .. i.linedefined\n"
+    "  end\n"
     "  return after(seconds, function()\n"
     "    while not state.cancelled do\n"
+    "      local t0 = monotonic()\n"
     "      local ok, err = xpcall(fn, traceback)\n"
-    "      if not ok then log.error('timer failed: ' .. tostring(err)) end\n"
+    "      SECONDS:observe(monotonic() - t0, name)\n"
+    "      RUNS:inc(1, name, ok and 'ok' or 'error')\n"
+    "      if not ok then log.error('timer ' .. name .. ' failed: ' .. tostring(err)) end\n"
     "      if state.cancelled then return end\n"
     "      sleep(seconds)\n"
     "    end\n"
@@ -201,16 +213,34 @@ static int l_every(lua_State *L)
     double s = checkdelay(L, 1);
     luaL_argcheck(L, s > 0, 1, "interval must be positive");
     luaL_checktype(L, 2, LUA_TFUNCTION);
-    lua_settop(L, 2);
-    lua_newtable(L);                       /* 3: state shared with the loop; cancel() marks it */
+    if (!lua_isnoneornil(L, 3)) {
+        size_t n;
+        luaL_checklstring(L, 3, &n);
+        luaL_argcheck(L, n > 0 && n <= 100, 3, "a name of 1 to 100 bytes");
+    }
+    lua_settop(L, 3);
+    lua_newtable(L);                       /* 4: state shared with the loop; cancel() marks it */
     lua_pushvalue(L, lua_upvalueindex(1)); /* the compiled every() */
     lua_pushvalue(L, 1);
     lua_pushvalue(L, 2);
     lua_pushvalue(L, 3);
-    lua_call(L, 3, 1); /* 4: the timer from after() */
-    lua_pushvalue(L, 3);
-    lua_setfenv(L, 4);
+    lua_pushvalue(L, 4);
+    lua_call(L, 4, 1); /* 5: the timer from after() */
+    lua_pushvalue(L, 4);
+    lua_setfenv(L, 5);
     return 1;
+}
+
+/* require(mod)[field](args...) of n string arguments at the top of the stack: its result */
+static void call_field(lua_State *L, const char *mod, const char *field, int nargs)
+{
+    lua_getfield(L, LUA_GLOBALSINDEX, "require");
+    lua_pushstring(L, mod);
+    lua_call(L, 1, 1);
+    lua_getfield(L, -1, field);
+    lua_remove(L, -2);
+    lua_insert(L, -1 - nargs);
+    lua_call(L, nargs, 1);
 }
 
 int luaopen_mmo_time(lua_State *L)
@@ -237,7 +267,8 @@ int luaopen_mmo_time(lua_State *L)
     lua_pushcclosure(L, l_after, 1);
     lua_setfield(L, -2, "after");
 
-    /* every = EVERY(after, sleep, debug.traceback, xpcall, mmo.log) */
+    /* every = EVERY(after, sleep, debug.traceback, xpcall, mmo.log, monotonic, debug.getinfo,
+     * the two metrics) */
     if (luaL_loadbuffer(L, EVERY, sizeof EVERY - 1, "=mmo.time.every") != 0)
         return lua_error(L);
     lua_getfield(L, -2, "after");
@@ -249,7 +280,26 @@ int luaopen_mmo_time(lua_State *L)
     lua_getfield(L, LUA_GLOBALSINDEX, "require");
     lua_pushliteral(L, "mmo.log");
     lua_call(L, 1, 1);
-    lua_call(L, 5, 1);
+    lua_getfield(L, -7, "monotonic");
+    lua_getfield(L, LUA_GLOBALSINDEX, "debug");
+    lua_getfield(L, -1, "getinfo");
+    lua_remove(L, -2);
+    lua_pushliteral(L, "mmo_timer_runs_total");
+    lua_pushliteral(L, "Runs of mmo.time.every timers (routes.lua's timers among them), by "
+                       "timer and result (ok, error)");
+    lua_createtable(L, 2, 0);
+    lua_pushliteral(L, "timer");
+    lua_rawseti(L, -2, 1);
+    lua_pushliteral(L, "result");
+    lua_rawseti(L, -2, 2);
+    call_field(L, "mmo.metrics", "counter", 3);
+    lua_pushliteral(L, "mmo_timer_run_duration_seconds");
+    lua_pushliteral(L, "Time a run of an mmo.time.every timer took (waits included), by timer");
+    lua_createtable(L, 1, 0);
+    lua_pushliteral(L, "timer");
+    lua_rawseti(L, -2, 1);
+    call_field(L, "mmo.metrics", "histogram", 3);
+    lua_call(L, 9, 1);
     lua_pushcclosure(L, l_every, 1);
     lua_setfield(L, -2, "every");
     return 1;

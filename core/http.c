@@ -113,6 +113,7 @@ struct http_server {
     struct reqbuf *spare_rb[POOL_MAX];
     int nspare_rb;
     uint64_t req_seq;
+    struct http_stats st;
     char req_prefix[16];
     time_t date_at;
     char date[40];
@@ -214,7 +215,8 @@ static void send_and_close(struct http_server *s, int fd, int status, const char
                      status == 503 ? "Retry-After: 1\r\n" : "", body);
     if (n > 0) {
         ssize_t w = send(fd, resp, (size_t) n, MSG_NOSIGNAL | MSG_DONTWAIT);
-        (void) w;
+        if (w > 0)
+            s->st.bytes_out += (uint64_t) w;
     }
 }
 
@@ -593,6 +595,11 @@ int http_detach(struct http_req *req, struct http_detached *d)
     return 0;
 }
 
+struct event_base *http_req_base(const struct http_req *req)
+{
+    return req->conn->srv->base;
+}
+
 const char *http_req_header(const struct http_req *req, const char *lname, size_t *len)
 {
     size_t ln = strlen(lname);
@@ -717,6 +724,8 @@ static int conn_flush(struct http_conn *c)
     struct http_server *s = c->srv;
     while (evbuffer_get_length(c->out) > 0) {
         int n = evbuffer_write(c->out, c->fd);
+        if (n > 0)
+            s->st.bytes_out += (uint64_t) n;
         if (n < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
                 break;
@@ -842,8 +851,10 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
         char sink[4096];
         for (;;) {
             ssize_t n = recv(fd, sink, sizeof sink, 0);
-            if (n > 0)
+            if (n > 0) {
+                c->srv->st.bytes_in += (uint64_t) n;
                 continue;
+            }
             if (n < 0 && errno == EINTR)
                 continue;
             if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
@@ -886,6 +897,7 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
             break;
         }
         c->in_len += (size_t) n;
+        c->srv->st.bytes_in += (uint64_t) n;
         got = 1;
         if ((size_t) n < room) {
             c->read_blocked = 0; /* a short read: the socket is empty */
@@ -942,6 +954,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
         snprintf(id, sizeof id, "%s%llx", s->req_prefix, (unsigned long long) ++s->req_seq);
         send_and_close(s, fd, 503, "overloaded", "too many connections", id);
         close(fd);
+        s->st.refused++;
         return;
     }
     int one = 1;
@@ -966,6 +979,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
         s->conns->prev = c;
     s->conns = c;
     s->nconns++;
+    s->st.accepted++;
     c->state = C_IDLE;
     arm_timer(c, s->t_header); /* a new connection must start its request promptly */
     want_read(c, 1);
@@ -1081,6 +1095,11 @@ int http_server_port(const struct http_server *s)
 int http_server_connections(const struct http_server *s)
 {
     return s->nconns;
+}
+
+void http_server_stats(const struct http_server *s, struct http_stats *out)
+{
+    *out = s->st;
 }
 
 int http_server_inflight(const struct http_server *s)

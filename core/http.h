@@ -12,6 +12,7 @@
 #define CORE_HTTP_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 struct event_base;
 struct http_server;
@@ -82,6 +83,15 @@ void http_server_drain(struct http_server *s);
 /* Open connections / requests in flight. */
 int http_server_connections(const struct http_server *s);
 int http_server_inflight(const struct http_server *s);
+/* Counters since http_server_new (metrics). A connection upgraded to WebSocket counts here
+ * for the bytes of its HTTP request (and of whatever came with it). */
+struct http_stats {
+    uint64_t accepted;  /* connections taken */
+    uint64_t refused;   /* connections answered 503 and closed at once: full or draining */
+    uint64_t bytes_in;  /* read from sockets */
+    uint64_t bytes_out; /* written to sockets */
+};
+void http_server_stats(const struct http_server *s, struct http_stats *out);
 
 /* Answer req: copies body (len bytes). extra_headers: complete "Name: value\r\n" lines, or
  * NULL. Exactly once per request; req is invalid afterwards. */
@@ -107,6 +117,8 @@ int http_detach(struct http_req *req, struct http_detached *d);
 /* Is req a WebSocket upgrade (GET, Connection: upgrade, Upgrade: websocket)? */
 int http_req_is_upgrade(const struct http_req *req);
 
+/* The event base of req's server: for a dispatcher that answers later. */
+struct event_base *http_req_base(const struct http_req *req);
 /* Value of header lname (lower case), or NULL; *len receives its length. */
 const char *http_req_header(const struct http_req *req, const char *lname, size_t *len);
 /* Reason phrase of a status code ("Not Found"). */

@@ -1,7 +1,9 @@
 /* node_metrics.c -- the core's own metrics (node_metrics.h): requests by route and status with
- * their latency, connections, tasks, the Lua VM's memory, PostgreSQL and Redis up, the event
- * loop's lag, the process's CPU, memory and descriptors, and the build. Gauges are read from
- * each module's state when /metrics is rendered; counters and histograms as things happen. */
+ * their latency, connections open and accepted, bytes in and out, tasks, the Lua VM's memory
+ * and GC cycles, PostgreSQL and Redis up, the event loop's lag, the process's CPU, memory and
+ * descriptors, and the build. Gauges, and counters the modules keep as plain integers (bytes,
+ * connections accepted), are read from each module's state when /metrics is rendered; other
+ * counters and histograms as things happen. */
 #include "node_metrics.h"
 #include "db.h"
 #include "err.h"
@@ -13,6 +15,7 @@
 #include "rds.h"
 #include "realtime.h"
 #include "script.h"
+#include "ws.h"
 
 #include <dirent.h>
 #include <stdint.h>
@@ -33,6 +36,9 @@ struct node_metrics {
     struct metric_family *req_total, *req_seconds, *lag;
     struct metric_family *http_conns, *ws_conns, *tasks, *lua_mem, *pg_up, *redis_up;
     struct metric_family *cpu, *rss, *fds, *started, *live_pub, *live_recv;
+    /* by kind: [0] http, [1] ws */
+    struct metric_series *accepted[2], *bytes_in[2], *bytes_out[2], *http_refused, *gc_cycles;
+    uint64_t *gc_count; /* in the Lua VM (see gc_watch); NULL: no VM */
     struct event *lag_ev;
     double lag_due;
     double start_time;
@@ -121,6 +127,40 @@ void node_metrics_watch_db(struct node_metrics *nm, struct db_pool *p, const cha
     db_pool_observe(p, on_query, w);
 }
 
+/* Full GC cycles of the Lua VM, counted by a sentinel: an unreachable userdata whose __gc
+ * counts and makes the next one. A cycle finalizes the sentinel made during the one before
+ * (objects made while finalizers run survive their cycle), so the count goes up by one per
+ * completed cycle, a collectgarbage() included. Upvalues: the count's box, the metatable. */
+static int gc_sentinel(lua_State *L)
+{
+    uint64_t *n = lua_touserdata(L, lua_upvalueindex(1));
+    (*n)++;
+    lua_newuserdata(L, 0);
+    lua_pushvalue(L, lua_upvalueindex(2));
+    lua_setmetatable(L, -2);
+    lua_pop(L, 1);
+    return 0;
+}
+
+/* The count lives in the VM (anchored in the registry), so it goes with it. */
+static uint64_t *gc_watch(lua_State *L)
+{
+    uint64_t *n = lua_newuserdata(L, sizeof *n);
+    *n = 0;
+    lua_pushvalue(L, -1);
+    lua_setfield(L, LUA_REGISTRYINDEX, "mmo.gc_cycles");
+    lua_newtable(L);
+    lua_pushvalue(L, -2);
+    lua_pushvalue(L, -2);
+    lua_pushcclosure(L, gc_sentinel, 2);
+    lua_setfield(L, -2, "__gc");
+    lua_newuserdata(L, 0); /* the first sentinel */
+    lua_pushvalue(L, -2);
+    lua_setmetatable(L, -2);
+    lua_pop(L, 3);
+    return n;
+}
+
 static void collect(struct metrics *m, void *ud)
 {
     struct node_metrics *nm = ud;
@@ -130,10 +170,25 @@ static void collect(struct metrics *m, void *ud)
         metrics_set(metrics_series(nm->db_up, v), db_pool_up(nm->dbs[i].pool));
         metrics_set(metrics_series(nm->db_waiting, v), db_pool_waiting(nm->dbs[i].pool));
     }
-    if (s->http)
+    if (s->http) {
         metrics_set(metrics_only(nm->http_conns), http_server_connections(s->http));
-    if (s->rt)
+        struct http_stats st;
+        http_server_stats(s->http, &st);
+        metrics_set(nm->accepted[0], (double) st.accepted);
+        metrics_set(nm->http_refused, (double) st.refused);
+        metrics_set(nm->bytes_in[0], (double) st.bytes_in);
+        metrics_set(nm->bytes_out[0], (double) st.bytes_out);
+    }
+    if (s->rt) {
         metrics_set(metrics_only(nm->ws_conns), realtime_count(s->rt));
+        struct ws_stats st;
+        realtime_ws_stats(s->rt, &st);
+        metrics_set(nm->accepted[1], (double) st.accepted);
+        metrics_set(nm->bytes_in[1], (double) st.bytes_in);
+        metrics_set(nm->bytes_out[1], (double) st.bytes_out);
+    }
+    if (nm->gc_count)
+        metrics_set(nm->gc_cycles, (double) *nm->gc_count);
     if (s->script)
         metrics_set(metrics_only(nm->tasks), script_tasks(s->script));
     if (s->L)
@@ -257,8 +312,43 @@ struct node_metrics *node_metrics_new(struct metrics *m, struct event_base *base
     nm->r_sec = metrics_only(nm->r_seconds);
     nm->http_conns = gauge(m, "mmo_http_connections", "HTTP connections open");
     nm->ws_conns = gauge(m, "mmo_ws_connections", "WebSocket connections open");
+    const char *kl[] = {"kind"};
+    struct metric_family *acc = metrics_family(
+        m, "mmo_connections_accepted_total",
+        "Connections accepted, by kind: http (TCP connections), ws (WebSocket upgrades, which "
+        "began as http connections)",
+        METRIC_COUNTER, 1, kl, NULL, 0, NULL);
+    struct metric_family *refused =
+        metrics_family(m, "mmo_connections_refused_total",
+                       "Connections answered 503 and closed at once (full or draining), by kind",
+                       METRIC_COUNTER, 1, kl, NULL, 0, NULL);
+    struct metric_family *bin = metrics_family(m, "mmo_received_bytes_total",
+                                               "Bytes read from client sockets, by kind (http, ws)",
+                                               METRIC_COUNTER, 1, kl, NULL, 0, NULL);
+    struct metric_family *bout = metrics_family(
+        m, "mmo_sent_bytes_total", "Bytes written to client sockets, by kind (http, ws)",
+        METRIC_COUNTER, 1, kl, NULL, 0, NULL);
+    static const char *const KINDS[2] = {"http", "ws"};
+    for (int k = 0; k < 2; k++) {
+        if ((k == 0 && !src->http) || (k == 1 && !src->rt))
+            continue;
+        const char *v[1] = {KINDS[k]};
+        nm->accepted[k] = metrics_series(acc, v);
+        nm->bytes_in[k] = metrics_series(bin, v);
+        nm->bytes_out[k] = metrics_series(bout, v);
+        if (k == 0)
+            nm->http_refused = metrics_series(refused, v);
+    }
     nm->tasks = gauge(m, "mmo_lua_tasks", "Lua tasks (coroutines) alive");
     nm->lua_mem = gauge(m, "mmo_lua_memory_bytes", "Memory held by the Lua VM");
+    if (src->L) {
+        nm->gc_cycles = metrics_only(
+            metrics_family(m, "mmo_lua_gc_cycles_total",
+                           "Full garbage collection cycles the Lua VM completed (incremental "
+                           "cycles started by allocation, and collectgarbage() calls)",
+                           METRIC_COUNTER, 0, NULL, NULL, 0, NULL));
+        nm->gc_count = gc_watch(src->L);
+    }
     nm->pg_up = gauge(m, "mmo_postgres_up", "1 when the main PostgreSQL pool has a connection");
     nm->redis_up = gauge(m, "mmo_redis_up", "1 when the Redis connection is up");
     nm->live_pub = metrics_family(m, "mmo_live_published_total",

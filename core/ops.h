@@ -1,7 +1,10 @@
 /* ops.h -- the node's own endpoints, answered in C before the Lua routes:
- *   GET /healthz  200 {"status":"ok"} while the process serves
- *   GET /readyz   200 when PostgreSQL, Redis and the scripts are all ready, else 503; each
- *                 with its own status in "checks"
+ *   GET /healthz  200 while the process serves: {"status":"ok","checks":{"loop":{status,ms}}},
+ *                 at once, with how long the last turn of the event loop measured took
+ *   GET /readyz   200 when PostgreSQL, Redis and the scripts are all ready, else 503; each in
+ *                 "checks" with its status and how long it took ("ms"): PostgreSQL and Redis
+ *                 are asked (select 1, PING; 1 s timeout), one probe at a time, a result used
+ *                 again for 1 s (0.25 s when it failed)
  *   GET /metrics  the Prometheus text exposition (core/metrics.h), to metrics.allow
  * Everything else goes to the next dispatcher (the Lua routes). */
 #ifndef CORE_OPS_H
@@ -17,11 +20,13 @@ struct ops;
 
 typedef void ops_next_cb(struct http_req *req, void *ud);
 
-/* All borrowed; db/rds may be NULL (reported as down). */
+/* All borrowed; db/rds may be NULL (reported as down). Free it before db and rds: its probes
+ * still running are canceled. */
 struct ops *ops_new(const char *node_id, struct db_pool *db, struct rds *rds, struct script *script,
                     ops_next_cb *next, void *next_ud);
 void ops_free(struct ops *o);
-/* From now on /readyz answers 503 "draining". */
+/* From now on /readyz answers 503 "draining" (at once: no probe); the requests waiting on a
+ * probe are answered now. */
 void ops_set_draining(struct ops *o);
 /* Serve GET /metrics from m to the addresses of allow ("10.0.0.0/8, 127.0.0.1, ::1"; empty:
  * anyone). -1 with a message in err for a bad allow-list. */

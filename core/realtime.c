@@ -423,6 +423,11 @@ int realtime_count(const struct realtime *rt)
     return (int) rt->count;
 }
 
+void realtime_ws_stats(const struct realtime *rt, struct ws_stats *out)
+{
+    ws_server_stats(rt->ws, out);
+}
+
 struct world *realtime_world(struct realtime *rt)
 {
     return rt->world;

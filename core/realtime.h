@@ -37,6 +37,9 @@ void realtime_free(struct realtime *rt);
 /* Shutdown: close handshakes with 1001 "going away"; refuse new connections. */
 void realtime_drain(struct realtime *rt);
 int realtime_count(const struct realtime *rt);
+/* The counters of the WebSocket server (ws.h): connections accepted, bytes in and out... */
+struct ws_stats;
+void realtime_ws_stats(const struct realtime *rt, struct ws_stats *out);
 struct world *realtime_world(struct realtime *rt);
 
 /* GET /ws after the gate let it through (id: the signed-in account): answers 400/503 itself,

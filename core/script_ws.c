@@ -101,7 +101,7 @@ static int load_types(struct script *s, struct script_set *set, int idx, char *e
 static const char START_TIMERS[] = "local time, list = ...\n"
                                    "local handles = {}\n"
                                    "for i, t in ipairs(list) do\n"
-                                   "  handles[i] = time.every(t[1], t[2])\n"
+                                   "  handles[i] = time.every(t[1], t[2], t[3])\n"
                                    "end\n"
                                    "return handles\n";
 
@@ -145,6 +145,8 @@ static int load_timers(struct script *s, struct script_set *set, int idx, char *
         lua_rawseti(L, -2, 1);
         lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
         lua_rawseti(L, -2, 2);
+        lua_pushstring(L, h); /* the timer's name in its metrics */
+        lua_rawseti(L, -2, 3);
         luaL_unref(L, LUA_REGISTRYINDEX, ref);
         lua_rawseti(L, out, i);
         lua_settop(L, out);

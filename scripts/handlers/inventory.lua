@@ -110,6 +110,7 @@ function _M.use(req)
             id, after.hp, after.mp, buffs, after.region, after.x, after.y, now))[1]
         return true
     end, { retries = 3 }))
+    players.items_destroyed("use", qty)
     players.published(updated)
     return 200, players.inventory_body(inv)
 end
@@ -138,6 +139,7 @@ function _M.grant(req)
         players.write_inventory(q, id, old, inv)
         return true
     end, { retries = 3 }))
+    players.items_created("admin_grant", qty)
     audit.write(req, "items.grant", "player:" .. id, { item = item, qty = qty })
     return 200, players.inventory_body(inv)
 end

@@ -181,7 +181,15 @@ function _M.delete(req)
     if not players.owns(req.account, row) and not players.has_role(req.account, "admin") then
         http.fail(403, "forbidden", "not your player")
     end
-    http.check(players.db_of(id).query("delete from players where id = $1", id))
+    -- (its inventory goes with it: counted as destroyed)
+    local gone = http.check(players.db_of(id).query(
+        "with inv as (select coalesce(sum(qty), 0)::int as n from inventory " ..
+        "where player_id = $1), " ..
+        "d as (delete from players where id = $1 returning id) " ..
+        "select (select n from inv) as items, (select count(*) from d)::int as deleted", id))[1]
+    if gone.deleted > 0 then
+        players.items_destroyed("player_deleted", gone.items)
+    end
     http.check(db.query("delete from player_directory where id = $1", id))
     http.check(db.tx(function(q)
         guilds.remove(q, id) -- out of its guild (which passes on or disbands)

@@ -65,6 +65,7 @@ local S = state.global("pipeline", { version = 1, init = function()
         group_ready = false,      -- the consumer group is known to exist
         last_claim = 0,           -- when pending entries of dead consumers were last claimed
         own_pending_done = false, -- this node's own pending entries were read back once
+        own_pending_from = "0",   -- reading them: after this id (one that fails stays pending)
     }
 end })
 local stats = S.stats
@@ -80,6 +81,14 @@ local INGESTED = metrics.counter("mmo_game_events_ingested_total",
                                  "Game events accepted into the stream (this node)")
 local REJECTED = metrics.counter("mmo_game_events_rejected_total",
                                  "Game events refused at ingest, by code", { "code" })
+-- per-hook metrics of the job handlers, kept here so that no job writes metric code
+local JOB_RUNS = metrics.counter("mmo_job_runs_total",
+    "Calls of job handlers (scripts/jobs/<job>.lua: effect for a game event, run for a queued " ..
+    "job), by job and result (ok, error: raised, or an effect that is not a table)",
+    { "job", "result" })
+local JOB_SECONDS = metrics.histogram("mmo_job_run_duration_seconds",
+    "Time a call of a job handler took, by job", { "job" })
+local monotonic = time.monotonic
 
 local function count(t, what, n)
     EVENTS:inc(n or 1, t, what)
@@ -272,7 +281,9 @@ local function write_shard(n, list)
     local published = {}
     local fresh_n = 0
     local why -- what the query that failed said
+    local created -- items written, by the event type that gave them
     local ok, err = db.shard(n).tx(function(tq)
+        created = {}
         local function q(...)
             local r, e, d = tq(...)
             if not r then
@@ -293,6 +304,7 @@ local function write_shard(n, list)
             is_new[r.account_id .. "/" .. r.id] = true
         end
         local xp, items, quests = {}, {}, {}
+        local gave = {} -- "player/item" -> { [event type] = qty }
         for _, it in ipairs(list) do
             local key = it.e.account_id .. "/" .. it.e.id
             if is_new[key] then
@@ -305,6 +317,10 @@ local function write_shard(n, list)
                 end
                 for item, qty in pairs(ef.items or {}) do
                     items[#items + 1] = { player_id = pid, item = item, qty = qty }
+                    local k = pid .. "/" .. item
+                    local by = gave[k] or {}
+                    gave[k] = by
+                    by[it.e.type] = (by[it.e.type] or 0) + qty
                 end
                 for quest, step in pairs(ef.quests or {}) do
                     quests[#quests + 1] = { player_id = pid, quest = quest, step = step }
@@ -340,13 +356,19 @@ local function write_shard(n, list)
         end
         if #items > 0 then
             -- only for players that still exist (a deleted player's loot has no effect)
-            if not q("insert into inventory (player_id, item, qty) " ..
-                     "select t.player_id, t.item, sum(t.qty) from jsonb_to_recordset($1) as " ..
-                     "t(player_id bigint, item text, qty int) join players p on p.id = " ..
-                     "t.player_id group by t.player_id, t.item " ..
-                     "on conflict (player_id, item) do update set qty = inventory.qty + " ..
-                     "excluded.qty", json.array(items)) then
+            local got = q("insert into inventory (player_id, item, qty) " ..
+                          "select t.player_id, t.item, sum(t.qty) from jsonb_to_recordset($1) " ..
+                          "as t(player_id bigint, item text, qty int) join players p on p.id = " ..
+                          "t.player_id group by t.player_id, t.item " ..
+                          "on conflict (player_id, item) do update set qty = inventory.qty + " ..
+                          "excluded.qty returning player_id, item", json.array(items))
+            if not got then
                 return nil
+            end
+            for _, r in ipairs(got) do
+                for t, qty in pairs(gave[r.player_id .. "/" .. r.item] or {}) do
+                    created[t] = (created[t] or 0) + qty
+                end
             end
         end
         if #quests > 0 then
@@ -365,6 +387,9 @@ local function write_shard(n, list)
     end)
     if not ok then
         return nil, why or err
+    end
+    for t, qty in pairs(created) do
+        players.items_created(t, qty)
     end
     for _, r in ipairs(published) do
         players.published(r)
@@ -432,6 +457,20 @@ local function process(entries)
     local cat
     local by_shard, ack, n = {}, {}, 0
     local jobs_to_run = {}
+    local calls = {} -- job -> { ok = n, error = n }: counted once per batch
+    local function called(name, t0, good)
+        JOB_SECONDS:observe(monotonic() - t0, name)
+        local c = calls[name]
+        if not c then
+            c = { ok = 0, error = 0 }
+            calls[name] = c
+        end
+        if good then
+            c.ok = c.ok + 1
+        else
+            c.error = c.error + 1
+        end
+    end
     for _, it in ipairs(entries) do
         n = n + 1
         local e = it.e
@@ -446,7 +485,9 @@ local function process(entries)
             if not cat then
                 cat = catalogue()
             end
+            local t0 = monotonic()
             local ok, ef = pcall(j.effect, e, { catalogue = cat })
+            called(e.type, t0, ok and type(ef) == "table")
             if ok and type(ef) == "table" then
                 it.effect = ef
                 local s = e.player_id % players.SHARDS
@@ -481,7 +522,9 @@ local function process(entries)
         local j = job(tostring(it.j.name))
         local ok, why = false, "no job " .. tostring(it.j.name) .. " with a run function"
         if j and type(j.run) == "function" then
+            local t0 = monotonic()
             ok, why = pcall(j.run, it.j.payload, { entry = it.sid, tries = it.tries })
+            called(tostring(it.j.name), t0, ok)
         end
         if ok then
             ack[#ack + 1] = it.sid
@@ -489,6 +532,14 @@ local function process(entries)
             count("job:" .. tostring(it.j.name), "processed")
         else
             failed(it, why)
+        end
+    end
+    for name, c in pairs(calls) do
+        if c.ok > 0 then
+            JOB_RUNS:inc(c.ok, name, "ok")
+        end
+        if c.error > 0 then
+            JOB_RUNS:inc(c.error, name, "error")
         end
     end
     if #ack > 0 then
@@ -529,8 +580,9 @@ function _M.consume()
         end
     end
     repeat
-        -- first what this consumer read before and never acknowledged (a restart), then new
-        local from = S.own_pending_done and ">" or "0"
+        -- first what this consumer read before and never acknowledged (a restart), page by
+        -- page, then new
+        local from = S.own_pending_done and ">" or S.own_pending_from
         local r, err = cache.cmd("XREADGROUP", "GROUP", _M.GROUP, CONSUMER, "COUNT", _M.BATCH,
                                  "STREAMS", _M.STREAM, from)
         if not r then
@@ -546,6 +598,11 @@ function _M.consume()
             end
             S.own_pending_done = true
         else
+            if not S.own_pending_done then
+                -- the next page of them; one that failed again is left to claim_due (its
+                -- backoff): read from "0" again, it would come back at once, for ever
+                S.own_pending_from = list[#list][1]
+            end
             process(entries_of(list))
         end
     until time.monotonic() - t0 > _M.BUDGET_S

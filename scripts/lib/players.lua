@@ -10,6 +10,7 @@ local cache = require "mmo.cache"
 local db = require "mmo.db"
 local http = require "lib.http"
 local json = require "mmo.json"
+local metrics = require "mmo.metrics"
 local player = require "rules.player"
 local time = require "mmo.time"
 
@@ -183,6 +184,36 @@ function _M.inventory_body(inv)
     end
     table.sort(items, function(a, b) return a.item < b.item end)
     return { items = items }
+end
+
+
+-- Items that come into the world or leave it (quantities, by reason), counted by the code that
+-- does it once its transaction committed. A trade moves items: neither. The reasons known now
+-- start at 0 (a rate over a series that appears late misses its first increase).
+local ITEMS_CREATED = metrics.counter("mmo_items_created_total",
+    "Items that came into the world (quantities), by reason: the game event whose effect gave " ..
+    "them (loot...), grant (the grant job), admin_grant (POST /api/admin/players/:id/items)",
+    { "reason" })
+local ITEMS_DESTROYED = metrics.counter("mmo_items_destroyed_total",
+    "Items that left the world (quantities), by reason: use (used up), player_deleted " ..
+    "(the inventory of a deleted player)", { "reason" })
+for _, r in ipairs({ "loot", "grant", "admin_grant" }) do
+    ITEMS_CREATED:inc(0, r)
+end
+for _, r in ipairs({ "use", "player_deleted" }) do
+    ITEMS_DESTROYED:inc(0, r)
+end
+
+function _M.items_created(reason, qty)
+    if qty > 0 then
+        ITEMS_CREATED:inc(qty, reason)
+    end
+end
+
+function _M.items_destroyed(reason, qty)
+    if qty > 0 then
+        ITEMS_DESTROYED:inc(qty, reason)
+    end
 end
 
 

@@ -151,6 +151,8 @@ describe("storage", function()
                     return r.status == 503 and r.json.checks.postgres.status == "down" and r
                 end, 5)
                 assert.is_table(ready)
+                assert.is_string(ready.json.checks.postgres.error)
+                assert.is_number(ready.json.checks.postgres.ms)
                 assert.equal("ok", ready.json.checks.redis.status)
                 -- other routes go on
                 assert.equal(200, node:request("GET", "/test/cache/ping").status)
@@ -187,6 +189,29 @@ describe("storage", function()
             assert.truthy(server.eventually(function()
                 return node:request("GET", "/test/cache/ping").status == 200
             end, 10), "Redis commands did not recover")
+            assert.truthy(server.eventually(function()
+                return node:request("GET", "/readyz").status == 200
+            end, 10))
+        end)
+
+        it("answers /readyz within its timeout while Redis is up but does not answer", function()
+            local host, port = os.getenv("MMO_REDIS"):match("^(.-):(%d+)$")
+            server.sleep(1.1) -- the last result of the Redis check may not be used again
+            local p = io.popen("redis-cli -h " .. host .. " -p " .. port ..
+                               " CLIENT PAUSE 2500 ALL 2>&1")
+            local out = p:read("*a")
+            p:close()
+            assert.truthy(out:find("OK", 1, true), out)
+            local t0 = server.now()
+            local res = node:request("GET", "/readyz")
+            local took = server.now() - t0
+            assert.equal(503, res.status)
+            assert.equal("unavailable", res.json.status)
+            assert.equal("down", res.json.checks.redis.status)
+            assert.equal("timeout", res.json.checks.redis.error)
+            assert.is_true(res.json.checks.redis.ms >= 900, tostring(res.json.checks.redis.ms))
+            assert.is_true(took < 2, "took " .. took)
+            assert.equal("ok", res.json.checks.postgres.status)
             assert.truthy(server.eventually(function()
                 return node:request("GET", "/readyz").status == 200
             end, 10))

@@ -35,6 +35,55 @@ describe("http", function()
             assert.truthy(res.headers["x-request-id"]:match("^r%-"))
         end)
 
+        it("says in /healthz how long a turn of the event loop took", function()
+            -- each /healthz measures the next turn; it tells of the last one measured
+            local loop = server.eventually(function()
+                local res = node:request("GET", "/healthz")
+                assert.equal(200, res.status)
+                return res.json.checks.loop.status ~= "unknown" and res.json.checks.loop
+            end, 2)
+            assert.equal("ok", loop.status)
+            assert.is_number(loop.ms)
+            assert.is_true(loop.ms >= 0 and loop.ms < 100, tostring(loop.ms))
+            assert.is_true(loop.age_ms >= 0 and loop.age_ms < 2000, tostring(loop.age_ms))
+        end)
+
+        it("asks PostgreSQL and Redis for /readyz, says how long each took, and asks them " ..
+           "at most once a second however often it is asked", function()
+            local res = node:request("GET", "/readyz")
+            assert.equal(200, res.status)
+            local checks = res.json.checks
+            for _, name in ipairs({ "postgres", "redis", "scripts" }) do
+                assert.equal("ok", checks[name].status, name)
+                assert.is_number(checks[name].ms, name)
+            end
+            assert.is_true(checks.postgres.ms > 0) -- a round trip, not a look at a flag
+            assert.is_true(checks.redis.ms > 0)
+            assert.is_true(checks.postgres.connections >= 1)
+            assert.is_true(checks.scripts.routes > 0)
+            -- 50 connections asking as fast as they can: every answer is 200 and tells of
+            -- one of at most a probe a second (the same probe has the same ms)
+            local pg, rd = {}, {}
+            local t0 = server.now()
+            local n = server.concurrent(node, 50, 1.5, function() return { "GET", "/readyz" } end,
+                function(_, r)
+                    assert.equal(200, r.status)
+                    pg[r.json.checks.postgres.ms] = true
+                    rd[r.json.checks.redis.ms] = true
+                end)
+            local seconds = server.now() - t0
+            local function count(set)
+                local k = 0
+                for _ in pairs(set) do
+                    k = k + 1
+                end
+                return k
+            end
+            assert.is_true(n >= 100, tostring(n))
+            assert.is_true(count(pg) <= math.ceil(seconds) + 1, count(pg) .. " probes")
+            assert.is_true(count(rd) <= math.ceil(seconds) + 1, count(rd) .. " probes")
+        end)
+
         it("gives every response its own request id", function()
             local a = node:request("GET", "/healthz").headers["x-request-id"]
             local b = node:request("GET", "/healthz").headers["x-request-id"]

@@ -122,4 +122,38 @@ describe("jobs", function()
             end
         end, 10))
     end)
+
+    it("goes on to new jobs when it starts again with a failing job of its own pending",
+       function()
+        local c = counter()
+        local _, r = push({ name = "spec_job", payload = { counter = c, fail = true },
+                            attempts = 4 })
+        local entry = r.result
+        local function errors()
+            local text = node:request("GET", "/metrics").body
+            return tonumber(text:match('mmo_job_runs_total{job="spec_job",result="error"} (%d+)'))
+                   or 0
+        end
+        assert.truthy(server.eventually(function() return errors() >= 1 end, 5))
+        node:stop() -- the job failed once: pending for this consumer (spec-node)
+        node = server.start { scripts = dir .. ";" .. server.ROOT .. "/spec/e2e/scripts;" ..
+                                        server.ROOT .. "/scripts" }
+        -- it reads that job again, once, then new jobs (it read it again for ever, never
+        -- getting to them)
+        local c2 = counter()
+        push({ name = "spec_job", payload = { counter = c2 } })
+        assert.truthy(server.eventually(function() return redis("GET", c2) == "1" end, 5),
+                      "a new job did not run")
+        assert.is_true(errors() <= 4, errors() .. " tries")
+        -- and the failing one goes on to the dead letters with its backoff
+        assert.truthy(server.eventually(function()
+            local res = node:request("GET", "/api/admin/queues/dead?limit=1000",
+                                     { token = admin })
+            for _, l in ipairs(res.json.dead) do
+                if l.entry == entry then
+                    return true
+                end
+            end
+        end, 15), "the failing job is not among the dead letters")
+    end)
 end)

@@ -6,6 +6,9 @@ local socket = require "socket"
 
 local ADMIN_PASSWORD = os.getenv("MMO_ADMIN_PASSWORD")
 
+-- ids and names of this run's own (the database outlives a run)
+math.randomseed(os.time() + math.floor(os.clock() * 1e6))
+
 
 local function sh(cmd)
     local p = io.popen(cmd .. " 2>&1; echo \"rc=$?\"")
@@ -203,3 +206,235 @@ describe("metrics", function()
     end)
 end)
 
+
+
+-- The series of the node's own traffic, its Lua VM and its hooks, each driven here and read
+-- back from /metrics. A node of its own: the exact counts need a node nobody else talks to;
+-- failed game events are tried again after 0.2 s (then 0.4, 0.8...) instead of 30 s.
+describe("metrics of traffic, the Lua VM, hooks and items", function()
+    local node, admin, dir
+    local ws = require "helpers.ws"
+    local letters = server.letters
+
+    setup(function()
+        dir = server.tmpdir()
+        local f = assert(io.open(server.ROOT .. "/scripts/lib/pipeline.lua"))
+        local text = f:read("*a")
+        f:close()
+        text = text:gsub("_M%.CLAIM_IDLE_MS = %d+", "_M.CLAIM_IDLE_MS = 200")
+                   :gsub("_M%.CLAIM_EVERY = %d+", "_M.CLAIM_EVERY = 0.2")
+        server.write(dir .. "/lib/pipeline.lua", text)
+        node = server.start { scripts = dir .. ";" .. server.ROOT .. "/spec/e2e/scripts;" ..
+                                        server.ROOT .. "/scripts" }
+        admin = node:request("POST", "/api/auth/login", { body = { username = "admin",
+                             password = ADMIN_PASSWORD } }).json.access_token
+    end)
+
+    teardown(function()
+        node:stop()
+        server.rm_rf(dir)
+    end)
+
+    local function scrape()
+        local res = node:request("GET", "/metrics")
+        assert.equal(200, res.status)
+        return res.body
+    end
+
+    local function bot()
+        local res = node:request("POST", "/api/admin/bots", { token = admin,
+            body = { count = 1, prefix = "m" .. letters(5), region = "r1", spread = 10 } })
+        assert.equal(200, res.status, res.body)
+        return res.json.bots[1]
+    end
+
+    -- the value of a series, once fn(value) is true (or the last value after 10 s)
+    local function soon(series, fn)
+        local v
+        server.eventually(function()
+            v = value(scrape(), series)
+            return fn(v)
+        end, 10)
+        return v
+    end
+
+    local function drained()
+        return server.eventually(function()
+            local q = node:request("GET", "/api/admin/queues", { token = admin }).json
+            return q.group.lag == 0 and q.group.pending == 0
+        end, 15)
+    end
+
+    it("counts HTTP connections accepted and the bytes read and written, to the byte", function()
+        local a = scrape()
+        local acc0 = value(a, 'mmo_connections_accepted_total{kind="http"}')
+        local in0 = value(a, 'mmo_received_bytes_total{kind="http"}')
+        local out0 = value(a, 'mmo_sent_bytes_total{kind="http"}')
+        local sent, got = 0, #a
+        for i = 1, 5 do
+            local opts = { body = { pad = string.rep("y", 1000 * i) } }
+            sent = sent + #server.format_request("POST", "/test/echo", opts)
+            local res = node:request("POST", "/test/echo", opts)
+            assert.equal(200, res.status)
+            got = got + #res.body
+        end
+        sent = sent + #server.format_request("GET", "/metrics")
+        local b = scrape()
+        -- 5 requests and this scrape, each on a connection of its own
+        assert.equal(acc0 + 6, value(b, 'mmo_connections_accepted_total{kind="http"}'))
+        assert.equal(in0 + sent, value(b, 'mmo_received_bytes_total{kind="http"}'))
+        -- the bodies written since the first scrape (its own too), and their heads
+        local out = value(b, 'mmo_sent_bytes_total{kind="http"}') - out0
+        assert.is_true(out >= got and out < got + 6 * 400, out .. " for " .. got)
+        assert.equal(0, value(b, 'mmo_connections_refused_total{kind="http"}'))
+    end)
+
+    it("counts WebSocket connections accepted and their bytes apart", function()
+        local me = bot()
+        local a = scrape()
+        local c = assert(ws.connect(node, me.token))
+        c:send({ t = "join", player_id = me.player_id })
+        assert.is_table(c:expect("welcome", 3))
+        c:send({ t = "ping", pad = string.rep("z", 10000) })
+        c:receive(3) -- pong, or an error: an answer either way
+        c:close()
+        local function delta(series)
+            return soon(series, function(v) return v and v > (value(a, series) or 0) end) -
+                   (value(a, series) or 0)
+        end
+        assert.equal(1, delta('mmo_connections_accepted_total{kind="ws"}'))
+        local got_in = delta('mmo_received_bytes_total{kind="ws"}')
+        assert.is_true(got_in >= 10000 and got_in < 11000, tostring(got_in))
+        assert.is_true(delta('mmo_sent_bytes_total{kind="ws"}') >= 129) -- the 101 answer alone
+    end)
+
+    it("counts the full GC cycles of the Lua VM", function()
+        local before = value(scrape(), "mmo_lua_gc_cycles_total")
+        assert.is_number(before)
+        for _ = 1, 3 do
+            assert.equal(200, node:request("GET", "/test/gc").status)
+        end
+        assert.is_true(value(scrape(), "mmo_lua_gc_cycles_total") >= before + 3)
+    end)
+
+    it("counts the runs of every timer, their errors and their time, by name", function()
+        local key = letters(10)
+        assert.equal(200, node:request("GET", "/test/every?fail=1&name=spec_every&key=" ..
+                                       key).status)
+        assert.equal(2, soon('mmo_timer_runs_total{timer="spec_every",result="ok"}',
+                             function(v) return v == 2 end))
+        local text = scrape()
+        assert.equal(1, value(text, 'mmo_timer_runs_total{timer="spec_every",result="error"}'))
+        assert.equal(3, value(text, 'mmo_timer_run_duration_seconds_count{timer="spec_every"}'))
+        -- a timer without a name: where its function was defined
+        assert.equal(200, node:request("GET", "/test/every?key=" .. letters(10)).status)
+        local where = 'mmo_timer_runs_total{timer="handlers/test%.lua:%d+",result="ok"} (%d+)'
+        assert.truthy(server.eventually(function()
+            return tonumber(scrape():match(where)) == 3
+        end, 10), "no runs of the unnamed timer")
+        -- routes.lua's timers: named by their handler
+        text = scrape()
+        for _, name in ipairs({ "events.consume", "world.tick", "world.leases" }) do
+            assert.truthy(text:find('mmo_timer_runs_total{timer="' .. name .. '",result="ok"}', 1,
+                                    true), "routes.lua's timer " .. name .. " is not counted")
+        end
+    end)
+
+    it("counts the calls of job handlers, their errors and their time, by job", function()
+        local runs = 'mmo_job_runs_total{job="%s",result="%s"}'
+        local function now(job, result)
+            return value(scrape(), runs:format(job, result)) or 0
+        end
+        local ok0, err0 = now("spec_job", "ok"), now("spec_job", "error")
+        local secs0 = value(scrape(), 'mmo_job_run_duration_seconds_count{job="spec_job"}') or 0
+        local c = "spec:job:" .. letters(10)
+        assert.equal(200, node:request("POST", "/test/jobs", { body = { name = "spec_job",
+                     payload = { counter = c } } }).status)
+        assert.equal(200, node:request("POST", "/test/jobs", { body = { name = "spec_job",
+                     payload = { counter = c, fail = true }, attempts = 1 } }).status)
+        assert.equal(ok0 + 1, soon(runs:format("spec_job", "ok"),
+                                   function(v) return v == ok0 + 1 end))
+        assert.equal(err0 + 1, soon(runs:format("spec_job", "error"),
+                                    function(v) return v == err0 + 1 end))
+        assert.equal(secs0 + 2, value(scrape(),
+                                      'mmo_job_run_duration_seconds_count{job="spec_job"}'))
+        -- game events: the effect of each, by its type; an unknown item fails the loot
+        local me = bot()
+        local kill0, loot_err0 = now("kill", "ok"), now("loot", "error")
+        local id = "mk-" .. letters(8)
+        local res = node:request("POST", "/api/events", { token = me.token, body = { events = {
+            { id = id .. "-1", type = "kill", player_id = me.player_id, ts = os.time(),
+              data = { monster = "wolf", level = 2 } },
+            { id = id .. "-2", type = "kill", player_id = me.player_id, ts = os.time(),
+              data = { monster = "wolf", level = 3 } },
+            { id = id .. "-3", type = "loot", player_id = me.player_id, ts = os.time(),
+              data = { item = "no_such_item_" .. letters(4), qty = 1 } },
+        } } })
+        assert.equal(3, res.json.accepted, res.body)
+        assert.equal(kill0 + 2, soon(runs:format("kill", "ok"),
+                                     function(v) return v == kill0 + 2 end))
+        -- the loot fails each of its 5 tries, then goes to the dead letters: 5 errors
+        assert.truthy(drained(), "the failed loot did not reach the dead letters")
+        assert.equal(loot_err0 + 5, now("loot", "error"))
+        assert.is_true(value(scrape(), 'mmo_job_run_duration_seconds_count{job="kill"}') >= 2)
+    end)
+
+    it("counts items created and destroyed, by reason, once each", function()
+        local function created(reason)
+            return 'mmo_items_created_total{reason="' .. reason .. '"}'
+        end
+        local function destroyed(reason)
+            return 'mmo_items_destroyed_total{reason="' .. reason .. '"}'
+        end
+        local a = scrape()
+        for _, s in ipairs({ created("loot"), created("grant"), created("admin_grant"),
+                             destroyed("use"), destroyed("player_deleted") }) do
+            assert.is_number(value(a, s), s) -- there from the start
+        end
+        local me = bot()
+        local pid = me.player_id
+        -- an admin grant: 5
+        local res = node:request("POST", "/api/admin/players/" .. pid .. "/items",
+                                 { token = admin, body = { item = "potion_small", qty = 5 } })
+        assert.equal(200, res.status, res.body)
+        -- an admin grant refused (no such item) creates nothing
+        res = node:request("POST", "/api/admin/players/" .. pid .. "/items",
+                           { token = admin, body = { item = "no_such_item", qty = 5 } })
+        assert.equal(422, res.status)
+        assert.equal(value(a, created("admin_grant")) + 5,
+                     value(scrape(), created("admin_grant")))
+        -- used: 2, and a use refused (more than it has) destroys nothing
+        res = node:request("POST", "/api/players/" .. pid .. "/inventory/use",
+                           { token = me.token, body = { item = "potion_small", qty = 2 } })
+        assert.equal(200, res.status, res.body)
+        res = node:request("POST", "/api/players/" .. pid .. "/inventory/use",
+                           { token = me.token, body = { item = "potion_small", qty = 50 } })
+        assert.equal(409, res.status, res.body)
+        assert.equal(value(a, destroyed("use")) + 2, value(scrape(), destroyed("use")))
+        -- looted: 3, the event sent three times (one effect)
+        local loot = { id = "ml-" .. letters(8), type = "loot", player_id = pid, ts = os.time(),
+                       data = { item = "potion_small", qty = 3 } }
+        for _ = 1, 3 do
+            res = node:request("POST", "/api/events", { token = me.token,
+                               body = { events = { loot } } })
+            assert.equal(202, res.status, res.body)
+        end
+        -- the grant job: 4
+        assert.equal(200, node:request("POST", "/test/jobs", { body = { name = "grant",
+                     payload = { player_id = pid, item = "potion_small", qty = 4 } } }).status)
+        local grant = value(a, created("grant")) + 4
+        assert.equal(grant, soon(created("grant"), function(v) return v == grant end))
+        assert.truthy(drained())
+        assert.equal(value(a, created("loot")) + 3, value(scrape(), created("loot")))
+        assert.equal("10", server.psql("select sum(qty) from inventory where player_id = " .. pid))
+        -- the player deleted: its 10 items with it
+        res = node:request("DELETE", "/api/players/" .. pid, { token = me.token })
+        assert.equal(204, res.status, res.body)
+        local b = scrape()
+        assert.equal(value(a, destroyed("player_deleted")) + 10,
+                     value(b, destroyed("player_deleted")))
+        -- nothing else moved
+        assert.equal(value(a, created("admin_grant")) + 5, value(b, created("admin_grant")))
+        assert.equal(value(a, destroyed("use")) + 2, value(b, destroyed("use")))
+    end)
+end)

@@ -172,7 +172,11 @@ describe("tools/monitoring", function()
                                 "process_cpu_seconds_total", "process_resident_memory_bytes",
                                 "mmo_db_connections_up", "mmo_db_waiting",
                                 "mmo_db_query_duration_seconds_bucket",
-                                "mmo_redis_call_duration_seconds_bucket" } do
+                                "mmo_redis_call_duration_seconds_bucket",
+                                "mmo_connections_accepted_total", "mmo_received_bytes_total",
+                                "mmo_sent_bytes_total", "mmo_job_runs_total",
+                                "mmo_timer_runs_total", "mmo_items_created_total",
+                                "mmo_items_destroyed_total", "mmo_lua_gc_cycles_total" } do
             assert.is_true(names[want], want .. " is on no panel")
         end
     end)

@@ -23,6 +23,7 @@ local TEST = {
     { "GET", "/test/log", "test.log", role = "public" },
     { "GET", "/test/timer", "test.timer", role = "public" },
     { "GET", "/test/every", "test.every", role = "public" },
+    { "GET", "/test/gc", "test.gc", role = "public" },
     { "GET", "/test/player_only", "test.echo", role = "player" },
     { "GET", "/test/db/sleep_then_cache", "test.db_sleep_then_cache", role = "public" },
     { "GET", "/test/db/types", "test.db_types", role = "public" },

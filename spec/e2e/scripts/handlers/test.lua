@@ -96,7 +96,7 @@ end
 
 
 -- mmo.time.every: counts its runs in Redis and cancels itself after the third; with fail=1
--- the first run raises (logged) and the timer goes on
+-- the first run raises (logged) and the timer goes on; name= names it (metrics)
 function _M.every(req)
     local key = "spec:every:" .. req.query.key
     local runs = 0
@@ -110,7 +110,14 @@ function _M.every(req)
         if runs == 3 then
             timer:cancel()
         end
-    end)
+    end, req.query.name)
+    return 200, {}
+end
+
+
+-- a full garbage collection cycle of the VM
+function _M.gc()
+    collectgarbage()
     return 200, {}
 end
 
