@@ -455,6 +455,7 @@ void script__log_lua_error(struct script *s, struct task *t, const char *route)
 {
     lua_State *L = s->L;
     const char *msg = lua_tostring(t->co, -1);
+    script__count_lua_error(s, msg, strncmp(route, "ws ", 3) == 0 ? "ws" : "http");
     luaL_traceback(L, t->co, msg ? msg : "(error object is not a string)", 0);
     char fields[256];
     char eroute[160];

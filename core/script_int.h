@@ -101,6 +101,7 @@ struct script {
     struct metric_family *m_ws_total, *m_ws_seconds;
     /* reloads: by trigger and result, the version in use, how long the last one took */
     struct metric_family *m_reloads, *m_version, *m_reload_seconds;
+    struct metric_family *m_lua_errors; /* by module and hook */
     struct event *watch_ev; /* the inotify watch of scripts.watch (script_set.c) */
     int watch_fd;
     struct event *watch_timer;
@@ -130,6 +131,8 @@ int script__load_set(struct script *s, const struct script_set *from, const char
                      size_t cap);
 void script__set_release(struct script *s, struct script_set *set); /* a task ended */
 void script__set_free_all(struct script *s);
+/* count a Lua error (its message, "path:line: ...") in mmo_lua_errors_total{module, hook} */
+void script__count_lua_error(struct script *s, const char *msg, const char *hook);
 int script__install_searcher(struct script *s, char *err, size_t cap);
 
 /* task.c */

@@ -949,3 +949,27 @@ void script__unwatch(struct script *s)
     s->watch_ev = s->watch_timer = NULL;
     s->watch_fd = -1;
 }
+
+/* ---- Lua errors by module ------------------------------------------------------------------ */
+
+void script__count_lua_error(struct script *s, const char *msg, const char *hook)
+{
+    struct metrics *m = s->ctx->metrics;
+    if (m == NULL)
+        return;
+    if (s->m_lua_errors == NULL) {
+        const char *l[] = {"module", "hook"};
+        s->m_lua_errors = metrics_family(m, "mmo_lua_errors_total",
+                                         "Lua errors that reached the core (a handler, a message "
+                                         "handler or a background task failed), by the module "
+                                         "where they were raised and the kind of hook",
+                                         METRIC_COUNTER, 2, l, NULL, 0, NULL);
+    }
+    char file[512], mod[256] = "(unknown)";
+    int line;
+    script_error_location(msg ? msg : "", file, sizeof file, &line);
+    if (line > 0 && !module_name(s, file, mod, sizeof mod))
+        snprintf(mod, sizeof mod, "(other)");
+    const char *v[2] = {mod, hook};
+    metrics_inc(metrics_series(s->m_lua_errors, v), 1);
+}

@@ -205,6 +205,7 @@ static void on_background_done(struct task *t, int status, void *ud)
     if (status == TASK_ERROR) {
         lua_State *L = t->s->L;
         const char *msg = lua_tostring(t->co, -1);
+        script__count_lua_error(t->s, msg, "background");
         luaL_traceback(L, t->co, msg ? msg : "(error object is not a string)", 0);
         log_write(LOG_ERROR, "lua", t->request_id, NULL, "%s failed: %s", what,
                   lua_tostring(L, -1));

@@ -308,6 +308,19 @@ describe("metrics of traffic, the Lua VM, hooks and items", function()
         assert.is_true(delta('mmo_sent_bytes_total{kind="ws"}') >= 129) -- the 101 answer alone
     end)
 
+    it("counts Lua errors by the module that raised them", function()
+        local series = 'mmo_lua_errors_total{module="handlers.test",hook="http"}'
+        local before = value(scrape(), series) or 0
+        for _ = 1, 3 do
+            assert.equal(500, node:request("GET", "/test/boom").status)
+        end
+        assert.equal(before + 3, value(scrape(), series))
+        -- a typed error (a 4xx the handler meant) is not a Lua error
+        local typed = node:request("GET", "/test/typed")
+        assert.is_true(typed.status >= 400 and typed.status < 500, typed.body)
+        assert.equal(before + 3, value(scrape(), series))
+    end)
+
     it("counts the full GC cycles of the Lua VM", function()
         local before = value(scrape(), "mmo_lua_gc_cycles_total")
         assert.is_number(before)
