@@ -576,11 +576,14 @@ static int self_checks(struct script *s, int loaded, char *err, size_t cap)
 
 /* ---- metrics and audit ----------------------------------------------------------------- */
 
+static void lua_errors_family(struct script *s);
+
 static void count_reload(struct script *s, const char *trigger, const char *result, double secs)
 {
     struct metrics *m = s->ctx->metrics;
     if (m == NULL)
         return;
+    lua_errors_family(s);
     if (s->m_reloads == NULL) {
         const char *l[] = {"trigger", "result"};
         s->m_reloads = metrics_family(m, "mmo_script_reloads_total",
@@ -952,12 +955,11 @@ void script__unwatch(struct script *s)
 
 /* ---- Lua errors by module ------------------------------------------------------------------ */
 
-void script__count_lua_error(struct script *s, const char *msg, const char *hook)
+/* the family, made at the first load so that it is exposed (at no series) before any error */
+static void lua_errors_family(struct script *s)
 {
     struct metrics *m = s->ctx->metrics;
-    if (m == NULL)
-        return;
-    if (s->m_lua_errors == NULL) {
+    if (m != NULL && s->m_lua_errors == NULL) {
         const char *l[] = {"module", "hook"};
         s->m_lua_errors = metrics_family(m, "mmo_lua_errors_total",
                                          "Lua errors that reached the core (a handler, a message "
@@ -965,6 +967,13 @@ void script__count_lua_error(struct script *s, const char *msg, const char *hook
                                          "where they were raised and the kind of hook",
                                          METRIC_COUNTER, 2, l, NULL, 0, NULL);
     }
+}
+
+void script__count_lua_error(struct script *s, const char *msg, const char *hook)
+{
+    lua_errors_family(s);
+    if (s->m_lua_errors == NULL)
+        return;
     char file[512], mod[256] = "(unknown)";
     int line;
     script_error_location(msg ? msg : "", file, sizeof file, &line);

@@ -84,10 +84,11 @@ local REJECTED = metrics.counter("mmo_game_events_rejected_total",
 -- per-hook metrics of the job handlers, kept here so that no job writes metric code
 local JOB_RUNS = metrics.counter("mmo_job_runs_total",
     "Calls of job handlers (scripts/jobs/<job>.lua: effect for a game event, run for a queued " ..
-    "job), by job and result (ok, error: raised, or an effect that is not a table)",
-    { "job", "result" })
+    "job), by handler (the file's name) and result (ok, error: raised, or an effect that is not " ..
+    "a table); not \"job\": Prometheus gives that label to every target",
+    { "handler", "result" })
 local JOB_SECONDS = metrics.histogram("mmo_job_run_duration_seconds",
-    "Time a call of a job handler took, by job", { "job" })
+    "Time a call of a job handler took, by handler", { "handler" })
 local monotonic = time.monotonic
 
 local function count(t, what, n)

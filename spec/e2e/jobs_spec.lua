@@ -131,7 +131,7 @@ describe("jobs", function()
         local entry = r.result
         local function errors()
             local text = node:request("GET", "/metrics").body
-            return tonumber(text:match('mmo_job_runs_total{job="spec_job",result="error"} (%d+)'))
+            return tonumber(text:match('mmo_job_runs_total{handler="spec_job",result="error"} (%d+)'))
                    or 0
         end
         assert.truthy(server.eventually(function() return errors() >= 1 end, 5))

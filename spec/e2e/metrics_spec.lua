@@ -354,12 +354,12 @@ describe("metrics of traffic, the Lua VM, hooks and items", function()
     end)
 
     it("counts the calls of job handlers, their errors and their time, by job", function()
-        local runs = 'mmo_job_runs_total{job="%s",result="%s"}'
+        local runs = 'mmo_job_runs_total{handler="%s",result="%s"}'
         local function now(job, result)
             return value(scrape(), runs:format(job, result)) or 0
         end
         local ok0, err0 = now("spec_job", "ok"), now("spec_job", "error")
-        local secs0 = value(scrape(), 'mmo_job_run_duration_seconds_count{job="spec_job"}') or 0
+        local secs0 = value(scrape(), 'mmo_job_run_duration_seconds_count{handler="spec_job"}') or 0
         local c = "spec:job:" .. letters(10)
         assert.equal(200, node:request("POST", "/test/jobs", { body = { name = "spec_job",
                      payload = { counter = c } } }).status)
@@ -370,7 +370,7 @@ describe("metrics of traffic, the Lua VM, hooks and items", function()
         assert.equal(err0 + 1, soon(runs:format("spec_job", "error"),
                                     function(v) return v == err0 + 1 end))
         assert.equal(secs0 + 2, value(scrape(),
-                                      'mmo_job_run_duration_seconds_count{job="spec_job"}'))
+                                      'mmo_job_run_duration_seconds_count{handler="spec_job"}'))
         -- game events: the effect of each, by its type; an unknown item fails the loot
         local me = bot()
         local kill0, loot_err0 = now("kill", "ok"), now("loot", "error")
@@ -389,7 +389,7 @@ describe("metrics of traffic, the Lua VM, hooks and items", function()
         -- the loot fails each of its 5 tries, then goes to the dead letters: 5 errors
         assert.truthy(drained(), "the failed loot did not reach the dead letters")
         assert.equal(loot_err0 + 5, now("loot", "error"))
-        assert.is_true(value(scrape(), 'mmo_job_run_duration_seconds_count{job="kill"}') >= 2)
+        assert.is_true(value(scrape(), 'mmo_job_run_duration_seconds_count{handler="kill"}') >= 2)
     end)
 
     it("counts items created and destroyed, by reason, once each", function()
