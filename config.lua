@@ -46,6 +46,7 @@ return {
         path = "scripts",               -- directories searched for modules, ';'-separated
         routes = "routes",              -- module holding the route table
         watch = 0,                      -- 1: reload by itself when a script changes (dev)
+        load_budget_ms = 5000,          -- a load running longer (a loop at load time) fails
     },
     control = {
         -- the Unix socket `mmo reload`, `mmo rollback` and `mmo scripts` talk to (mode 0600);

@@ -58,10 +58,11 @@ struct conf {
     int redis_timeout_ms;
     int redis_reconnect_max_ms;
     /* scripts */
-    char *scripts_path;   /* ';'-separated directories searched in order */
-    char *scripts_routes; /* module name of the route table */
-    int scripts_watch;    /* 1: reload when a file under the scripts path changes (inotify) */
-    char *control_socket; /* Unix socket of `mmo reload` ("{node}": the node id; "": none) */
+    char *scripts_path;         /* ';'-separated directories searched in order */
+    char *scripts_routes;       /* module name of the route table */
+    int scripts_watch;          /* 1: reload when a file under the scripts path changes (inotify) */
+    int scripts_load_budget_ms; /* a load (start, reload) that runs longer is refused */
+    char *control_socket;       /* Unix socket of `mmo reload` ("{node}": the node id; "": none) */
     /* log */
     char *log_level;
     /* shutdown */

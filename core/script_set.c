@@ -28,6 +28,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <lauxlib.h>
+#include <luajit.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -650,6 +651,39 @@ static double now_mono(void)
 
 /* ---- load ------------------------------------------------------------------------------ */
 
+/* A load runs on the event loop: a module that loops at load time (or a self_check, or a
+ * migrate) must not hang the node. While a set loads the JIT is off (a count hook never fires
+ * in compiled code) and a count hook checks the clock: past the budget, every check raises. */
+static double load_deadline, load_budget;
+
+static void load_hook(lua_State *L, lua_Debug *ar)
+{
+    if (now_mono() <= load_deadline)
+        return;
+    /* from now on every instruction raises, so a pcall around the loop cannot catch it and go
+     * on: the error climbs to the loader */
+    lua_sethook(L, load_hook, LUA_MASKCOUNT, 1);
+    lua_getinfo(L, "Sl", ar);
+    luaL_error(L,
+               "%s:%d: loading the scripts took longer than %g s (scripts.load_budget_ms): a "
+               "loop at load time?",
+               ar->short_src, ar->currentline, load_budget);
+}
+
+static void guard_load(struct script *s, int on)
+{
+    lua_State *L = s->L;
+    if (on) {
+        load_budget = s->ctx->conf->scripts_load_budget_ms / 1000.0;
+        load_deadline = now_mono() + load_budget;
+        luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
+        lua_sethook(L, load_hook, LUA_MASKCOUNT, 10000);
+    } else {
+        lua_sethook(L, NULL, 0, 0);
+        luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_ON);
+    }
+}
+
 int script__load_set(struct script *s, const struct script_set *from, const char *who, char *err,
                      size_t cap)
 {
@@ -671,6 +705,7 @@ int script__load_set(struct script *s, const struct script_set *from, const char
     int files = lua_gettop(L);
     lua_pushvalue(L, files);
     set->files_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    guard_load(s, 1);
     lua_getfield(L, LUA_REGISTRYINDEX, "_LOADED");
     int old_loaded = lua_gettop(L);
     int rc = compile_all(s, files, err, cap);
@@ -709,6 +744,7 @@ int script__load_set(struct script *s, const struct script_set *from, const char
         rc = require_all(s, files, err, cap);
     if (rc == 0)
         rc = self_checks(s, loaded, err, cap);
+    guard_load(s, 0);
     const char *trigger = strncmp(who, "account:", 8) == 0 ? "api" : who;
     if (rc < 0) {
         if (loaded)

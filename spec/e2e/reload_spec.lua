@@ -114,7 +114,8 @@ describe("script reload", function()
         put("reload_routes.lua", ROUTES)
         put("handlers/reload_test.lua", handler("one", STATE_V1))
         node = server.start { env = { MMO_SCRIPTS = dir, MMO_ROUTES = "reload_routes",
-                                      MMO_CONTROL_SOCKET = dir .. "/control.sock" } }
+                                      MMO_CONTROL_SOCKET = dir .. "/control.sock",
+                                      MMO_SCRIPTS_LOAD_BUDGET_MS = "1000" } }
         admin = login("admin", ADMIN_PASSWORD)
         -- a designer: a new account given the role by the admin
         local name = "d" .. server.letters(8)
@@ -217,6 +218,19 @@ describe("script reload", function()
         assert.matches("lib.reload_check: self_check failed: the loot table sums to 0.9",
                        res.json.error.message, 1, true)
         os.remove(dir .. "/lib/reload_check.lua")
+        -- a module that never ends loading (even behind pcall) is stopped; the node serves on
+        for _, src in ipairs({ "while true do end\n",
+                               "local n = 0\nwhile true do pcall(function() while true do " ..
+                               "n = n + 1 end end) end\n" }) do
+            put("lib/reload_loop.lua", src)
+            local t0 = socket.gettime()
+            res = reload()
+            assert.equal(422, res.status, res.body)
+            assert.matches("took longer than 1 s", res.json.error.message, 1, true)
+            assert.is_true(socket.gettime() - t0 < 3)
+            assert.equal(200, node:request("GET", "/healthz").status)
+        end
+        os.remove(dir .. "/lib/reload_loop.lua")
         -- nothing of that was swapped in
         local now = info()
         assert.equal(before.version, now.version)
