@@ -15,7 +15,8 @@ int luaopen_mmo_metrics(lua_State *L); /* lua_metrics.c: Prometheus metrics */
 int luaopen_mmo_auth(lua_State *L);
 int luaopen_mmo_ws(lua_State *L); /* lua_ws.c: WebSocket connections */
 int luaopen_mmo_world(lua_State *L);
-/* lua_world.c: the live world */ /* lua_auth.c: access tokens, session cache */
+int luaopen_mmo_events(lua_State *L); /* lua_events.c: game events for the mods */
+/* lua_world.c: the live world */     /* lua_auth.c: access tokens, session cache */
 
 /* Register every mmo.* module in package.preload. */
 void bindings_preload(lua_State *L);
