@@ -347,7 +347,8 @@ local function matcher(s, items)
             else -- BACKREF
                 local l = check_capture(a1[pi])
                 local len = cap_len[l]
-                if N - si + 1 >= len and sub(s, si, si + len - 1)
+                -- a position capture's length reads as huge in C: no match
+                if len ~= CAP_POSITION and N - si + 1 >= len and sub(s, si, si + len - 1)
                     == sub(s, cap_init[l], cap_init[l] + len - 1) then
                     si, pi = si + len, pi + 1
                 else
