@@ -524,6 +524,13 @@ static int full_gc(lua_State *L)
     return 0;
 }
 
+/* The error at the top of L if it is a string, else NULL: converting a number would allocate,
+ * outside of any protected call. */
+static const char *err_text(lua_State *L)
+{
+    return lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+}
+
 /* ---- states, metrics, failures ------------------------------------------------------------ */
 
 static void update_gauge(struct mods *set)
@@ -688,7 +695,7 @@ static int call_mod(struct mod *md, struct mod_sub *sub, const char *json, size_
     if (st != 0) {
         char where[MAX_NAME + 8];
         snprintf(where, sizeof where, "in on %s", sub->event);
-        stop_mod(md, MOD_DISABLED, lua_tostring(md->L, -1), where);
+        stop_mod(md, MOD_DISABLED, err_text(md->L), where);
         lua_settop(md->L, 0);
     }
     after_call(md);
@@ -779,7 +786,7 @@ static void load_mod(struct mods *set, struct mod *md)
     }
     if (lua_cpcall(md->L, setup_vm, NULL) != 0) {
         free(src);
-        stop_mod(md, MOD_FAILED, lua_tostring(md->L, -1), "while setting up the sandbox");
+        stop_mod(md, MOD_FAILED, err_text(md->L), "while setting up the sandbox");
         after_call(md);
         return;
     }
@@ -798,7 +805,7 @@ static void load_mod(struct mods *set, struct mod *md)
     md->loading = 0;
     free(src);
     if (st != 0 || md->fault[0])
-        stop_mod(md, MOD_FAILED, st ? lua_tostring(md->L, -1) : NULL,
+        stop_mod(md, MOD_FAILED, st ? err_text(md->L) : NULL,
                  md->fault[0] ? "while loading" : NULL);
     after_call(md);
 }

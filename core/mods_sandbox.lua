@@ -13,6 +13,7 @@
 --     done (the hook keeps raising as well, and the host checks after every call); xpcall's
 --     handler runs after the unwinding, under the budget (see below);
 --   * table.sort compares through a Lua function, so every comparison is counted;
+--   * C functions that call back into Lua nest at most MAX_NEST deep (see nested());
 --   * string.find/match/gmatch/gsub run in C only when a bound on their work (estimate()) is
 --     small, and that bound is charged to the budget; beyond, the matcher below, in Lua, does
 --     the work under the budget. Plain finds run in C in linear time.
@@ -22,7 +23,7 @@ local byte, char, sub = string.byte, string.char, string.sub
 local c_find, c_match, c_gmatch, c_gsub = string.find, string.match, string.gmatch, string.gsub
 local error, pcall, type, tostring, tonumber = error, pcall, type, tostring, tonumber
 local floor = math.floor
-local co_resume = coroutine.resume
+local co_resume, co_wrap = coroutine.resume, coroutine.wrap
 local table_sort, table_concat = table.sort, table.concat
 local fault, plainfind, charge = host.fault, host.plainfind, host.charge
 local LIMIT = host.pattern_limit
@@ -39,6 +40,31 @@ end
 
 local function lt(a, b)
     return a < b
+end
+
+
+-- C functions that call back into Lua (gsub with a function or table, sort, coroutine resume)
+-- nest on the C stack, and LuaJIT does not bound that: a few thousand levels crash the process.
+-- These wrappers bound it.
+local MAX_NEST = 16
+local nest = 0
+
+local function leave_nest(ok, ...)
+    nest = nest - 1
+    pass()
+    if not ok then
+        error((...), 0)
+    end
+    return ...
+end
+
+local function nested(f, ...)
+    if nest >= MAX_NEST then
+        error("nested too deep (gsub with a function, sort, coroutines: " .. MAX_NEST .. " levels)",
+            0)
+    end
+    nest = nest + 1
+    return leave_nest(pcall(f, ...))
 end
 
 
@@ -626,7 +652,10 @@ local function gsub(s, p, repl, max_n)
     local pz = cut(p)
     local anchored = byte(pz, 1) == P_CARET
     if in_c(s, N, pz, anchored) then
-        return c_gsub(s, p, repl, max_n)
+        if rt == "string" then
+            return c_gsub(s, p, repl, max_n)
+        end
+        return nested(c_gsub, s, p, repl, max_n)
     end
     if anchored then
         pz = sub(pz, 2)
@@ -697,7 +726,7 @@ env.string.find, env.string.match, env.string.gmatch, env.string.gsub = find, ma
 
 env.table = copy(table, { "concat", "insert", "maxn", "remove" })
 function env.table.sort(t, cmp)
-    return table_sort(t, cmp or lt)
+    return nested(table_sort, t, cmp or lt)
 end
 
 env.math = copy(math, { "abs", "acos", "asin", "atan", "atan2", "ceil", "cos", "cosh", "deg",
@@ -705,10 +734,16 @@ env.math = copy(math, { "abs", "acos", "asin", "atan", "atan2", "ceil", "cos", "
                         "min", "modf", "pi", "pow", "rad", "random", "randomseed", "sin",
                         "sinh", "sqrt", "tan", "tanh" })
 
-env.coroutine = copy(coroutine, { "create", "running", "status", "wrap", "yield",
-                                  "isyieldable" })
+env.coroutine = copy(coroutine, { "create", "running", "status", "yield", "isyieldable" })
 function env.coroutine.resume(co, ...)
-    return pass(co_resume(co, ...))
+    return nested(co_resume, co, ...)
+end
+
+function env.coroutine.wrap(f)
+    local resume = co_wrap(f)
+    return function(...)
+        return nested(resume, ...)
+    end
 end
 
 env.events = copy(host.events, { "on", "emit" })

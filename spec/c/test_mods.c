@@ -308,6 +308,25 @@ static const struct hostile HOSTILE[] = {
      "instruction budget exceeded (200000) in on attack"},
     {"sort_bomb", "local t = {} for i = 1, 30000 do t[i] = (i * 7919) % 30011 end table.sort(t)",
      "instruction budget exceeded (200000) in on attack"},
+    {"gsub_recursion", "local function f() return (('x'):gsub('x', f)) end f()",
+     "~nested too deep"},
+    {"gsub_table_recursion",
+     "local mt = {} mt.__index = function() return (('x'):gsub('x', setmetatable({}, mt))) end\n"
+     "local _ = ('x'):gsub('x', setmetatable({}, mt))",
+     "~nested too deep"},
+    {"wrap_chain",
+     "local function mk(n) return coroutine.wrap(function() if n > 0 then return mk(n - 1)() end"
+     " end) end mk(1e6)()",
+     "~nested too deep"},
+    {"resume_chain",
+     "local function mk(n) return coroutine.create(function() if n > 0 then\n"
+     "  local ok, e = coroutine.resume(mk(n - 1)) if not ok then error(e, 0) end end end) end\n"
+     "local ok, e = coroutine.resume(mk(1e6)) error(e, 0)",
+     "~nested too deep"},
+    {"sort_recursion",
+     "local t = {} for i = 1, 50 do t[i] = i end\n"
+     "local function cmp(a, b) table.sort(t, cmp) return a < b end table.sort(t, cmp)",
+     "~nested too deep"},
     {"send_flood", "for i = 1, 1000 do game.send(1, {i = i}) end",
      "~game.send: more than 100 messages in one call in on attack"},
     {"bad_send", "game.send(1, {1, 2, 3})", "~the payload must be an object"},
@@ -499,6 +518,37 @@ TEST(an_endless_cycle_of_events_stops_at_the_depth_limit)
     ASSERT_STR(state_of(m, "ring7"), "disabled");
     ASSERT(strstr(error_of(m, "ring7"), "nested deeper than 8") != NULL);
     ASSERT_STR(state_of(m, "ring8"), "running");
+    mods_free(m);
+    rm_dir();
+}
+
+TEST(the_deepest_nesting_of_emits_and_callbacks_fits_the_c_stack)
+{
+    fresh_dir();
+    /* 8 mods, each nesting gsub callbacks 15 deep then emitting to the next at the bottom:
+     * the most C stack the limits allow */
+    for (int i = 0; i < 8; i++) {
+        char rel[32], src[512], next[64] = "0"; /* the 8th, at depth 8, emits no more */
+        snprintf(rel, sizeof rel, "deep%d.lua", i);
+        if (i < 7)
+            snprintf(next, sizeof next, "events.emit('deep%d', {})", i + 1);
+        snprintf(src, sizeof src,
+                 "local function down(n)\n"
+                 "  if n == 0 then return %s end\n"
+                 "  return (('x'):gsub('x', function() return tostring(down(n - 1)) end))\n"
+                 "end\n"
+                 "events.on('deep%d', function() down(15) game.send(1, {level = %d}) end)\n",
+                 next, i, i);
+        mod(rel, src);
+    }
+    struct mods *m = load(NULL, NULL);
+    ASSERT_EQ(emit(m, "deep0", "{}"), 1);
+    ASSERT_EQ(sent.n, 8);
+    for (int i = 0; i < 8; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "deep%d", i);
+        ASSERT_STR(state_of(m, name), "running");
+    }
     mods_free(m);
     rm_dir();
 }
@@ -727,6 +777,7 @@ int main(void)
     RUN(each_escape_attempt_fails_inside_the_mod);
     RUN(a_loop_of_costly_instructions_is_stopped_by_the_time_budget);
     RUN(an_endless_cycle_of_events_stops_at_the_depth_limit);
+    RUN(the_deepest_nesting_of_emits_and_callbacks_fits_the_c_stack);
     RUN(a_flood_of_emits_draws_on_one_budget_per_game_event);
     RUN(game_log_writes_tagged_lines_and_drops_a_flood);
     RUN(patterns_past_the_c_limit_give_the_same_results_in_lua);
