@@ -414,7 +414,7 @@ static void preload(lua_State *L, const char *name, lua_CFunction fn)
 static const char DECODER[] = "local safe = require 'cjson.safe'\n"
                               "local dec = safe.new()\n"
                               "dec.decode_invalid_numbers(false)\n"
-                              "dec.decode_max_depth(64)\n"
+                              "dec.decode_max_depth(128)\n"
                               "return dec.decode\n";
 
 /* lua_cpcall body: libraries, JSON, the environment; then the VM's globals are emptied */

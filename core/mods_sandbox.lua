@@ -22,9 +22,10 @@ local host = ...
 local byte, char, sub = string.byte, string.char, string.sub
 local c_find, c_match, c_gmatch, c_gsub = string.find, string.match, string.gmatch, string.gsub
 local error, pcall, type, tostring, tonumber = error, pcall, type, tostring, tonumber
+local select = select
 local floor = math.floor
 local co_resume, co_wrap = coroutine.resume, coroutine.wrap
-local table_sort, table_concat = table.sort, table.concat
+local table_sort, table_concat, table_insert = table.sort, table.concat, table.insert
 local fault, plainfind, charge = host.fault, host.plainfind, host.charge
 local LIMIT = host.pattern_limit
 
@@ -724,7 +725,19 @@ env.string = copy(string, { "byte", "char", "format", "len", "lower", "rep", "re
                             "upper" })
 env.string.find, env.string.match, env.string.gmatch, env.string.gsub = find, match, gmatch, gsub
 
-env.table = copy(table, { "concat", "insert", "maxn", "remove" })
+env.table = copy(table, { "concat", "maxn", "remove" })
+
+-- LuaJIT shifts from the end down to the position, in C: table.insert(t, -2^30, v) would run
+-- for seconds. A position outside 1..#t+1 is refused, as Lua 5.2 does.
+function env.table.insert(t, ...)
+    if select("#", ...) == 2 and type(t) == "table" then
+        local pos = tonumber((...))
+        if pos and (pos < 1 or pos > #t + 1) then
+            error("bad argument #2 to 'insert' (position out of bounds)", 2)
+        end
+    end
+    return table_insert(t, ...)
+end
 function env.table.sort(t, cmp)
     return nested(table_sort, t, cmp or lt)
 end

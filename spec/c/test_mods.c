@@ -327,6 +327,7 @@ static const struct hostile HOSTILE[] = {
      "local t = {} for i = 1, 50 do t[i] = i end\n"
      "local function cmp(a, b) table.sort(t, cmp) return a < b end table.sort(t, cmp)",
      "~nested too deep"},
+    {"insert_far_below", "local t = {} table.insert(t, -2^30, 1)", "~position out of bounds"},
     {"send_flood", "for i = 1, 1000 do game.send(1, {i = i}) end",
      "~game.send: more than 100 messages in one call in on attack"},
     {"bad_send", "game.send(1, {1, 2, 3})", "~the payload must be an object"},

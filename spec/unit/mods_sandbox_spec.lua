@@ -219,6 +219,17 @@ describe("mods sandbox", function()
             assert.same({ true, 1, 2 }, { env.xpcall(function(a, b) return a, b end, print, 1, 2) })
         end)
 
+        it("inserts like LuaJIT within 1..#t+1 and refuses elsewhere", function()
+            local t = { 1, 2 }
+            env.table.insert(t, 3)
+            env.table.insert(t, 1, 0)
+            env.table.insert(t, 5, 4)
+            assert.same({ 0, 1, 2, 3, 4 }, t)
+            assert.has_error(function() env.table.insert(t, -2 ^ 30, 1) end,
+                "bad argument #2 to 'insert' (position out of bounds)")
+            assert.has_error(function() env.table.insert(t, 7, 1) end)
+        end)
+
         it("sorts with a counted comparison", function()
             local t = { 3, 1, 2 }
             env.table.sort(t)
