@@ -88,6 +88,15 @@ return {
                                         -- renewed (every lease_ms / 5); a dead owner's regions
                                         -- are taken over by another node after it
     },
+    mods = {                            -- docs/modding.md
+        enabled = 1,                    -- 0: no mods are loaded
+        dir = "",                       -- one mod per NAME.lua or NAME/init.lua; "": mods/ in
+                                        -- the first directory of scripts.path
+        memory_mb = 16,                 -- each mod's Lua memory; past it the mod is disabled
+        instructions = 1000000,         -- Lua instructions a mod may run per handler call of a
+                                        -- game event (what it sets off in other mods included)
+        time_ms = 100,                  -- and time; either one spent disables the mod
+    },
     auth = {
         -- HS256 signing key of access tokens, 32 bytes or more. Set it from the environment
         -- (MMO_AUTH_JWT_SECRET) on every node; unset, a random key is made at each start (and

@@ -17,6 +17,7 @@ int luaopen_mmo_ws(lua_State *L); /* lua_ws.c: WebSocket connections */
 int luaopen_mmo_world(lua_State *L);
 int luaopen_mmo_state(lua_State *L);   /* lua_state.c: state that outlives a reload */
 int luaopen_mmo_scripts(lua_State *L); /* lua_scripts.c: script sets, reload, rollback */
+int luaopen_mmo_events(lua_State *L);  /* lua_events.c: game events for the mods */
 /* lua_world.c: the live world */      /* lua_auth.c: access tokens, session cache */
 
 /* Register every mmo.* module in package.preload. */

@@ -29,13 +29,21 @@ int lb_push_err(lua_State *L, int rc)
 void bindings_preload(lua_State *L)
 {
     static const luaL_Reg MODULES[] = {
-        {"mmo.db", luaopen_mmo_db},           {"mmo.cache", luaopen_mmo_cache},
-        {"mmo.json", luaopen_mmo_json},       {"mmo.log", luaopen_mmo_log},
-        {"mmo.time", luaopen_mmo_time},       {"mmo.auth", luaopen_mmo_auth},
-        {"mmo.ws", luaopen_mmo_ws},           {"mmo.world", luaopen_mmo_world},
-        {"mmo.crypto", luaopen_mmo_crypto},   {"mmo.queue", luaopen_mmo_queue},
-        {"mmo.metrics", luaopen_mmo_metrics}, {"mmo.state", luaopen_mmo_state},
-        {"mmo.scripts", luaopen_mmo_scripts}, {NULL, NULL},
+        {"mmo.db", luaopen_mmo_db},
+        {"mmo.cache", luaopen_mmo_cache},
+        {"mmo.json", luaopen_mmo_json},
+        {"mmo.log", luaopen_mmo_log},
+        {"mmo.time", luaopen_mmo_time},
+        {"mmo.auth", luaopen_mmo_auth},
+        {"mmo.ws", luaopen_mmo_ws},
+        {"mmo.world", luaopen_mmo_world},
+        {"mmo.crypto", luaopen_mmo_crypto},
+        {"mmo.queue", luaopen_mmo_queue},
+        {"mmo.metrics", luaopen_mmo_metrics},
+        {"mmo.state", luaopen_mmo_state},
+        {"mmo.scripts", luaopen_mmo_scripts},
+        {"mmo.events", luaopen_mmo_events},
+        {NULL, NULL},
     };
     lua_getfield(L, LUA_GLOBALSINDEX, "package");
     lua_getfield(L, -1, "preload");

@@ -37,6 +37,7 @@ struct auth;
 struct gate;
 struct realtime;
 struct lb_wait;
+struct mods;
 
 /* The node's shared objects, owned by main.c; bindings borrow them for the VM's lifetime.
  * Any of db/rds may be NULL (e.g. `mmo check` runs without them): the bindings then fail
@@ -62,6 +63,7 @@ struct lb_ctx {
      * and send_all go through it when set (NULL: this node's players only). */
     struct live *live;
     struct metrics *metrics; /* mmo.metrics registers here (core/metrics.h); NULL: none */
+    struct mods *mods;       /* the mods in use (core/mods.h), for mmo.events; NULL: none */
 };
 
 /* Store ctx in L's registry (borrowed) / fetch it. */

@@ -95,6 +95,11 @@ static const struct key KEYS[] = {
     K_INT("http", "slow_ms", http_slow_ms, "1000", 0, 600000),
     K_INT("postgres", "slow_ms", pg_slow_ms, "500", 0, 600000),
     K_INT("http", "rate_local_keys", rate_local_keys, "65536", 64, 16777216),
+    K_INT("mods", "enabled", mods_enabled, "1", 0, 1),
+    K_STR("mods", "dir", mods_dir, ""),
+    K_INT("mods", "memory_mb", mods_memory_mb, "16", 1, 4096),
+    K_INT("mods", "instructions", mods_instructions, "1000000", 1000, 2000000000),
+    K_INT("mods", "time_ms", mods_time_ms, "100", 1, 60000),
 };
 
 /* Rate classes built in; config.lua's section ratelimit changes or adds to them. */

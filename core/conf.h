@@ -99,6 +99,12 @@ struct conf {
     int metrics_enabled; /* 0: no request metrics, no /metrics (a benchmark's baseline) */
     int http_slow_ms;    /* a response later than this is logged (0: never) */
     int pg_slow_ms;      /* a query answered later than this is logged (0: never) */
+    /* mods (core/mods.h, docs/modding.md) */
+    int mods_enabled;      /* 0: no mods are loaded */
+    char *mods_dir;        /* scripts/mods: NAME.lua or NAME/init.lua each */
+    int mods_memory_mb;    /* per mod */
+    int mods_instructions; /* per budget (a handler call of a game event) */
+    int mods_time_ms;      /* per budget */
     /* shards */
     struct conf_shard *shards;
     int nshards;

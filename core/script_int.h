@@ -102,7 +102,7 @@ struct script {
     /* reloads: by trigger and result, the version in use, how long the last one took */
     struct metric_family *m_reloads, *m_version, *m_reload_seconds;
     struct metric_family *m_lua_errors; /* by module and hook */
-    struct event *watch_ev; /* the inotify watch of scripts.watch (script_set.c) */
+    struct event *watch_ev;             /* the inotify watch of scripts.watch (script_set.c) */
     int watch_fd;
     struct event *watch_timer;
 };

@@ -19,6 +19,9 @@
 #include "log.h"
 #include "mem.h"
 #include "metrics.h"
+#include "mods.h"
+#include "realtime.h"
+#include "world.h"
 #include "router.h"
 #include "script.h"
 #include "script_int.h"
@@ -428,6 +431,8 @@ void script__unwatch(struct script *s);
 void script__set_free_all(struct script *s)
 {
     script__unwatch(s);
+    mods_free(s->ctx->mods);
+    s->ctx->mods = NULL;
     if (s->L == NULL)
         return;
     struct script_set *cur = s->cur, *prev = s->prev;
@@ -649,6 +654,34 @@ static double now_mono(void)
     return (double) t.tv_sec + (double) t.tv_nsec / 1e9;
 }
 
+/* ---- mods ------------------------------------------------------------------------------ */
+
+/* game.send(player_id, table) of a mod: to that player if it is in this node's world */
+static void mod_send(void *ud, int64_t player_id, const char *json, size_t len)
+{
+    struct script *s = ud;
+    if (s->ctx->rt)
+        world_send_player(realtime_world(s->ctx->rt), player_id, json, len);
+}
+
+/* the mods of a new set: mods.dir, or mods/ under the first scripts directory */
+static struct mods *load_mods(struct script *s, char *err, size_t cap)
+{
+    const struct conf *c = s->ctx->conf;
+    char dir[4096];
+    if (c->mods_dir[0]) {
+        snprintf(dir, sizeof dir, "%s", c->mods_dir);
+    } else {
+        const char *end = strchr(c->scripts_path, ';');
+        int n = end ? (int) (end - c->scripts_path) : (int) strlen(c->scripts_path);
+        snprintf(dir, sizeof dir, "%.*s/mods", n, c->scripts_path);
+    }
+    struct mods_limits lim = {(size_t) c->mods_memory_mb << 20, c->mods_instructions,
+                              c->mods_time_ms};
+    struct mods_host host = {s, mod_send};
+    return mods_load(dir, &lim, &host, s->ctx->metrics, err, cap);
+}
+
 /* ---- load ------------------------------------------------------------------------------ */
 
 /* A load runs on the event loop: a module that loops at load time (or a self_check, or a
@@ -745,6 +778,10 @@ int script__load_set(struct script *s, const struct script_set *from, const char
     if (rc == 0)
         rc = self_checks(s, loaded, err, cap);
     guard_load(s, 0);
+    /* the mods, each in its sandbox: one that does not load is reported, not fatal */
+    struct mods *mods = NULL;
+    if (rc == 0 && s->ctx->conf->mods_enabled && (mods = load_mods(s, err, cap)) == NULL)
+        rc = -1;
     const char *trigger = strncmp(who, "account:", 8) == 0 ? "api" : who;
     if (rc < 0) {
         if (loaded)
@@ -773,6 +810,11 @@ int script__load_set(struct script *s, const struct script_set *from, const char
     retire(s, s->prev);
     s->prev = old;
     s->cur = set;
+    if (s->ctx->conf->mods_enabled) {
+        struct mods *old_mods = s->ctx->mods;
+        s->ctx->mods = mods; /* loads run from the loop, never inside a mod's handler */
+        mods_free(old_mods);
+    }
     script__start_timers(s, set);
     lua_settop(L, top);
     double took = now_mono() - t0;
@@ -862,6 +904,24 @@ void script_push_info(struct script *s, lua_State *L)
     luaL_loadstring(L, "local a, b = ... return a.name < b.name");
     lua_call(L, 2, 0);
     lua_setfield(L, info, "modules");
+    /* the mods: name, state, error */
+    lua_newtable(L);
+    int nm = s->ctx->mods ? mods_count(s->ctx->mods) : 0;
+    for (int i = 0; i < nm; i++) {
+        const char *name, *state, *error;
+        mods_info(s->ctx->mods, i, &name, &state, &error);
+        lua_createtable(L, 0, 3);
+        lua_pushstring(L, name);
+        lua_setfield(L, -2, "name");
+        lua_pushstring(L, state);
+        lua_setfield(L, -2, "state");
+        if (error) {
+            lua_pushstring(L, error);
+            lua_setfield(L, -2, "error");
+        }
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_setfield(L, info, "mods");
     /* the state store's entries */
     lua_getfield(L, LUA_REGISTRYINDEX, "mmo.state.ctl");
     if (lua_istable(L, -1)) {

@@ -384,6 +384,17 @@ static int send_where(struct world *w, int64_t guild, int all, const char *text,
     return n;
 }
 
+int world_send_player(struct world *w, int64_t id, const char *text, size_t len)
+{
+    struct wp *p = find(w, id);
+    if (p == NULL)
+        return 0;
+    void *frame = w->sink.frame_new(text, len, w->sink.ud);
+    w->sink.frame_send(p->conn, frame, w->sink.ud);
+    w->sink.frame_unref(frame, w->sink.ud);
+    return 1;
+}
+
 int world_send_guild(struct world *w, int64_t guild, const char *text, size_t len)
 {
     return guild > 0 ? send_where(w, guild, 0, text, len) : 0;

@@ -70,6 +70,8 @@ void world_each_visible(struct world *w, int64_t id,
  * Returns how many got it. */
 int world_send_region(struct world *w, const char *region, const char *text, size_t len);
 int world_send_guild(struct world *w, int64_t guild, const char *text, size_t len);
+/* To one player of this node: 1, or 0 when the player is not in this node's world. */
+int world_send_player(struct world *w, int64_t id, const char *text, size_t len);
 int world_send_all(struct world *w, const char *text, size_t len);
 
 /* Players online in region (all regions: NULL). */

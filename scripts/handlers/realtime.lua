@@ -4,6 +4,7 @@
 local cache = require "mmo.cache"
 local chat = require "rules.chat"
 local db = require "mmo.db"
+local events = require "mmo.events"
 local handles = require "lib.handles"
 local http = require "lib.http"
 local json = require "mmo.json"
@@ -109,6 +110,7 @@ function _M.join(conn, msg)
     if #nearby == 0 then
         nearby = json.empty_array
     end
+    events.emit("player.joined", { player_id = pid, region = row.region, level = row.level })
     return { t = "welcome", player = doc, region = row.region, nearby = nearby }
 end
 

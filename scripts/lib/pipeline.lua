@@ -18,6 +18,7 @@
 -- after a crash. XACK only after the commits.
 local cache = require "mmo.cache"
 local db = require "mmo.db"
+local mod_events = require "mmo.events"
 local json = require "mmo.json"
 local log = require "mmo.log"
 local player = require "rules.player"
@@ -283,8 +284,9 @@ local function write_shard(n, list)
     local fresh_n = 0
     local why -- what the query that failed said
     local created -- items written, by the event type that gave them
+    local leveled -- { {id, level} }: players who reached a new level (for the mods)
     local ok, err = db.shard(n).tx(function(tq)
-        created = {}
+        created, leveled = {}, {}
         local function q(...)
             local r, e, d = tq(...)
             if not r then
@@ -345,6 +347,9 @@ local function write_shard(n, list)
                 local lvl = player.level_for_xp(r.xp)
                 if lvl ~= r.level then
                     levels[#levels + 1] = { id = r.id, level = lvl }
+                    if lvl > r.level then
+                        leveled[#leveled + 1] = levels[#levels]
+                    end
                     r.level = lvl
                 end
                 published[#published + 1] = r
@@ -394,6 +399,10 @@ local function write_shard(n, list)
     end
     for _, r in ipairs(published) do
         players.published(r)
+    end
+    -- the game event of the mods (docs/modding.md), once committed
+    for _, l in ipairs(leveled) do
+        mod_events.emit("player.level_up", { player_id = l.id, level = l.level })
     end
     return fresh_n
 end

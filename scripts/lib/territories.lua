@@ -11,6 +11,7 @@
 -- own (mmo.time.after), so a slow database never makes a tick late or long.
 local audit = require "lib.audit"
 local db = require "mmo.db"
+local events = require "mmo.events"
 local json = require "mmo.json"
 local log = require "mmo.log"
 local rule = require "rules.territory"
@@ -133,6 +134,10 @@ local function record_capture(t, owner, from)
                            { region = t.region, guild = owner, from = from or json.null },
                            nil, q)
     end)
+    if ok ~= nil then
+        events.emit("territory.captured", { territory = t.id, name = t.name, region = t.region,
+                                            guild = owner, from = from })
+    end
     return ok ~= nil
 end
 

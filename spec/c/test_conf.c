@@ -117,6 +117,11 @@ TEST(the_shipped_config_loads)
     if (conf_load(&c, path, err, sizeof err) != 0)
         FAIL_AT("%s", err);
     ASSERT_EQ(c.http_port, 8080);
+    ASSERT_EQ(c.mods_enabled, 1);
+    ASSERT_STR(c.mods_dir, ""); /* mods/ under the first scripts directory */
+    ASSERT_EQ(c.mods_memory_mb, 16);
+    ASSERT_EQ(c.mods_instructions, 1000000);
+    ASSERT_EQ(c.mods_time_ms, 100);
     conf_free(&c);
 }
 

@@ -12,7 +12,8 @@ local _M = {}
 
 local BINDINGS = { "mmo.db", "mmo.cache", "mmo.json", "mmo.log", "mmo.time", "mmo.auth", "mmo.ws",
                    "mmo.world",
-                   "mmo.crypto", "mmo.queue", "mmo.metrics", "mmo.state", "mmo.scripts" }
+                   "mmo.crypto", "mmo.queue", "mmo.metrics", "mmo.state", "mmo.scripts",
+                   "mmo.events" }
 
 
 local function unfaked(name)
@@ -58,6 +59,20 @@ function _M.metrics()
 end
 
 
+-- A fake mmo.events that records what the game emitted: events.emitted = { {name, payload} }.
+function _M.events()
+    local ev = { emitted = {} }
+    function ev.emit(name, payload)
+        ev.emitted[#ev.emitted + 1] = { name = name, payload = payload }
+        return 0
+    end
+    function ev.mods()
+        return {}
+    end
+    return ev
+end
+
+
 -- The real mmo.state (bindings/state.lua), fresh: a store of its own for each load.
 function _M.state()
     return (dofile("bindings/state.lua"))
@@ -91,7 +106,8 @@ function _M.load(name, fakes)
         saved[b] = package.loaded[b]
         package.loaded[b] = fakes[b] or (b == "mmo.json" and _M.json()) or
                             (b == "mmo.metrics" and _M.metrics()) or
-                            (b == "mmo.state" and _M.state()) or unfaked(b)
+                            (b == "mmo.state" and _M.state()) or
+                            (b == "mmo.events" and _M.events()) or unfaked(b)
     end
     saved[name] = package.loaded[name]
     package.loaded[name] = nil
