@@ -90,8 +90,8 @@ return {
     },
     mods = {                            -- docs/modding.md
         enabled = 1,                    -- 0: no mods are loaded
-        dir = "",                       -- one mod per NAME.lua or NAME/init.lua; "": mods/ in
-                                        -- the first directory of scripts.path
+        dir = "",                       -- one mod per NAME.lua or NAME/init.lua; "": the first
+                                        -- mods/ of the scripts.path directories
         memory_mb = 16,                 -- each mod's Lua memory; past it the mod is disabled
         instructions = 1000000,         -- Lua instructions a mod may run per handler call of a
                                         -- game event (what it sets off in other mods included)

@@ -20,6 +20,16 @@ int luaopen_mmo_scripts(lua_State *L); /* lua_scripts.c: script sets, reload, ro
 int luaopen_mmo_events(lua_State *L);  /* lua_events.c: game events for the mods */
 /* lua_world.c: the live world */      /* lua_auth.c: access tokens, session cache */
 
+/* lua_events.c: the game's handlers of events emitted by mods (mmo.events.on). While a script
+ * set loads, handlers are staged; end(commit) makes them the set in use. from_mod queues an
+ * event for them (run in tasks on the next turn of the loop); shutdown drops what is queued. */
+struct lb_ctx;
+void lua_events_begin(lua_State *L);
+void lua_events_end(lua_State *L, int commit);
+void lua_events_from_mod(struct lb_ctx *ctx, const char *mod, const char *event, const char *json,
+                         size_t len);
+void lua_events_shutdown(void);
+
 /* Register every mmo.* module in package.preload. */
 void bindings_preload(lua_State *L);
 

@@ -289,6 +289,8 @@ static int l_emit(lua_State *L)
                    MODS_MAX_DEPTH);
     leave_lua(md);
     int n = deliver(set, md, name, json, len);
+    if (set->host.emit)
+        set->host.emit(set->host.ud, md->name, name, json, len);
     enter_lua(md);
     lua_pushinteger(L, n);
     return 1;

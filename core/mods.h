@@ -49,6 +49,9 @@ struct mods_limits {
 struct mods_host {
     void *ud;
     void (*send)(void *ud, int64_t player_id, const char *json, size_t len);
+    /* A mod emitted event (payload json, borrowed for the call) after the other mods had it:
+     * the game's own handlers (mmo.events.on) get it. May be NULL. */
+    void (*emit)(void *ud, const char *mod, const char *event, const char *json, size_t len);
 };
 
 /* Load every mod of dir: dir/NAME.lua or dir/NAME/init.lua, NAME of letters, digits, '_' and

@@ -13,6 +13,7 @@
  * and its timers start. Tasks keep the set they started under alive (script__set_release), so
  * a request in flight finishes on the code it began with; the previous set is kept for
  * rollback, which is a reload of its snapshot. */
+#include "bindings.h"
 #include "conf.h"
 #include "db.h"
 #include "err.h"
@@ -433,6 +434,7 @@ void script__set_free_all(struct script *s)
     script__unwatch(s);
     mods_free(s->ctx->mods);
     s->ctx->mods = NULL;
+    lua_events_shutdown();
     if (s->L == NULL)
         return;
     struct script_set *cur = s->cur, *prev = s->prev;
@@ -664,7 +666,14 @@ static void mod_send(void *ud, int64_t player_id, const char *json, size_t len)
         world_send_player(realtime_world(s->ctx->rt), player_id, json, len);
 }
 
-/* the mods of a new set: mods.dir, or mods/ under the first scripts directory */
+/* a mod's events.emit: the game's handlers (mmo.events.on) hear it too */
+static void mod_emit(void *ud, const char *mod, const char *event, const char *json, size_t len)
+{
+    struct script *s = ud;
+    lua_events_from_mod(s->ctx, mod, event, json, len);
+}
+
+/* the mods of a new set: mods.dir, or the first mods/ of the scripts path */
 static struct mods *load_mods(struct script *s, char *err, size_t cap)
 {
     const struct conf *c = s->ctx->conf;
@@ -672,13 +681,25 @@ static struct mods *load_mods(struct script *s, char *err, size_t cap)
     if (c->mods_dir[0]) {
         snprintf(dir, sizeof dir, "%s", c->mods_dir);
     } else {
-        const char *end = strchr(c->scripts_path, ';');
-        int n = end ? (int) (end - c->scripts_path) : (int) strlen(c->scripts_path);
-        snprintf(dir, sizeof dir, "%.*s/mods", n, c->scripts_path);
+        /* the first directory of the scripts path that has a mods/ (none: no mods) */
+        dir[0] = '\0';
+        for (const char *p = c->scripts_path; *p && !dir[0];) {
+            const char *end = strchr(p, ';');
+            int n = end ? (int) (end - p) : (int) strlen(p);
+            struct stat st;
+            snprintf(dir, sizeof dir, "%.*s/mods", n, p);
+            if (n == 0 || stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+                dir[0] = '\0';
+            p += n;
+            if (*p == ';')
+                p++;
+        }
+        if (!dir[0])
+            snprintf(dir, sizeof dir, "scripts/mods"); /* missing: an empty set */
     }
     struct mods_limits lim = {(size_t) c->mods_memory_mb << 20, c->mods_instructions,
                               c->mods_time_ms};
-    struct mods_host host = {s, mod_send};
+    struct mods_host host = {s, mod_send, mod_emit};
     return mods_load(dir, &lim, &host, s->ctx->metrics, err, cap);
 }
 
@@ -754,8 +775,10 @@ int script__load_set(struct script *s, const struct script_set *from, const char
             rc = -1;
         else
             lua_pop(L, 1);
-        if (rc == 0)
+        if (rc == 0) {
             state_call(L, "begin");
+            lua_events_begin(L);
+        }
     }
     if (rc == 0) {
         set->router = NULL;
@@ -784,8 +807,10 @@ int script__load_set(struct script *s, const struct script_set *from, const char
         rc = -1;
     const char *trigger = strncmp(who, "account:", 8) == 0 ? "api" : who;
     if (rc < 0) {
-        if (loaded)
+        if (loaded) {
             state_call(L, "abort");
+            lua_events_end(L, 0);
+        }
         lua_pushvalue(L, old_loaded);
         use_loaded(L);
         s->loading = NULL;
@@ -799,6 +824,7 @@ int script__load_set(struct script *s, const struct script_set *from, const char
     }
     /* commit: nothing below can fail */
     state_call(L, "commit");
+    lua_events_end(L, 1);
     lua_pushvalue(L, loaded);
     set->loaded_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     set->version = ++s->versions;

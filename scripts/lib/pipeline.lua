@@ -285,8 +285,9 @@ local function write_shard(n, list)
     local why -- what the query that failed said
     local created -- items written, by the event type that gave them
     local leveled -- { {id, level} }: players who reached a new level (for the mods)
+    local told -- { {name, payload} }: the game events of the effects (effect.events)
     local ok, err = db.shard(n).tx(function(tq)
-        created, leveled = {}, {}
+        created, leveled, told = {}, {}, {}
         local function q(...)
             local r, e, d = tq(...)
             if not r then
@@ -327,6 +328,9 @@ local function write_shard(n, list)
                 end
                 for quest, step in pairs(ef.quests or {}) do
                     quests[#quests + 1] = { player_id = pid, quest = quest, step = step }
+                end
+                for _, ev in ipairs(ef.events or {}) do
+                    told[#told + 1] = ev
                 end
             end
         end
@@ -403,6 +407,9 @@ local function write_shard(n, list)
     -- the game event of the mods (docs/modding.md), once committed
     for _, l in ipairs(leveled) do
         mod_events.emit("player.level_up", { player_id = l.id, level = l.level })
+    end
+    for _, ev in ipairs(told) do
+        mod_events.emit(ev[1], ev[2])
     end
     return fresh_n
 end

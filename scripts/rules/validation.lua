@@ -126,6 +126,8 @@ _M.EVENT_TYPES = {
     loot = { data = { item = { "string", max = 40 }, qty = { "int", min = 1, max = 10 } } },
     quest_step = { data = { quest = { "string", max = 40 },
                             step = { "int", min = 1, max = 100 } } },
+    -- a player killed another (the sender is the killer): no xp; the mods hear player.killed
+    pvp_kill = { data = { victim = { "int", min = 1, max = 9007199254740991 } } },
 }
 
 _M.EVENTS_MAX = 1000         -- events in one call

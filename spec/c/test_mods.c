@@ -75,7 +75,7 @@ static void on_send(void *ud, int64_t player, const char *json, size_t len)
     sent.n++;
 }
 
-static const struct mods_host HOST = {NULL, on_send};
+static const struct mods_host HOST = {NULL, on_send, NULL};
 static const struct mods_limits LIMITS = {4u << 20, 200000, 2000};
 
 static struct mods *load(const struct mods_limits *lim, struct metrics *metrics)

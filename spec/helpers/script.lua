@@ -59,7 +59,8 @@ function _M.metrics()
 end
 
 
--- A fake mmo.events that records what the game emitted: events.emitted = { {name, payload} }.
+-- A fake mmo.events that records what the game emitted (events.emitted = { {name, payload} })
+-- and the handlers it set (events.handlers[name] = { fn, ... }).
 function _M.events()
     local ev = { emitted = {} }
     function ev.emit(name, payload)
@@ -68,6 +69,11 @@ function _M.events()
     end
     function ev.mods()
         return {}
+    end
+    ev.handlers = {} -- name -> { fn, ... } (events.on)
+    function ev.on(name, fn)
+        ev.handlers[name] = ev.handlers[name] or {}
+        table.insert(ev.handlers[name], fn)
     end
     return ev
 end

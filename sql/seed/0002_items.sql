@@ -20,7 +20,8 @@ INSERT INTO items (id, name, kind, stack, effects) VALUES
     ('armour_leather',  'Leather Armour',       'armour',     1,  '{"def": 6}'),
     ('armour_chain',    'Chainmail',            'armour',     1,  '{"def": 14}'),
     ('ore_iron',        'Iron Ore',             'material',   99, '{}'),
-    ('herb_moonleaf',   'Moonleaf',             'material',   99, '{}')
+    ('herb_moonleaf',   'Moonleaf',             'material',   99, '{}'),
+    ('gold',            'Gold Coin',            'currency',   1000000, '{}')
 ON CONFLICT (id) DO UPDATE
     SET name = EXCLUDED.name, kind = EXCLUDED.kind, stack = EXCLUDED.stack,
         effects = EXCLUDED.effects

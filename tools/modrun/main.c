@@ -84,7 +84,7 @@ int main(int argc, char **argv)
         usage();
     log_init("modrun", LOG_INFO);
     log_set_fd(2);
-    struct mods_host host = {NULL, on_send};
+    struct mods_host host = {NULL, on_send, NULL};
     char err[512];
     struct mods *m = mods_load(argv[a], &lim, &host, NULL, err, sizeof err);
     if (m == NULL) {
