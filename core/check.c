@@ -347,7 +347,10 @@ struct check_result check_scripts(const struct lb_ctx *ctx, const char *config_p
     lua_State *L = luaL_newstate();
     for (size_t i = 0; i < fs.n; i++) {
         if (luaL_loadfile(L, fs.v[i].path) != 0) {
-            dprintf(fd, "%s\n", lua_tostring(L, -1));
+            char msg[2048];
+            snprintf(msg, sizeof msg, "%s", lua_tostring(L, -1));
+            script_untruncate(msg, sizeof msg, fs.v[i].path);
+            dprintf(fd, "%s\n", msg);
             fs.v[i].broken = 1;
             r.errors++;
         }

@@ -75,6 +75,9 @@ int script_watch(struct script *s, char *err, size_t cap);
 /* The current set's version (1 at start) and content hash (hex). */
 unsigned script_version(const struct script *s);
 void script_hash(const struct script *s, char *out, size_t cap);
+/* Lua shortens a long chunk name to "...<its end>" (LUA_IDSIZE): when msg begins so and path
+ * ends with what is left, put path back in its place. */
+void script_untruncate(char *msg, size_t cap, const char *path);
 /* From "path/x.lua:12: message": the file and line (line 0 when there is none). */
 void script_error_location(const char *msg, char *file, size_t fcap, int *line);
 

@@ -472,6 +472,37 @@ void script_error_location(const char *msg, char *file, size_t fcap, int *line)
     *line = (int) l;
 }
 
+void script_untruncate(char *msg, size_t cap, const char *path)
+{
+    if (strncmp(msg, "...", 3) != 0)
+        return;
+    const char *lua = strstr(msg, ".lua:");
+    if (lua == NULL)
+        return;
+    size_t tail = (size_t) (lua + 4 - (msg + 3)), pl = strlen(path);
+    if (pl < tail || memcmp(path + pl - tail, msg + 3, tail) != 0)
+        return;
+    char out[4096];
+    snprintf(out, sizeof out, "%s%s", path, lua + 4);
+    snprintf(msg, cap, "%s", out);
+}
+
+/* err names a script by a shortened chunk name: the snapshot's path whose end it is */
+static void untruncate_any(lua_State *L, int files, char *err, size_t cap)
+{
+    if (strncmp(err, "...", 3) != 0)
+        return;
+    lua_pushnil(L);
+    while (lua_next(L, files)) {
+        script_untruncate(err, cap, lua_tostring(L, -2));
+        lua_pop(L, 1);
+        if (strncmp(err, "...", 3) != 0) {
+            lua_pop(L, 1);
+            return;
+        }
+    }
+}
+
 /* compile every file of the snapshot on top (syntax errors, bytecode refused) */
 static int compile_all(struct script *s, int files, char *err, size_t cap)
 {
@@ -807,6 +838,7 @@ int script__load_set(struct script *s, const struct script_set *from, const char
         rc = -1;
     const char *trigger = strncmp(who, "account:", 8) == 0 ? "api" : who;
     if (rc < 0) {
+        untruncate_any(L, files, err, cap);
         if (loaded) {
             state_call(L, "abort");
             lua_events_end(L, 0);
