@@ -1036,14 +1036,15 @@ static int field(lua_State *L, int t, const char *name)
     return lua_type(L, -1);
 }
 
-static const char *field_string(lua_State *L, int t, const char *name)
+/* t.name, a string (left on the stack), and its length */
+static const char *field_string(lua_State *L, int t, const char *name, size_t *len)
 {
     int ty = field(L, t, name);
     if (ty == LUA_TNIL)
         merr(L, "%s is missing", name);
     if (ty != LUA_TSTRING)
         merr(L, "%s must be a string (got %s)", name, lua_typename(L, ty));
-    return lua_tostring(L, -1);
+    return lua_tolstring(L, -1, len);
 }
 
 /* t.name, an integer from lo to hi; def when absent (required: an error) */
@@ -1133,17 +1134,16 @@ static void check_manifest(lua_State *L, struct mod *md)
                  "depends, order)",
                  k);
     }
-    const char *name = field_string(L, t, "name");
-    if (strcmp(name, md->name) != 0)
+    size_t nl, vl;
+    const char *name = field_string(L, t, "name", &nl);
+    if (nl != strlen(md->name) || strcmp(name, md->name) != 0)
         merr(L, "name \"%.64s\" is not the directory's name \"%s\"", name, md->name);
-    size_t vl;
-    field_string(L, t, "version");
-    const char *version = lua_tolstring(L, -1, &vl);
+    const char *version = field_string(L, t, "version", &vl);
     int vok = vl >= 1 && vl <= MAX_VERSION;
     for (size_t i = 0; vok && i < vl; i++) {
         char c = version[i];
         vok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              strchr(".-+_", c) != NULL;
+              (c != '\0' && strchr(".-+_", c) != NULL);
     }
     if (!vok)
         merr(L, "version must be 1 to %d letters, digits and \".-+_\" (such as \"1.0.0\")",

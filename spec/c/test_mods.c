@@ -355,6 +355,14 @@ static const struct bad_manifest BAD_MANIFESTS[] = {
      "return { name = 'version_spaces', version = '1.0 beta', api = 1, "
      "handles = {}, emits = {} }",
      ": version must be 1 to 32 letters, digits and \".-+_\" (such as \"1.0.0\")"},
+    {"version_nul",
+     "return { name = 'version_nul', version = '1.0\\0', api = 1, "
+     "handles = {}, emits = {} }",
+     ": version must be 1 to 32 letters"},
+    {"name_nul",
+     "return { name = 'name_nul\\0x', version = '1', api = 1, handles = {}, "
+     "emits = {} }",
+     ": name \"name_nul\" is not the directory's name \"name_nul\""},
     {"no_api", "return { name = 'no_api', version = '1.0.0', handles = {}, emits = {} }",
      ": api is missing (this node: 1)"},
     {"api_2", "return { name = 'api_2', version = '1.0.0', api = 2, handles = {}, emits = {} }",
