@@ -26,3 +26,6 @@ stds.mod = {
     },
 }
 files["scripts/mods"] = { std = "mod" }
+-- A mod's manifest is data, evaluated with no globals at all (docs/modding.md).
+stds.manifest = { read_globals = {} }
+files["scripts/mods/*/manifest.lua"] = { std = "manifest" }

@@ -90,12 +90,16 @@ return {
     },
     mods = {                            -- docs/modding.md
         enabled = 1,                    -- 0: no mods are loaded
-        dir = "",                       -- one mod per NAME.lua or NAME/init.lua; "": the first
-                                        -- mods/ of the scripts.path directories
-        memory_mb = 16,                 -- each mod's Lua memory; past it the mod is disabled
+        dir = "",                       -- one mod per directory NAME/, with manifest.lua and
+                                        -- init.lua; "": the first mods/ of the scripts.path
+                                        -- directories
+        memory_mb = 16,                 -- each mod's Lua memory
         instructions = 1000000,         -- Lua instructions a mod may run per handler call of a
                                         -- game event (what it sets off in other mods included)
-        time_ms = 100,                  -- and time; either one spent disables the mod
+        time_ms = 100,                  -- and time
+        strikes = 3,                    -- a handler that raises or spends one of the above is a
+                                        -- strike; the Nth since the mod was loaded disables it
+                                        -- (1 to 1000; 1: the first failure does)
     },
     auth = {
         -- HS256 signing key of access tokens, 32 bytes or more. Set it from the environment

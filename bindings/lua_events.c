@@ -7,8 +7,11 @@
  *                                      their end (0 when the node runs no mods). A failing mod
  *                                      is disabled and logged by the core: emit never raises
  *                                      for what a mod does. Raises on a bad name or payload.
- *   events.mods() -> { {name=, state=, error=}, ... }   the mods of the set in use; state is
- *                                      "running" | "failed" | "disabled", error nil or why
+ *   events.mods() -> { {name=, version=, state=, error=, strikes=, last_strike=}, ... }
+ *                                      the mods of the set in use, in its order (core/mods.h
+ *                                      mods_info): state is "running" | "failed" | "disabled",
+ *                                      error nil or why, version nil when the manifest did not
+ *                                      load, strikes since it was loaded and why the last one
  *
  *   events.on(name, fn)                the game's handler of an event the mods emit (e.g. the
  *                                      bounty mod's bounty.paid): fn(payload, mod_name) runs in
@@ -55,23 +58,30 @@ static int l_emit(lua_State *L)
     return 1;
 }
 
+static void set_string(lua_State *L, const char *key, const char *v)
+{
+    if (v == NULL)
+        return;
+    lua_pushstring(L, v);
+    lua_setfield(L, -2, key);
+}
+
 static int l_mods(lua_State *L)
 {
     struct lb_ctx *ctx = lua_touserdata(L, lua_upvalueindex(1));
     int n = mods_count(ctx->mods);
     lua_createtable(L, n, 0);
     for (int i = 0; i < n; i++) {
-        const char *name, *state, *error;
-        mods_info(ctx->mods, i, &name, &state, &error);
-        lua_createtable(L, 0, 3);
-        lua_pushstring(L, name);
-        lua_setfield(L, -2, "name");
-        lua_pushstring(L, state);
-        lua_setfield(L, -2, "state");
-        if (error) {
-            lua_pushstring(L, error);
-            lua_setfield(L, -2, "error");
-        }
+        struct mods_info mi;
+        mods_info(ctx->mods, i, &mi);
+        lua_createtable(L, 0, 6);
+        set_string(L, "name", mi.name);
+        set_string(L, "version", mi.version);
+        set_string(L, "state", mi.state);
+        set_string(L, "error", mi.error);
+        lua_pushinteger(L, mi.strikes);
+        lua_setfield(L, -2, "strikes");
+        set_string(L, "last_strike", mi.last_strike);
         lua_rawseti(L, -2, i + 1);
     }
     return 1;

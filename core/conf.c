@@ -100,6 +100,7 @@ static const struct key KEYS[] = {
     K_INT("mods", "memory_mb", mods_memory_mb, "16", 1, 4096),
     K_INT("mods", "instructions", mods_instructions, "1000000", 1000, 2000000000),
     K_INT("mods", "time_ms", mods_time_ms, "100", 1, 60000),
+    K_INT("mods", "strikes", mods_strikes, "3", 1, 1000),
 };
 
 /* Rate classes built in; config.lua's section ratelimit changes or adds to them. */

@@ -101,10 +101,11 @@ struct conf {
     int pg_slow_ms;      /* a query answered later than this is logged (0: never) */
     /* mods (core/mods.h, docs/modding.md) */
     int mods_enabled;      /* 0: no mods are loaded */
-    char *mods_dir;        /* scripts/mods: NAME.lua or NAME/init.lua each */
+    char *mods_dir;        /* scripts/mods: NAME/manifest.lua and NAME/init.lua each */
     int mods_memory_mb;    /* per mod */
     int mods_instructions; /* per budget (a handler call of a game event) */
     int mods_time_ms;      /* per budget */
+    int mods_strikes;      /* handler failures that disable a mod: the Nth since it loaded */
     /* shards */
     struct conf_shard *shards;
     int nshards;

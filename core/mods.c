@@ -14,8 +14,18 @@
  * never re-entered (events emitted while its handler runs skip it), so a call into a VM
  * always starts from an idle VM and a stopped mod's VM can be closed as soon as it returns.
  *
+ * A strike (a handler that failed) leaves the fault set until the call into the VM has
+ * returned, so nothing of the mod runs past it; then recover() clears it, resets the
+ * sandbox's own bookkeeping (the hook may have raised in the middle of it) and collects the
+ * mod's garbage (a memory bomb leaves its cap full of it), with the hook off: that code is
+ * ours.
+ *
+ * A manifest is evaluated in a VM of its own with no library at all, under a small memory cap
+ * and instruction budget, and its table checked from C (read_manifest).
+ *
  * Registry of a mod VM: HANDLERS_KEY {event = {fn, ...}}, ENV_KEY the mod's globals,
- * ENCODE_KEY mmo.json's encode, DECODE_KEY a strict cjson.safe decode. */
+ * ENCODE_KEY mmo.json's encode, DECODE_KEY a strict cjson.safe decode, RESET_KEY the sandbox's
+ * reset(). */
 #include "mods.h"
 #include "bindings.h"
 #include "err.h"
@@ -46,20 +56,28 @@ extern const size_t mods__sandbox_lua_len;
 int luaopen_cjson(lua_State *L);
 int luaopen_cjson_safe(lua_State *L);
 
-#define HOOK_STEP     100 /* instructions between two looks at the budget */
-#define PATTERN_LIMIT 1e7 /* bound on the steps of a Lua pattern run in C (mods_sandbox.lua) */
-#define PATTERN_STEPS 16  /* such steps per instruction of the budget */
-#define MAX_FILE      (4u << 20) /* bytes of a mod's source */
-#define MAX_SUBS      256        /* distinct events one mod subscribes to */
-#define MAX_LOGS      100        /* game.log lines per budget; more are dropped */
-#define MAX_SENDS     100        /* game.send per budget; more raise */
-#define MAX_LOG_BYTES 2000       /* of one game.log message */
-#define MAX_NAME      64         /* of a mod and of an event */
+#define HOOK_STEP             100 /* instructions between two looks at the budget */
+#define PATTERN_LIMIT         1e7 /* bound on the steps of a Lua pattern run in C (mods_sandbox.lua) */
+#define PATTERN_STEPS         16         /* such steps per instruction of the budget */
+#define MAX_FILE              (4u << 20) /* bytes of a mod's source */
+#define MAX_SUBS              256        /* distinct events one mod subscribes to */
+#define MAX_LOGS              100        /* game.log lines per budget; more are dropped */
+#define MAX_SENDS             100        /* game.send per budget; more raise */
+#define MAX_LOG_BYTES         2000       /* of one game.log message */
+#define MAX_NAME              64         /* of a mod and of an event */
+#define MAX_DEPENDS           64         /* entries of a manifest's depends */
+#define MAX_VERSION           32         /* of a manifest's version */
+#define MAX_ORDER             1000000    /* of a manifest's order */
+#define DEFAULT_ORDER         100
+#define MANIFEST_FILE         (64u << 10) /* bytes of a manifest's source */
+#define MANIFEST_MEMORY       (1u << 20)  /* its VM's memory cap */
+#define MANIFEST_INSTRUCTIONS 100000      /* its instruction budget */
 
 #define HANDLERS_KEY "mods.handlers"
 #define ENV_KEY      "mods.env"
 #define ENCODE_KEY   "mods.encode"
 #define DECODE_KEY   "mods.decode"
+#define RESET_KEY    "mods.reset"
 
 enum { MOD_RUNNING, MOD_FAILED, MOD_DISABLED };
 static const char *const STATE_NAMES[] = {"running", "failed", "disabled"};
@@ -69,13 +87,30 @@ struct mod_sub {
     struct metric_series *ok, *err, *seconds; /* made on first use */
 };
 
+/* a list of names from a manifest (owned strings) */
+struct names {
+    char **v;
+    int n;
+};
+
 struct mod {
     struct mods *set;
     char *name;
-    char *path; /* of its source, as errors name it */
+    char *path;     /* of its init.lua (of the file itself when it is no directory) */
+    char *manifest; /* of its manifest.lua; NULL when it is no directory */
+    /* the manifest's, once read */
+    char *version;
+    struct names handles, emits, depends;
+    long order;
     int state;
+    int resolved; /* loaded or failed: its place in the set's order is known */
+    int idx;      /* while the set is ordered: its index in the list by name */
     char *error;  /* why it failed or was disabled (owned); NULL while running */
-    lua_State *L; /* NULL once closed */
+    int strikes;
+    unsigned strike_epoch; /* the budget of the latest strike: no more events during it */
+    char *last_strike;     /* why the latest one (owned) */
+    int recover;           /* struck: recover() once the call into L has returned */
+    lua_State *L;          /* NULL once closed */
     size_t mem, mem_cap;
     size_t mem_gc; /* mem after the last full collection */
     /* the running budget */
@@ -222,6 +257,14 @@ static const char *check_event(lua_State *L, int idx)
     return name;
 }
 
+static int listed(const struct names *l, const char *name)
+{
+    for (int i = 0; i < l->n; i++)
+        if (strcmp(l->v[i], name) == 0)
+            return 1;
+    return 0;
+}
+
 static struct mod_sub *sub_find(struct mod *md, const char *event)
 {
     for (int i = 0; i < md->nsubs; i++)
@@ -236,6 +279,8 @@ static int l_on(lua_State *L)
     struct mod *md = mod_of(L);
     const char *name = check_event(L, 1);
     luaL_checktype(L, 2, LUA_TFUNCTION);
+    if (!listed(&md->handles, name))
+        luaL_error(L, "events.on: %s is not declared in manifest.handles", name);
     int known = sub_find(md, name) != NULL;
     if (!known && md->nsubs >= MAX_SUBS)
         luaL_error(L, "events.on: more than %d events", MAX_SUBS);
@@ -280,6 +325,8 @@ static int l_emit(lua_State *L)
     struct mod *md = mod_of(L);
     struct mods *set = md->set;
     const char *name = check_event(L, 1);
+    if (!listed(&md->emits, name))
+        luaL_error(L, "events.emit: %s is not declared in manifest.emits", name);
     size_t len;
     const char *json = encode_object(L, 2, "events.emit", &len);
     if (md->loading)
@@ -471,7 +518,8 @@ static int setup_vm(lua_State *L)
                         "=mods_sandbox") != 0)
         return lua_error(L);
     lua_insert(L, -2);
-    lua_call(L, 1, 1);
+    lua_call(L, 1, 2);
+    lua_setfield(L, LUA_REGISTRYINDEX, RESET_KEY);
     int env = lua_gettop(L);
     lua_pushvalue(L, env);
     lua_setfield(L, LUA_REGISTRYINDEX, ENV_KEY);
@@ -514,8 +562,8 @@ static int run_chunk(lua_State *L)
     if (c->len > 0 && c->src[0] == LUA_SIGNATURE[0])
         return luaL_error(L, "%s: bytecode is not allowed, only Lua source", c->chunkname + 1);
     lua_pushcfunction(L, traceback);
-    if (luaL_loadbuffer(L, c->src, c->len, c->chunkname) != 0)
-        return lua_error(L);
+    if (luaL_loadbufferx(L, c->src, c->len, c->chunkname, "t") != 0)
+        return lua_error(L); /* mode "t": bytecode after a "#!" line too */
     lua_getfield(L, LUA_REGISTRYINDEX, ENV_KEY);
     lua_setfenv(L, -2);
     if (lua_pcall(L, 0, 0, -2) != 0)
@@ -560,47 +608,133 @@ static void first_line(char *out, size_t cap, const char *msg)
     snprintf(out, cap, "%.*s", (int) n, msg);
 }
 
-/* Stop md for good: state (MOD_FAILED or MOD_DISABLED) and why, logged with the whole Lua
- * message (traceback included). Its VM is closed once no call into it is left. */
-static void stop_mod(struct mod *md, int state, const char *msg, const char *where)
+/* What stopped or struck md: its fault if it has one, else the first line of msg; then where
+ * ("in on EVENT", "while loading"; NULL: nothing). */
+static void describe(const struct mod *md, const char *msg, const char *where, char *out,
+                     size_t cap)
 {
-    if (md->state != MOD_RUNNING)
-        return;
-    char line[400], why[600];
+    char line[400];
     if (md->fault[0])
         snprintf(line, sizeof line, "%s", md->fault);
     else
         first_line(line, sizeof line, msg);
     if (where)
-        snprintf(why, sizeof why, "%s %s", line, where);
+        snprintf(out, cap, "%s %s", line, where);
     else
-        snprintf(why, sizeof why, "%s", line);
+        snprintf(out, cap, "%s", line);
+}
+
+/* A line of the log about md, with trace (a Lua message and its traceback; NULL: none) as the
+ * field "traceback" when it has more than one line. */
+static void log_mod(const struct mod *md, int level, const char *trace, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void log_mod(const struct mod *md, int level, const char *trace, const char *fmt, ...)
+{
+    if (log__level > level)
+        return;
+    char fields[2048], msg[1200];
+    size_t o = (size_t) snprintf(fields, sizeof fields, "\"mod\":\"%s\"", md->name);
+    if (trace && strchr(trace, '\n')) {
+        o += (size_t) snprintf(fields + o, sizeof fields - o, ",\"traceback\":\"");
+        o += log_json_escape(fields + o, sizeof fields - o - 2, trace, strlen(trace));
+        snprintf(fields + o, sizeof fields - o, "\"");
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    log_write(level, "mods", NULL, fields, "%s", msg);
+}
+
+/* Stop md for good: state (MOD_FAILED or MOD_DISABLED) and why (one line), logged at error with
+ * trace. Its VM is closed once no call into it is left. */
+static void halt(struct mod *md, int state, const char *why, const char *trace)
+{
+    if (md->state != MOD_RUNNING)
+        return;
     md->state = state;
     md->error = xstrdup(why);
     set_fault(md, "mod disabled");
     update_gauge(md->set);
-    if (log__level > LOG_ERROR)
-        return;
-    char fields[2048];
-    size_t o = (size_t) snprintf(fields, sizeof fields, "\"mod\":\"%s\"", md->name);
-    if (msg && strchr(msg, '\n')) {
-        o += (size_t) snprintf(fields + o, sizeof fields - o, ",\"traceback\":\"");
-        o += log_json_escape(fields + o, sizeof fields - o - 2, msg, strlen(msg));
-        snprintf(fields + o, sizeof fields - o, "\"");
-    }
-    log_write(LOG_ERROR, "mods", NULL, fields, "mod %s %s: %s", md->name,
-              state == MOD_FAILED ? "failed to load" : "disabled", why);
+    if (state == MOD_FAILED)
+        log_mod(md, LOG_ERROR, trace, "mod %s failed to load: %s", md->name, why);
+    else if (strncmp(why, "disabled ", 9) == 0)
+        log_mod(md, LOG_ERROR, trace, "mod %s %s", md->name, why);
+    else
+        log_mod(md, LOG_ERROR, trace, "mod %s disabled: %s", md->name, why);
 }
 
-/* Close md's VM if it is stopped and nothing runs in it. Else collect its garbage when it
- * holds more than half its cap and has grown by an eighth of it since the last collection:
- * LuaJIT does not collect when an allocation is refused, so garbage left lying could make a
- * mod hit its cap with little live data (the growth rule keeps a mod with a lot of live data
- * from costing a full collection every call). */
+/* halt() with why made of msg (the whole Lua message) and where, as describe() does */
+static void stop_mod(struct mod *md, int state, const char *msg, const char *where)
+{
+    char why[600];
+    describe(md, msg, where, why, sizeof why);
+    halt(md, state, why, msg);
+}
+
+/* A handler of md failed (msg: the Lua message, NULL: none; where: "in on EVENT"): a strike.
+ * The Nth since md was loaded disables it; before that md is logged at warn, receives nothing
+ * more during this budget, and recovers once the call into its VM has returned. */
+static void strike(struct mod *md, const char *msg, const char *where)
+{
+    if (md->state != MOD_RUNNING)
+        return;
+    char why[600];
+    describe(md, msg, where, why, sizeof why);
+    int max = md->set->lim.strikes > 1 ? md->set->lim.strikes : 1;
+    md->strikes++;
+    md->strike_epoch = md->set->epoch;
+    free(md->last_strike);
+    md->last_strike = xstrdup(why);
+    if (md->strikes >= max) {
+        char dis[700];
+        if (max > 1)
+            snprintf(dis, sizeof dis, "disabled after %d strikes; last: %s", md->strikes, why);
+        halt(md, MOD_DISABLED, max > 1 ? dis : why, msg);
+        return;
+    }
+    md->recover = 1;
+    log_mod(md, LOG_WARN, msg, "mod %s: strike %d of %d: %s", md->name, md->strikes, max, why);
+}
+
+/* lua_cpcall body: the sandbox's reset() and a full collection */
+static int reset_vm(lua_State *L)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, RESET_KEY);
+    lua_call(L, 0, 0);
+    lua_gc(L, LUA_GCCOLLECT, 0);
+    return 0;
+}
+
+/* After a strike, once the call into md's VM has returned: the fault cleared, the sandbox's
+ * bookkeeping reset and the garbage collected (a memory bomb leaves the cap full of it), with
+ * the hook off: that code is ours, and the budget may be spent. */
+static void recover(struct mod *md)
+{
+    md->recover = 0;
+    md->fault[0] = '\0';
+    lua_sethook(md->L, NULL, 0, 0);
+    int st = lua_cpcall(md->L, reset_vm, NULL);
+    lua_sethook(md->L, hook, LUA_MASKCOUNT, HOOK_STEP);
+    if (st != 0 || md->fault[0]) {
+        stop_mod(md, MOD_DISABLED, st ? err_text(md->L) : NULL, "while recovering from a strike");
+        lua_settop(md->L, 0);
+        return;
+    }
+    md->mem_gc = md->mem;
+}
+
+/* Once no call into md's VM is left: recover from a strike; close the VM if md is stopped.
+ * Else collect its garbage when it holds more than half its cap and has grown by an eighth of
+ * it since the last collection: LuaJIT does not collect when an allocation is refused, so
+ * garbage left lying could make a mod hit its cap with little live data (the growth rule
+ * keeps a mod with a lot of live data from costing a full collection every call). */
 static void after_call(struct mod *md)
 {
     if (md->active > 0 || md->L == NULL)
         return;
+    if (md->state == MOD_RUNNING && md->recover)
+        recover(md);
     if (md->state != MOD_RUNNING) {
         lua_close(md->L);
         md->L = NULL;
@@ -680,7 +814,7 @@ static int run_handlers(lua_State *L)
         }
         if (st != 0 || md->fault[0]) {
             metrics_inc(c->sub->err, 1);
-            stop_mod(md, MOD_DISABLED, st ? lua_tostring(L, -1) : NULL, where);
+            strike(md, st ? lua_tostring(L, -1) : NULL, where); /* ends md's turn */
             break;
         }
         metrics_inc(c->sub->ok, 1);
@@ -700,7 +834,7 @@ static int call_mod(struct mod *md, struct mod_sub *sub, const char *json, size_
     if (st != 0) {
         char where[MAX_NAME + 8];
         snprintf(where, sizeof where, "in on %s", sub->event);
-        stop_mod(md, MOD_DISABLED, err_text(md->L), where);
+        strike(md, err_text(md->L), where);
         lua_settop(md->L, 0);
     }
     after_call(md);
@@ -716,6 +850,8 @@ static int deliver(struct mods *set, struct mod *from, const char *event, const 
         struct mod *md = set->v[i];
         if (md == from || md->state != MOD_RUNNING || md->active)
             continue; /* a mod whose handler runs now (it emitted this) is not re-entered */
+        if (set->depth > 1 && md->strikes > 0 && md->strike_epoch == set->epoch)
+            continue; /* struck during this budget: nothing more until the next one */
         struct mod_sub *sub = sub_find(md, event);
         if (sub == NULL)
             continue;
@@ -754,19 +890,22 @@ int mods_emit(struct mods *m, const char *event, const char *json, size_t len)
 
 /* ---- loading -------------------------------------------------------------------------- */
 
-static char *read_file(const char *path, size_t *len, char *err, size_t cap)
+static char *read_file(const char *path, size_t max, size_t *len, char *err, size_t cap)
 {
     FILE *f = fopen(path, "rb");
     if (f == NULL) {
         snprintf(err, cap, "%s: cannot read: %s", path, strerror(errno));
         return NULL;
     }
-    char *buf = xmalloc(MAX_FILE + 1);
-    size_t n = fread(buf, 1, MAX_FILE + 1, f);
+    char *buf = xmalloc(max + 1);
+    size_t n = fread(buf, 1, max + 1, f);
     int bad = ferror(f);
     fclose(f);
-    if (bad || n > MAX_FILE) {
-        snprintf(err, cap, "%s: %s", path, bad ? "cannot read" : "larger than 4 MiB");
+    if (bad || n > max) {
+        if (bad)
+            snprintf(err, cap, "%s: cannot read", path);
+        else
+            snprintf(err, cap, "%s: larger than %zu KiB", path, max >> 10);
         free(buf);
         return NULL;
     }
@@ -778,7 +917,7 @@ static void load_mod(struct mods *set, struct mod *md)
 {
     char err[600];
     size_t len;
-    char *src = read_file(md->path, &len, err, sizeof err);
+    char *src = read_file(md->path, MAX_FILE, &len, err, sizeof err);
     if (src == NULL) {
         stop_mod(md, MOD_FAILED, err, NULL);
         return;
@@ -826,24 +965,434 @@ static int name_ok(const char *s, size_t n)
     return 1;
 }
 
+/* ---- manifests ----------------------------------------------------------------------------- */
+
+/* the manifest VM's allocator and hook: a cap on its memory, a budget of instructions */
+struct capped {
+    size_t mem, cap;
+    long steps;
+    int refused;
+};
+
+static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    struct capped *c = ud;
+    if (ptr == NULL)
+        osize = 0;
+    if (nsize == 0) {
+        free(ptr);
+        c->mem -= osize;
+        return NULL;
+    }
+    if (nsize > osize && c->mem - osize + nsize > c->cap) {
+        c->refused = 1;
+        return NULL;
+    }
+    void *p = realloc(ptr, nsize);
+    if (p == NULL)
+        return NULL;
+    c->mem = c->mem - osize + nsize;
+    return p;
+}
+
+static void manifest_hook(lua_State *L, lua_Debug *ar)
+{
+    void *ud;
+    lua_getallocf(L, &ud);
+    struct capped *c = ud;
+    c->steps += HOOK_STEP;
+    if (c->steps > MANIFEST_INSTRUCTIONS) {
+        lua_pushfstring(L, "instruction budget exceeded (%d): a manifest is data",
+                        MANIFEST_INSTRUCTIONS);
+        lua_error(L);
+    }
+}
+
+static void names_free(struct names *l)
+{
+    for (int i = 0; i < l->n; i++)
+        free(l->v[i]);
+    free(l->v);
+    l->v = NULL;
+    l->n = 0;
+}
+
+/* raise "message" (no position: the caller puts the manifest's path in front) */
+static int merr(lua_State *L, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int merr(lua_State *L, const char *fmt, ...)
+{
+    char buf[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    lua_pushstring(L, buf);
+    return lua_error(L);
+}
+
+/* [t.field] on the stack (raw); its Lua type */
+static int field(lua_State *L, int t, const char *name)
+{
+    lua_pushstring(L, name);
+    lua_rawget(L, t);
+    return lua_type(L, -1);
+}
+
+/* t.name, a string (left on the stack), and its length */
+static const char *field_string(lua_State *L, int t, const char *name, size_t *len)
+{
+    int ty = field(L, t, name);
+    if (ty == LUA_TNIL)
+        merr(L, "%s is missing", name);
+    if (ty != LUA_TSTRING)
+        merr(L, "%s must be a string (got %s)", name, lua_typename(L, ty));
+    return lua_tolstring(L, -1, len);
+}
+
+/* t.name, an integer from lo to hi; def when absent (required: an error) */
+static long field_int(lua_State *L, int t, const char *name, int required, long def, long lo,
+                      long hi)
+{
+    int ty = field(L, t, name);
+    lua_Number v = lua_tonumber(L, -1);
+    lua_pop(L, 1);
+    if (ty == LUA_TNIL && !required)
+        return def;
+    if (ty == LUA_TNIL)
+        merr(L, "%s is missing", name);
+    if (ty != LUA_TNUMBER || v != floor(v) || v < (lua_Number) lo || v > (lua_Number) hi)
+        merr(L, "%s must be an integer from %ld to %ld", name, lo, hi);
+    return (long) v;
+}
+
+/* t.name, a list of event names (events) or mods' names, into out */
+static void field_names(lua_State *L, int t, const char *name, int required, int events, int max,
+                        struct names *out)
+{
+    const char *what = events ? "event names" : "mods' names";
+    int ty = field(L, t, name);
+    if (ty == LUA_TNIL && !required)
+        return;
+    if (ty == LUA_TNIL)
+        merr(L, "%s is missing (a list of %s)", name, what);
+    if (ty != LUA_TTABLE)
+        merr(L, "%s must be a list of %s (got %s)", name, what, lua_typename(L, ty));
+    int list = lua_gettop(L), n = 0;
+    lua_pushnil(L);
+    while (lua_next(L, list)) {
+        lua_pop(L, 1);
+        if (++n > max)
+            merr(L, "%s has more than %d entries", name, max);
+    }
+    lua_pushnil(L);
+    while (lua_next(L, list)) { /* n keys, each an integer in 1..n: the list 1..n */
+        lua_pop(L, 1);
+        lua_Number k = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : 0;
+        if (k != floor(k) || k < 1 || k > n)
+            merr(L, "%s must be a list (1, 2, ...: no other keys)", name);
+    }
+    for (int i = 1; i <= n; i++) {
+        lua_rawgeti(L, list, i);
+        if (lua_type(L, -1) != LUA_TSTRING)
+            merr(L, "%s[%d] must be a string (got %s)", name, i, luaL_typename(L, -1));
+        size_t len;
+        const char *s = lua_tolstring(L, -1, &len);
+        if (events && !mods_event_name_ok(s, len))
+            merr(L, "%s[%d] is not an event name (1 to 64 letters, digits and \"._:-\"): \"%.64s\"",
+                 name, i, s);
+        if (!events && !name_ok(s, len))
+            merr(L, "%s[%d] is not a mod's name (1 to 64 letters, digits, '_', '-'): \"%.64s\"",
+                 name, i, s);
+        if (listed(out, s))
+            merr(L, "%s lists \"%s\" twice", name, s);
+        out->v = xrealloc(out->v, sizeof *out->v * (size_t) (out->n + 1));
+        out->v[out->n++] = xstrdup(s);
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+}
+
+static const char *const FIELDS[] = {"name",  "version", "api",   "handles",
+                                     "emits", "depends", "order", NULL};
+
+/* The manifest's table at the top of L, checked and copied into md. */
+static void check_manifest(lua_State *L, struct mod *md)
+{
+    int t = lua_gettop(L);
+    if (!lua_istable(L, t))
+        merr(L, "must return a table (got %s)", luaL_typename(L, t));
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+        lua_pop(L, 1);
+        if (lua_type(L, -1) != LUA_TSTRING)
+            merr(L, "has a key that is not a field's name (a %s)", luaL_typename(L, -1));
+        const char *k = lua_tostring(L, -1);
+        int i = 0;
+        while (FIELDS[i] && strcmp(FIELDS[i], k) != 0)
+            i++;
+        if (FIELDS[i] == NULL)
+            merr(L,
+                 "unknown field \"%.64s\" (the fields: name, version, api, handles, emits, "
+                 "depends, order)",
+                 k);
+    }
+    size_t nl, vl;
+    const char *name = field_string(L, t, "name", &nl);
+    if (nl != strlen(md->name) || strcmp(name, md->name) != 0)
+        merr(L, "name \"%.64s\" is not the directory's name \"%s\"", name, md->name);
+    const char *version = field_string(L, t, "version", &vl);
+    int vok = vl >= 1 && vl <= MAX_VERSION;
+    for (size_t i = 0; vok && i < vl; i++) {
+        char c = version[i];
+        vok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              (c != '\0' && strchr(".-+_", c) != NULL);
+    }
+    if (!vok)
+        merr(L, "version must be 1 to %d letters, digits and \".-+_\" (such as \"1.0.0\")",
+             MAX_VERSION);
+    md->version = xstrdup(version);
+    int api_ty = field(L, t, "api");
+    lua_Number api = lua_tonumber(L, -1);
+    if (api_ty == LUA_TNIL)
+        merr(L, "api is missing (this node: %d)", MODS_API);
+    if (api_ty != LUA_TNUMBER || api != floor(api) || fabs(api) > 1e9)
+        merr(L, "api must be an integer (this node: %d)", MODS_API);
+    if (api != MODS_API)
+        merr(L, "api %.0f is not supported (this node: %d)", api, MODS_API);
+    field_names(L, t, "handles", 1, 1, MAX_SUBS, &md->handles);
+    field_names(L, t, "emits", 1, 1, MAX_SUBS, &md->emits);
+    field_names(L, t, "depends", 0, 0, MAX_DEPENDS, &md->depends);
+    if (listed(&md->depends, md->name))
+        merr(L, "depends lists the mod itself");
+    md->order = field_int(L, t, "order", 0, DEFAULT_ORDER, 0, MAX_ORDER);
+}
+
+struct manifest_src {
+    const char *src;
+    size_t len;
+    const char *chunkname;
+    struct mod *md;
+};
+
+/* lua_cpcall body: run the manifest in an empty environment, check what it returns */
+static int eval_manifest(lua_State *L)
+{
+    struct manifest_src *m = lua_touserdata(L, 1);
+    if (luaL_loadbufferx(L, m->src, m->len, m->chunkname, "t") != 0)
+        return lua_error(L);
+    lua_newtable(L);
+    lua_setfenv(L, -2);
+    lua_call(L, 0, 1);
+    check_manifest(L, m->md);
+    return 0;
+}
+
+/* Read md's manifest into md (version, handles, emits, depends, order). -1 with the reason in
+ * err ("PATH: message", or "PATH:LINE: message" from Lua), and md's manifest fields cleared. */
+static int read_manifest(struct mod *md, char *err, size_t cap)
+{
+    size_t len;
+    char *src = read_file(md->manifest, MANIFEST_FILE, &len, err, cap);
+    if (src == NULL)
+        return -1;
+    int rc = -1;
+    struct capped c = {0, MANIFEST_MEMORY, 0, 0};
+    lua_State *L = NULL;
+    if (len > 0 && src[0] == LUA_SIGNATURE[0]) {
+        snprintf(err, cap, "%s: bytecode is not allowed, only Lua source", md->manifest);
+    } else if ((L = lua_newstate(capped_alloc, &c)) == NULL) {
+        snprintf(err, cap, "%s: cannot make a Lua VM", md->manifest);
+    } else {
+        luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
+        lua_sethook(L, manifest_hook, LUA_MASKCOUNT, HOOK_STEP);
+        char chunkname[1100];
+        snprintf(chunkname, sizeof chunkname, "@%s", md->manifest);
+        struct manifest_src m = {src, len, chunkname, md};
+        if (lua_cpcall(L, eval_manifest, &m) == 0) {
+            rc = 0;
+        } else if (c.refused) {
+            snprintf(err, cap, "%s: memory cap exceeded (%u KiB): a manifest is data", md->manifest,
+                     MANIFEST_MEMORY >> 10);
+        } else {
+            char line[500];
+            first_line(line, sizeof line, err_text(L));
+            if (strncmp(line, md->manifest, strlen(md->manifest)) == 0)
+                snprintf(err, cap, "%s", line); /* "PATH:LINE: ..." from Lua */
+            else
+                snprintf(err, cap, "%s: %s", md->manifest, line);
+        }
+        lua_close(L);
+    }
+    free(src);
+    if (rc != 0) {
+        free(md->version);
+        md->version = NULL;
+        names_free(&md->handles);
+        names_free(&md->emits);
+        names_free(&md->depends);
+        md->order = DEFAULT_ORDER;
+    }
+    return rc;
+}
+
+/* ---- the set and its order ------------------------------------------------------------------ */
+
 static int by_name(const void *a, const void *b)
 {
     const struct mod *x = *(struct mod *const *) a, *y = *(struct mod *const *) b;
     return strcmp(x->name, y->name);
 }
 
-static struct mod *add_mod(struct mods *set, const char *name, size_t n, const char *path)
+static struct mod *add_mod(struct mods *set, const char *name, const char *path,
+                           const char *manifest)
 {
     struct mod *md = xcalloc(1, sizeof *md);
     md->set = set;
-    md->name = xstrndup(name, n);
+    md->name = xstrdup(name);
     md->path = xstrdup(path);
+    md->manifest = manifest ? xstrdup(manifest) : NULL;
+    md->order = DEFAULT_ORDER;
     md->mem_cap = set->lim.memory_bytes;
     if (md->mem_cap == 0)
         md->mem_cap = (size_t) -1;
     set->v = xrealloc(set->v, sizeof *set->v * (size_t) (set->n + 1));
     set->v[set->n++] = md;
     return md;
+}
+
+static struct mod *find_mod(struct mods *set, const char *name)
+{
+    for (int i = 0; i < set->n; i++)
+        if (strcmp(set->v[i]->name, name) == 0)
+            return set->v[i];
+    return NULL;
+}
+
+/* what load order puts first among mods that do not depend on each other */
+static int goes_before(const struct mod *a, const struct mod *b)
+{
+    if (a->order != b->order)
+        return a->order < b->order;
+    return strcmp(a->name, b->name) < 0;
+}
+
+/* dep[i]: md's i-th dependency, NULL when missing */
+static int deps_ready(const struct mod *md, struct mod *const *dep)
+{
+    for (int i = 0; i < md->depends.n; i++)
+        if (dep[i] && !dep[i]->resolved)
+            return 0;
+    return 1;
+}
+
+/* Whether start is reached again from at through unresolved dependencies: then the length of
+ * path[depth..], the way there (start, ..., start). */
+static int find_cycle(const struct mod *start, struct mod *at, struct mod ***deps, char *seen,
+                      struct mod **path, int depth)
+{
+    path[depth] = at;
+    for (int i = 0; i < at->depends.n; i++) {
+        struct mod *d = deps[at->idx][i];
+        if (d == NULL || d->resolved)
+            continue;
+        if (d == start) {
+            path[depth + 1] = d;
+            return depth + 2;
+        }
+        if (seen[d->idx])
+            continue;
+        seen[d->idx] = 1;
+        int n = find_cycle(start, d, deps, seen, path, depth + 1);
+        if (n)
+            return n;
+    }
+    return 0;
+}
+
+/* Load the mods of the set (named, their manifests read; set->v sorted by name) in order:
+ * dependencies first, then by order, then by name; a mod whose dependency is missing or not
+ * running fails, and so does every mod in a cycle. set->v becomes that order. */
+static void load_in_order(struct mods *set)
+{
+    int n = set->n;
+    struct mod ***deps = xcalloc((size_t) n + 1, sizeof *deps);
+    for (int i = 0; i < n; i++) {
+        struct mod *md = set->v[i];
+        md->idx = i;
+        deps[i] = xcalloc((size_t) md->depends.n + 1, sizeof **deps);
+        for (int j = 0; j < md->depends.n; j++)
+            deps[i][j] = find_mod(set, md->depends.v[j]);
+    }
+    struct mod **out = xcalloc((size_t) n + 1, sizeof *out);
+    struct mod **path = xcalloc((size_t) n + 2, sizeof *path);
+    char *seen = xcalloc((size_t) n + 1, 1);
+    char **cycle = xcalloc((size_t) n + 1, sizeof *cycle);
+    int done = 0;
+    while (done < n) {
+        struct mod *next = NULL;
+        for (int i = 0; i < n; i++) {
+            struct mod *md = set->v[i];
+            if (!md->resolved && (next == NULL || goes_before(md, next)) && deps_ready(md, deps[i]))
+                next = md;
+        }
+        if (next) {
+            next->resolved = 1;
+            out[done++] = next;
+            if (next->state != MOD_RUNNING)
+                continue; /* its manifest, or its name, failed it */
+            for (int j = 0; j < next->depends.n; j++) {
+                struct mod *d = deps[next->idx][j];
+                if (d == NULL || d->state != MOD_RUNNING) {
+                    char why[1200];
+                    snprintf(why, sizeof why, "%s: depends on %s, which %s", next->manifest,
+                             next->depends.v[j],
+                             d == NULL                ? "is missing"
+                             : d->state == MOD_FAILED ? "failed"
+                                                      : "is disabled");
+                    stop_mod(next, MOD_FAILED, why, NULL);
+                    break;
+                }
+            }
+            if (next->state == MOD_RUNNING)
+                load_mod(set, next);
+            continue;
+        }
+        /* each mod left waits on another: some are in a cycle; fail those */
+        for (int i = 0; i < n; i++) {
+            struct mod *md = set->v[i];
+            if (md->resolved)
+                continue;
+            memset(seen, 0, (size_t) n);
+            int len = find_cycle(md, md, deps, seen, path, 0);
+            if (len == 0)
+                continue;
+            char why[1200];
+            size_t o = (size_t) snprintf(
+                why, sizeof why, "%s: depends on %s, in a cycle: ", md->manifest, path[1]->name);
+            for (int k = 0; k < len && o < sizeof why; k++)
+                o += (size_t) snprintf(why + o, sizeof why - o, "%s%s", k ? " -> " : "",
+                                       path[k]->name);
+            cycle[i] = xstrdup(why);
+        }
+        for (int i = 0; i < n; i++) {
+            if (cycle[i] == NULL)
+                continue;
+            struct mod *md = set->v[i];
+            md->resolved = 1;
+            out[done++] = md;
+            stop_mod(md, MOD_FAILED, cycle[i], NULL);
+            free(cycle[i]);
+            cycle[i] = NULL;
+        }
+    }
+    for (int i = 0; i < n; i++)
+        free(deps[i]);
+    free(deps);
+    free(path);
+    free(seen);
+    free(cycle);
+    free(set->v);
+    set->v = out;
 }
 
 struct mods *mods_load(const char *dir, const struct mods_limits *lim, const struct mods_host *host,
@@ -881,37 +1430,39 @@ struct mods *mods_load(const char *dir, const struct mods_limits *lim, const str
         if (name[0] == '.')
             continue;
         size_t n = strlen(name);
-        char path[1024];
+        char path[1024], manifest[1024];
         struct stat st;
         snprintf(path, sizeof path, "%s/%s", dir, name);
         if (stat(path, &st) != 0)
             continue;
         if (S_ISDIR(st.st_mode)) {
             snprintf(path, sizeof path, "%s/%s/init.lua", dir, name);
+            snprintf(manifest, sizeof manifest, "%s/%s/manifest.lua", dir, name);
+            add_mod(set, name, path, manifest);
         } else if (S_ISREG(st.st_mode) && n > 4 && strcmp(name + n - 4, ".lua") == 0) {
-            n -= 4;
-        } else {
-            continue;
+            add_mod(set, name, path, NULL); /* to say what became of single-file mods */
         }
-        add_mod(set, name, n, path);
     }
     closedir(d);
     qsort(set->v, (size_t) set->n, sizeof *set->v, by_name);
     for (int i = 0; i < set->n; i++) {
         struct mod *md = set->v[i];
         char why[1200];
-        if (!name_ok(md->name, strlen(md->name))) {
+        if (md->manifest == NULL) {
+            snprintf(why, sizeof why,
+                     "%s: a mod is a directory, %.*s/, with manifest.lua and init.lua "
+                     "(docs/modding.md)",
+                     md->path, (int) strlen(md->name) - 4, md->name);
+            stop_mod(md, MOD_FAILED, why, NULL);
+        } else if (!name_ok(md->name, strlen(md->name))) {
             snprintf(why, sizeof why, "%s: a mod's name is 1 to 64 letters, digits, '_', '-'",
                      md->path);
             stop_mod(md, MOD_FAILED, why, NULL);
-        } else if (i > 0 && strcmp(md->name, set->v[i - 1]->name) == 0) {
-            snprintf(why, sizeof why, "%s: mod %s is also %s", md->path, md->name,
-                     set->v[i - 1]->path);
+        } else if (read_manifest(md, why, sizeof why) != 0) {
             stop_mod(md, MOD_FAILED, why, NULL);
-        } else {
-            load_mod(set, md);
         }
     }
+    load_in_order(set);
     update_gauge(set);
     int running = 0;
     for (int i = 0; i < set->n; i++)
@@ -935,7 +1486,13 @@ void mods_free(struct mods *m)
         free(md->subs);
         free(md->name);
         free(md->path);
+        free(md->manifest);
+        free(md->version);
+        names_free(&md->handles);
+        names_free(&md->emits);
+        names_free(&md->depends);
         free(md->error);
+        free(md->last_strike);
         free(md);
     }
     free(m->v);
@@ -947,14 +1504,13 @@ int mods_count(const struct mods *m)
     return m ? m->n : 0;
 }
 
-void mods_info(const struct mods *m, int i, const char **name, const char **state,
-               const char **error)
+void mods_info(const struct mods *m, int i, struct mods_info *out)
 {
     const struct mod *md = m->v[i];
-    if (name)
-        *name = md->name;
-    if (state)
-        *state = STATE_NAMES[md->state];
-    if (error)
-        *error = md->error;
+    out->name = md->name;
+    out->version = md->version;
+    out->state = STATE_NAMES[md->state];
+    out->error = md->error;
+    out->strikes = md->strikes;
+    out->last_strike = md->last_strike;
 }

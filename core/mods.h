@@ -1,17 +1,27 @@
 /* mods.h -- mods: small Lua programs from scripts/mods/ that react to game events, each in a
  * sandbox of its own (docs/modding.md).
  *
+ * A mod is a directory, NAME/, with manifest.lua (data: name, version, api, the events it
+ * handles and emits, the mods it depends on, its load order) and init.lua (its code). The
+ * manifest is evaluated in an empty environment of a small VM of its own (text only, a small
+ * instruction budget and memory cap) and checked field by field; mods load dependencies first,
+ * then by manifest order, then by name, and a mod whose manifest is bad, or that depends on a
+ * mod that is missing, failed or in a cycle, is "failed".
+ *
  * Every mod gets a lua_State of its own: its allocator refuses past the mod's memory cap, the
  * JIT is off and a count hook enforces an instruction budget and a time budget. Inside, a mod
  * sees `events.on/emit`, `game.send/log/now/null` and safe parts of the base, string, table,
  * math and coroutine libraries; no io, os, debug, ffi, jit, package, require, load*, dofile,
- * string.dump, getfenv/setfenv, collectgarbage. Events cross from one VM to another as JSON
- * text (a copy), so nothing of one mod can reach another or the game's VM.
+ * string.dump, getfenv/setfenv, collectgarbage. events.on takes only the events of the
+ * manifest's handles, events.emit only those of its emits. Events cross from one VM to another
+ * as JSON text (a copy), so nothing of one mod can reach another or the game's VM.
  *
- * A mod whose file does not load is "failed"; a handler that raises, or runs past the
- * instruction budget, the time budget or the memory cap, disables its mod at once
- * ("disabled": its VM is closed and its events skipped); the caller and the other mods go on.
- * Both are logged at error level with the reason and counted in metrics.
+ * A handler that raises, or runs past the instruction budget, the time budget or the memory
+ * cap, is a strike against its mod (logged at warn, counted in metrics); the mod goes on,
+ * its VM unwound and its garbage collected. At the Nth strike since it was loaded
+ * (mods_limits.strikes) the mod is "disabled": its VM is closed and its events skipped, logged
+ * at error. A mod gets at most one strike per budget: after one it receives no more events
+ * until the next budget. The caller and the other mods go on in every case.
  *
  * Budgets: each handler the game's event reaches (mods_emit) starts a fresh budget for every
  * mod; what that call sets off in other mods through events.emit draws on those mods' budgets
@@ -28,6 +38,7 @@
 #include <stdint.h>
 
 #define MODS_MAX_DEPTH 8 /* events.emit from inside a handler, nested */
+#define MODS_API       1 /* the mod API this node implements: a manifest's api must be it */
 
 struct mods;
 struct metrics;
@@ -35,11 +46,13 @@ struct metrics;
 /* Per mod. memory_bytes: all the mod's Lua memory (its cap); instructions: VM instructions per
  * budget (see above; counted in steps of 100); time_ms: time running Lua per budget (stops a
  * loop of costly instructions, such as concatenating big strings, that the count alone lets
- * run long); 0 means none. */
+ * run long); 0 means none. strikes: the strike that disables a mod (the Nth since it was
+ * loaded); 0 and 1 both mean the first. */
 struct mods_limits {
     size_t memory_bytes;
     long instructions;
     long time_ms;
+    int strikes;
 };
 
 /* What a mod may ask of the node. send: game.send(player_id, table) asks for the WebSocket
@@ -54,11 +67,13 @@ struct mods_host {
     void (*emit)(void *ud, const char *mod, const char *event, const char *json, size_t len);
 };
 
-/* Load every mod of dir: dir/NAME.lua or dir/NAME/init.lua, NAME of letters, digits, '_' and
- * '-', in the order of their names. A missing dir is an empty set. A mod that does not load
- * stays in the set as "failed" with its error ("file:line: message"). Returns NULL with a
- * message in err only when dir exists but cannot be read. lim and host are copied; metrics is
- * borrowed and may be NULL (no metrics). */
+/* Load every mod of dir: each directory dir/NAME/ (NAME of letters, digits, '_' and '-') with
+ * NAME/manifest.lua and NAME/init.lua, dependencies first, then by the manifests' order, then
+ * by name; that is the set's order. A missing dir is an empty set. A mod that does not load
+ * stays in the set as "failed" with its error ("file:line: message"); so does a file dir/X.lua
+ * (named "X.lua": single-file mods are no more) to tell its author. Returns NULL with a message
+ * in err only when dir exists but cannot be read. lim and host are copied; metrics is borrowed
+ * and may be NULL (no metrics). */
 struct mods *mods_load(const char *dir, const struct mods_limits *lim, const struct mods_host *host,
                        struct metrics *metrics, char *err, size_t cap);
 /* Close every VM. Not from inside a handler or a host callback. */
@@ -74,10 +89,17 @@ int mods_emit(struct mods *m, const char *event, const char *json, size_t len);
 /* 1 when name (len bytes) is an event name: 1 to 64 letters, digits and "._:-". */
 int mods_event_name_ok(const char *name, size_t len);
 
-/* Mods in the set, and the i-th one (0 <= i < count): its name, "running" | "failed" |
- * "disabled", and why (NULL while running). The strings belong to the set. */
+/* The i-th mod of the set (0 <= i < mods_count), in the set's order. The strings belong to the
+ * set and live as long as it. */
+struct mods_info {
+    const char *name;
+    const char *version;     /* the manifest's; NULL when the manifest did not load */
+    const char *state;       /* "running" | "failed" | "disabled" */
+    const char *error;       /* why it failed or was disabled; NULL while running */
+    int strikes;             /* strikes since it was loaded */
+    const char *last_strike; /* why the latest one (as in error); NULL: none */
+};
 int mods_count(const struct mods *m);
-void mods_info(const struct mods *m, int i, const char **name, const char **state,
-               const char **error);
+void mods_info(const struct mods *m, int i, struct mods_info *out);
 
 #endif

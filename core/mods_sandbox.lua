@@ -6,6 +6,7 @@
 -- why the mod must stop (budget spent, memory cap hit, disabled); charge(steps) counts work
 -- done in C against the budget (raises when spent); plainfind(s, p, init) -> start, end | nil
 -- in linear time; pattern_limit: the bound on C matcher steps up to which patterns run in C.
+-- It returns the environment and reset(), for the host to call after a strike (below).
 --
 -- Why the wrappers: a count hook stops Lua code, not C code, and an error raised by the hook
 -- can be caught. So
@@ -762,4 +763,12 @@ end
 env.events = copy(host.events, { "on", "emit" })
 env.game = copy(host.game, { "send", "log", "now", "null" })
 
-return env
+
+-- The host calls reset() after a strike, once the mod's call has unwound: the budget error may
+-- have been raised anywhere in the wrappers above, between a `nest + 1` and its `nest - 1`.
+local function reset()
+    nest = 0
+end
+
+
+return env, reset

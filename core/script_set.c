@@ -729,7 +729,7 @@ static struct mods *load_mods(struct script *s, char *err, size_t cap)
             snprintf(dir, sizeof dir, "scripts/mods"); /* missing: an empty set */
     }
     struct mods_limits lim = {(size_t) c->mods_memory_mb << 20, c->mods_instructions,
-                              c->mods_time_ms};
+                              c->mods_time_ms, c->mods_strikes};
     struct mods_host host = {s, mod_send, mod_emit};
     return mods_load(dir, &lim, &host, s->ctx->metrics, err, cap);
 }
@@ -962,20 +962,30 @@ void script_push_info(struct script *s, lua_State *L)
     luaL_loadstring(L, "local a, b = ... return a.name < b.name");
     lua_call(L, 2, 0);
     lua_setfield(L, info, "modules");
-    /* the mods: name, state, error */
+    /* the mods, in load order: name, version, state, error, strikes, last_strike */
     lua_newtable(L);
     int nm = s->ctx->mods ? mods_count(s->ctx->mods) : 0;
     for (int i = 0; i < nm; i++) {
-        const char *name, *state, *error;
-        mods_info(s->ctx->mods, i, &name, &state, &error);
-        lua_createtable(L, 0, 3);
-        lua_pushstring(L, name);
+        struct mods_info mi;
+        mods_info(s->ctx->mods, i, &mi);
+        lua_createtable(L, 0, 6);
+        lua_pushstring(L, mi.name);
         lua_setfield(L, -2, "name");
-        lua_pushstring(L, state);
+        if (mi.version) {
+            lua_pushstring(L, mi.version);
+            lua_setfield(L, -2, "version");
+        }
+        lua_pushstring(L, mi.state);
         lua_setfield(L, -2, "state");
-        if (error) {
-            lua_pushstring(L, error);
+        if (mi.error) {
+            lua_pushstring(L, mi.error);
             lua_setfield(L, -2, "error");
+        }
+        lua_pushinteger(L, mi.strikes);
+        lua_setfield(L, -2, "strikes");
+        if (mi.last_strike) {
+            lua_pushstring(L, mi.last_strike);
+            lua_setfield(L, -2, "last_strike");
         }
         lua_rawseti(L, -2, i + 1);
     }

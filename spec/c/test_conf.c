@@ -26,6 +26,7 @@ static void clear_env(void)
     unsetenv("MMO_REDIS");
     unsetenv("MMO_PG");
     unsetenv("MMO_POSTGRES_POOL_SIZE");
+    unsetenv("MMO_MODS_STRIKES");
 }
 
 TEST(defaults)
@@ -44,15 +45,17 @@ TEST(file_then_environment)
 {
     clear_env();
     char *path = write_tmp("return { http = { port = 9000, max_connections = 10 },\n"
-                           "         postgres = { pool_size = 2 * 3 } }\n");
+                           "         postgres = { pool_size = 2 * 3 }, mods = { strikes = 5 } }\n");
     ASSERT(path);
     struct conf c;
     char err[256];
     ASSERT_OK(conf_load(&c, path, err, sizeof err));
     ASSERT_EQ(c.http_port, 9000);
     ASSERT_EQ(c.pg_pool_size, 6);
+    ASSERT_EQ(c.mods_strikes, 5);
     conf_free(&c);
     setenv("MMO_PORT", "9100", 1);
+    setenv("MMO_MODS_STRIKES", "1", 1);
     setenv("MMO_POSTGRES_POOL_SIZE", "3", 1);
     setenv("MMO_REDIS", "10.1.2.3:6390", 1);
     setenv("MMO_PG", "host=/tmp dbname=x", 1);
@@ -63,6 +66,7 @@ TEST(file_then_environment)
     ASSERT_STR(c.redis_host, "10.1.2.3");
     ASSERT_EQ(c.redis_port, 6390);
     ASSERT_STR(c.pg_conninfo, "host=/tmp dbname=x");
+    ASSERT_EQ(c.mods_strikes, 1);
     conf_free(&c);
     clear_env();
     unlink(path);
@@ -82,6 +86,8 @@ TEST(refusals)
         "return 42",                                      /* not a table */
         "return { http = { port = 1 }",                   /* syntax */
         "return { log = { level = os.getenv('HOME') } }", /* no libraries */
+        "return { mods = { strikes = 0 } }",              /* 1 to 1000 */
+        "return { mods = { strikes = 1001 } }",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char *path = write_tmp(bad[i]);
@@ -122,6 +128,7 @@ TEST(the_shipped_config_loads)
     ASSERT_EQ(c.mods_memory_mb, 16);
     ASSERT_EQ(c.mods_instructions, 1000000);
     ASSERT_EQ(c.mods_time_ms, 100);
+    ASSERT_EQ(c.mods_strikes, 3);
     conf_free(&c);
 }
 

@@ -2,14 +2,17 @@
  * (core/mods.h) and feed them events from the command line (docs/modding.md).
  *
  *   modrun [options] DIR [EVENT JSON]...
- *       prints each mod's state (and why, if it is not running), then emits each event in
- *       turn: "EVENT: N handlers", every game.send as "send PLAYER JSON", and the mods whose
- *       state changed. game.log lines and failures go to stderr, as the node logs them.
+ *       prints each mod in load order, "NAME VERSION: STATE" (and why, if it is not running),
+ *       then emits each event in turn: "EVENT: N handlers", every game.send as
+ *       "send PLAYER JSON", and the mods whose state changed or that took a strike
+ *       ("NAME VERSION: running, strike 1 of 3: why"). game.log lines and failures go to
+ *       stderr, as the node logs them.
  *   modrun --bench N [options] DIR EVENT JSON
  *       emits the event N times and prints the time per emit.
  *
- *   options: --memory-mb N (16)  --instructions N (1000000)  --time-ms N (100): config.lua's
- *            mods.memory_mb, mods.instructions, mods.time_ms
+ *   options: --memory-mb N (16)  --instructions N (1000000)  --time-ms N (100)
+ *            --strikes N (3): config.lua's mods.memory_mb, mods.instructions, mods.time_ms,
+ *            mods.strikes
  *
  * Exits 1 on bad usage or an unreadable directory, 2 when a mod failed or got disabled. */
 #include "log.h"
@@ -38,29 +41,43 @@ static double now_s(void)
 static void usage(void)
 {
     fprintf(stderr, "usage: modrun [--bench N] [--memory-mb N] [--instructions N] "
-                    "[--time-ms N] DIR [EVENT JSON]...\n");
+                    "[--time-ms N] [--strikes N] DIR [EVENT JSON]...\n");
     exit(1);
 }
 
-/* Print the mods whose state is not states[i] (all when states is NULL); remember them. */
-static int report(struct mods *m, const char **states)
+/* what was last printed of each mod */
+struct seen {
+    const char *state;
+    int strikes;
+};
+
+/* Print the mods whose state or strikes differ from seen (all when all is set); remember them.
+ * 1 when a mod is not running. */
+static int report(struct mods *m, struct seen *seen, int strikes, int all)
 {
     int bad = 0;
     for (int i = 0; i < mods_count(m); i++) {
-        const char *name, *state, *error;
-        mods_info(m, i, &name, &state, &error);
-        if (states == NULL || strcmp(states[i], state) != 0)
-            printf("%s: %s%s%s\n", name, state, error ? ": " : "", error ? error : "");
-        if (states)
-            states[i] = state;
-        bad |= strcmp(state, "running") != 0;
+        struct mods_info mi;
+        mods_info(m, i, &mi);
+        if (all || strcmp(seen[i].state, mi.state) != 0 || seen[i].strikes != mi.strikes) {
+            printf("%s%s%s: %s", mi.name, mi.version ? " " : "", mi.version ? mi.version : "",
+                   mi.state);
+            if (mi.error)
+                printf(": %s", mi.error);
+            else if (mi.strikes)
+                printf(", strike %d of %d: %s", mi.strikes, strikes, mi.last_strike);
+            printf("\n");
+        }
+        seen[i].state = mi.state;
+        seen[i].strikes = mi.strikes;
+        bad |= strcmp(mi.state, "running") != 0;
     }
     return bad;
 }
 
 int main(int argc, char **argv)
 {
-    struct mods_limits lim = {16u << 20, 1000000, 100};
+    struct mods_limits lim = {16u << 20, 1000000, 100, 3};
     long bench = 0;
     int a = 1;
     for (; a < argc && strncmp(argv[a], "--", 2) == 0; a += 2) {
@@ -77,6 +94,8 @@ int main(int argc, char **argv)
             lim.instructions = v;
         else if (strcmp(argv[a], "--time-ms") == 0)
             lim.time_ms = v;
+        else if (strcmp(argv[a], "--strikes") == 0 && v <= 1000)
+            lim.strikes = (int) v;
         else
             usage();
     }
@@ -91,10 +110,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "modrun: %s\n", err);
         return 1;
     }
-    const char **states = calloc((size_t) mods_count(m) + 1, sizeof *states);
-    for (int i = 0; i < mods_count(m); i++)
-        mods_info(m, i, NULL, &states[i], NULL);
-    report(m, NULL);
+    struct seen *seen = calloc((size_t) mods_count(m) + 1, sizeof *seen);
+    report(m, seen, lim.strikes, 1);
     int rc = 0;
     if (bench) {
         const char *ev = argv[a + 1], *json = argv[a + 2];
@@ -118,12 +135,12 @@ int main(int argc, char **argv)
                        argv[i]);
             else
                 printf("%s: %d handler%s\n", argv[i], n, n == 1 ? "" : "s");
-            report(m, states);
+            report(m, seen, lim.strikes, 0);
         }
     }
-    if (report(m, states))
+    if (report(m, seen, lim.strikes, 0))
         rc = 2;
-    free(states);
+    free(seen);
     mods_free(m);
     log_deinit();
     return rc;

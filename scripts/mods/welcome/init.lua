@@ -1,10 +1,10 @@
--- mods/welcome.lua: congratulates a player on each new level, with a word for the milestones.
--- An example mod (docs/modding.md): it runs in a sandbox of its own and knows the game only
--- through its events and `game.*`.
+-- mods/welcome/init.lua: congratulates a player on each new level, with a word for the
+-- milestones. An example mod (docs/modding.md): it runs in a sandbox of its own and knows the
+-- game only through its events and `game.*`; manifest.lua declares what it handles and emits.
 --
--- Listens to: player.level_up {player_id, level}
--- Emits:      welcome.milestone {player_id, level} at the levels of MILESTONES
--- Sends:      {t = "mod", mod = "welcome", data = {text, level}} to the player
+-- Handles: player.level_up {player_id, level}
+-- Emits:   welcome.milestone {player_id, level} at the levels of MILESTONES
+-- Sends:   {t = "mod", mod = "welcome", data = {text, level}} to the player
 local MILESTONES = {
     [10] = "Your class skills are all open now.",
     [25] = "Guilds will be glad to have you.",
