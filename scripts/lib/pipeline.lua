@@ -16,6 +16,11 @@
 -- together with the events' ids (processed_events, key (account, id)): an id already there
 -- has no second effect, whether the client sent it twice or the stream delivered it again
 -- after a crash. XACK only after the commits.
+--
+-- Trim: every CLAIM_EVERY seconds the entries before both the oldest pending one and the
+-- group's last delivered one are dropped (XTRIM MINID ~): they were all acknowledged, so the
+-- stream holds what is still to do and no more. (Trimming by length, MAXLEN, could drop
+-- accepted events nobody had read yet: it is not used.)
 local cache = require "mmo.cache"
 local db = require "mmo.db"
 local mod_events = require "mmo.events"
@@ -575,6 +580,40 @@ local function process(entries)
 end
 
 
+-- Drop the acknowledged head of the stream: what is before both the group's last delivered
+-- entry and its oldest pending one (XPENDING's summary). Nothing undelivered or unacknowledged
+-- goes; a node that cannot tell (Redis away, no group) trims nothing.
+local function cmp_id(a, b) -- stream ids "ms-seq": -1, 0, 1
+    local am, as = a:match("^(%d+)-(%d+)$")
+    local bm, bs = b:match("^(%d+)-(%d+)$")
+    am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
+    if not (am and bm) then
+        return 0
+    end
+    if am ~= bm then
+        return am < bm and -1 or 1
+    end
+    return as < bs and -1 or (as > bs and 1 or 0)
+end
+
+
+local function trim(st)
+    local last = st.group.last_delivered
+    if type(last) ~= "string" or last == "0-0" then
+        return
+    end
+    local p = cache.cmd("XPENDING", _M.STREAM, _M.GROUP)
+    if type(p) ~= "table" then
+        return
+    end
+    local min = last
+    if type(p[2]) == "string" and cmp_id(p[2], min) < 0 then
+        min = p[2]
+    end
+    cache.cmd("XTRIM", _M.STREAM, "MINID", "~", min)
+end
+
+
 -- timer (routes.lua): read and process batches until the stream is drained or BUDGET_S
 function _M.consume()
     if not ensure_group() then
@@ -590,6 +629,9 @@ function _M.consume()
             QUEUE:set(st.group.pending, "pending")
             QUEUE:set(type(st.group.lag) == "number" and st.group.lag or 0, "lag")
             QUEUE:set(st.dead_letters, "dead")
+        end
+        if st then
+            trim(st)
         end
         local due = claim_due()
         if #due > 0 then

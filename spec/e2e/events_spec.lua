@@ -372,6 +372,11 @@ describe("game events", function()
         assert.equal(tostring(unique), psql("select count(*) from processed_events where id " ..
                                             "like '" .. run .. "-%'"))
         assert.equal(0, queues().group.pending)
+        -- and the stream keeps no more than what is left to do: the acknowledged head goes
+        assert.truthy(server.eventually(function()
+            return queues().stream.length < 1000
+        end, 20), "the stream was not trimmed")
+        assert.equal(0, queues().group.lag)
     end)
 
     it("is only taken in, not consumed, by a node without the worker role", function()
