@@ -57,6 +57,9 @@ _M.BATCH = 1000
 _M.BUDGET_S = 1          -- a consume run stops starting batches after this long (the
                          -- timer waits its period after each run: a longer run idles less)
 _M.CLAIM_EVERY = 5
+_M.MAX_LAG = 2000000     -- events accepted and not yet read by any worker: past it, ingest
+                         -- answers 503 (busy) until the workers catch up (Redis memory stays
+                         -- bounded when no worker runs)
 _M.CLAIM_IDLE_MS = 30000    -- the first retry; then x2 each time, at most x64
 _M.MAX_TRIES = 5
 
@@ -108,6 +111,20 @@ local function count(t, what, n)
 end
 
 
+-- The group's lag as last seen: asked again at most once a second (one round trip). Unknown
+-- (Redis away, no group yet, a lag Redis cannot tell) counts as 0: the append itself fails
+-- when Redis is away.
+local function lag_now()
+    local now = time.monotonic()
+    if now - (S.lag_at or -math.huge) >= 1 then
+        S.lag_at = now
+        local st = _M.status()
+        S.lag = st and type(st.group.lag) == "number" and st.group.lag or 0
+    end
+    return S.lag or 0
+end
+
+
 -- ---- ingest ------------------------------------------------------------------------------
 
 -- Check and append a batch of events from account (session sid). Returns accepted, rejected
@@ -151,6 +168,10 @@ function _M.ingest(account_id, sid, events)
     local mine = {}
     for _, r in ipairs(rows) do
         mine[r.id] = true
+    end
+    -- the workers are far behind (or none runs): take nothing more for now
+    if lag_now() > _M.MAX_LAG then
+        return nil, "busy"
     end
     local cmds, idx = {}, {}
     for _, it in ipairs(ok_list) do

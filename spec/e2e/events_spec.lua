@@ -395,4 +395,37 @@ describe("game events", function()
         worker:stop()
         assert.truthy(ok, "the worker did not consume it")
     end)
+
+    it("answers 503 to new events while the workers are too far behind, and takes them after", function()
+        local dir = server.tmpdir()
+        patched(dir, "lib/pipeline.lua", { ["_M%.MAX_LAG = %d+"] = "_M.MAX_LAG = 3" })
+        node:stop()
+        node = server.start { scripts = dir .. ";" .. server.ROOT .. "/spec/e2e/scripts;" ..
+                                        server.ROOT .. "/scripts",
+                              env = { MMO_PIPELINE_WORKER = "0" } }
+        admin = login_admin()
+        local me = bots(1)[1]
+        local function batch(n)
+            local events = {}
+            for i = 1, n do
+                events[i] = kill("lag-" .. letters(8), me.player_id, 1)
+            end
+            return send(me.token, events)
+        end
+        -- nobody consumes: the lag grows past MAX_LAG (the node looks at it once a second)
+        assert.truthy(server.eventually(function()
+            local res = batch(2)
+            return res.status == 503
+        end, 15), "the ingest never said busy")
+        local res = batch(1)
+        assert.equal(503, res.status, res.body)
+        local lag = queues().group.lag
+        assert.is_true(lag > 3, "lag " .. tostring(lag))
+        -- a worker catches up: events are taken again
+        local worker = server.start { env = { MMO_NODE_ID = "spec-worker-2" } }
+        local ok = server.eventually(function() return batch(1).status == 202 end, 20)
+        worker:stop()
+        server.rm_rf(dir)
+        assert.truthy(ok, "the ingest did not open again")
+    end)
 end)
