@@ -48,6 +48,8 @@
  *       The local layer at once (newer-wins; a read after the write on this node sees it even
  *       if Redis fails), then in one pipeline the same script and PUBLISH LCACHE_CHANNEL
  *       "<version> <key>": every node drops its copies older than version.
+ *   cache.store_many({ {key, value, version, ttl_ms}, ... }) -> true | nil, err
+ *       cache.store of each (at most 10,000), all in one round trip: after a batch write.
  *   cache.drop(key, version) -> true | nil, err                      after a delete
  *       A local tombstone at once, then in one pipeline a Redis tombstone (the script, value
  *       "<version>!", for LCACHE_TOMBSTONE_MS) and the PUBLISH. A tombstone is a miss in both
@@ -541,7 +543,7 @@ static const char FILL_SCRIPT[] =
 
 #define RKEY_PREFIX "lc:"
 
-enum { L_FETCH, L_FILL, L_STORE, L_DROP };
+enum { L_FETCH, L_FILL, L_STORE, L_DROP, L_STORES };
 
 /* The node's counters for the layers (the local layer counts its own, core/lcache.c). */
 struct layer_stats {
@@ -697,6 +699,12 @@ static void on_layer(struct redisReply **rp, int n, int status, void *ud)
             st->stores++;
             st->redis_refused += rp[0]->integer < 0;
             break;
+        case L_STORES: /* EVAL, PUBLISH for each */
+            for (int i = 0; i + 1 < n; i += 2) {
+                st->stores++;
+                st->redis_refused += rp[i]->type == REDIS_REPLY_INTEGER && rp[i]->integer < 0;
+            }
+            break;
         default: st->drops++; break;
         }
     }
@@ -836,6 +844,65 @@ static int l_store(lua_State *L)
     return fill_or_store(L, L_STORE);
 }
 
+/* cache.store_many({ {key, value, version, ttl_ms}, ... }) -> true | nil, err */
+static int l_store_many(lua_State *L)
+{
+    enum { SLOTS = 9 }; /* per entry: entry, key, value, version, ttl, rkey, ver, payload, msg */
+    luaL_checktype(L, 1, LUA_TTABLE);
+    int n = (int) lua_objlen(L, 1);
+    luaL_argcheck(L, n <= 10000, 1, "at most 10,000 entries");
+    lua_settop(L, 1);
+    const struct lb_ctx *ctx = lua_touserdata(L, lua_upvalueindex(1));
+    if (n == 0) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    luaL_checkstack(L, SLOTS * n + 16, "cache.store_many");
+    for (int i = 1; i <= n; i++) {
+        lua_rawgeti(L, 1, i);
+        int e = lua_gettop(L);
+        if (!lua_istable(L, e))
+            return luaL_error(L,
+                              "cache.store_many: entry %d is not { key, value, version, "
+                              "ttl_ms }",
+                              i);
+        for (int f = 1; f <= 4; f++)
+            lua_rawgeti(L, e, f);
+        size_t klen, vlen;
+        const char *key = lua_tolstring(L, e + 1, &klen);
+        const char *val = lua_tolstring(L, e + 2, &vlen);
+        if (lua_type(L, e + 1) != LUA_TSTRING || lua_type(L, e + 2) != LUA_TSTRING)
+            return luaL_error(L, "cache.store_many: entry %d: key and value must be strings", i);
+        int64_t version = check_version(L, e + 3);
+        int ttl_ms = check_ttl(L, e + 4);
+        if (ctx && ctx->lcache)
+            lcache_set(ctx->lcache, key, klen, val, vlen, version, ttl_ms);
+        push_rkey(L, e + 1);
+        int ver = push_version(L, version);
+        push_join(L, ver, ":", e + 2);
+        push_join(L, ver, " ", e + 1);
+    }
+    if (ctx == NULL || ctx->rds == NULL || !rds_up(ctx->rds))
+        return lb_push_err(L, ERR_UNAVAILABLE);
+    struct args *a = args_new(L, 2 * n, 10 * n);
+    for (int i = 0; i < n; i++) {
+        int e = 2 + i * SLOTS;
+        args_cmd(a);
+        args_lit(a, "EVAL");
+        args_lit(a, FILL_SCRIPT);
+        args_lit(a, "1");
+        args_add(L, a, e + 5, 0, 1); /* "lc:" .. key */
+        args_add(L, a, e + 6, 0, 2); /* version */
+        args_add(L, a, e + 7, 0, 3); /* "<version>:<value>" */
+        args_num(a, lua_tonumber(L, e + 4));
+        args_cmd(a);
+        args_lit(a, "PUBLISH");
+        args_lit(a, LCACHE_CHANNEL);
+        args_add(L, a, e + 8, 0, 1); /* "<version> <key>" */
+    }
+    return run_layer(L, a, L_STORES, "", 0, NULL, 0, 0, 0);
+}
+
 static int l_drop(lua_State *L) /* cache.drop(key, version) -> true | nil, err */
 {
     size_t klen;
@@ -889,10 +956,21 @@ static int l_layers(lua_State *L) /* cache.layers() -> { counters } */
 }
 
 static const luaL_Reg FUNCS[] = {
-    {"get", l_get},       {"set", l_set},   {"del", l_del},     {"incr", l_incr},
-    {"expire", l_expire}, {"eval", l_eval}, {"cmd", l_cmd},     {"pipeline", l_pipeline},
-    {"fetch", l_fetch},   {"fill", l_fill}, {"store", l_store}, {"drop", l_drop},
-    {"layers", l_layers}, {NULL, NULL},
+    {"get", l_get},
+    {"set", l_set},
+    {"del", l_del},
+    {"incr", l_incr},
+    {"expire", l_expire},
+    {"eval", l_eval},
+    {"cmd", l_cmd},
+    {"pipeline", l_pipeline},
+    {"fetch", l_fetch},
+    {"fill", l_fill},
+    {"store", l_store},
+    {"drop", l_drop},
+    {"store_many", l_store_many},
+    {"layers", l_layers},
+    {NULL, NULL},
 };
 
 int luaopen_mmo_cache(lua_State *L)

@@ -427,9 +427,7 @@ local function write_shard(n, list)
     for t, qty in pairs(created) do
         players.items_created(t, qty)
     end
-    for _, r in ipairs(published) do
-        players.published(r)
-    end
+    players.published_many(published) -- the cached documents: one round trip for the batch
     -- the game event of the mods (docs/modding.md), once committed
     for _, l in ipairs(leveled) do
         mod_events.emit("player.level_up", { player_id = l.id, level = l.level })

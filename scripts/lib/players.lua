@@ -121,6 +121,19 @@ function _M.published(row)
 end
 
 
+-- The same for many rows (a batch of game events' effects): one Redis round trip for all.
+function _M.published_many(rows)
+    if #rows == 0 then
+        return true
+    end
+    local now, list = time.now(), {}
+    for i, row in ipairs(rows) do
+        list[i] = { "player:" .. row.id, _M.encode(row, now), row.version, ttl_ms(row, now) }
+    end
+    return cache.store_many(list)
+end
+
+
 -- After a delete: the document out of both layers, here and on other nodes.
 function _M.dropped(id, version)
     cache.drop("player:" .. id, version)

@@ -62,4 +62,29 @@ describe("cache layers across two nodes", function()
         assert.equal(204, b:request("DELETE", url, { token = token }).status)
         assert.equal(404, a:request("GET", url, { token = token }).status)
     end)
+
+    it("B sees the xp a game event gave on A (a batch's documents are stored in one go)", function()
+        local res = a:request("POST", "/api/players", { token = token,
+            body = { name = "Batc" .. string.char(math.random(97, 122), math.random(97, 122),
+                                                  math.random(97, 122)), class = "mage" } })
+        assert.equal(201, res.status, res.body)
+        local id = res.json.id
+        local url = "/api/players/" .. id
+        -- B has the document in its memory
+        assert.equal(0, b:request("GET", url, { token = token }).json.xp)
+        assert.equal(0, b:request("GET", url, { token = token }).json.xp)
+        -- a kill of a level-5 monster: 50 xp, written by whichever node consumes it
+        res = a:request("POST", "/api/events", { token = token, body = { events = {
+            { id = "cache-" .. math.random(1e8, 9e8), type = "kill", player_id = id,
+              ts = os.time(), data = { monster = "wolf", level = 5 } } } } })
+        assert.equal(202, res.status, res.body)
+        assert.truthy(server.eventually(function()
+            return tonumber(server.psql("select xp from players where id = " .. id)) == 50
+        end, 10), "the event had no effect")
+        -- B's copy went stale with the write: its next reads say 50
+        assert.truthy(server.eventually(function()
+            return b:request("GET", url, { token = token }).json.xp == 50
+        end, 1), "B still served the old xp after 1 s")
+        assert.equal(50, a:request("GET", url, { token = token }).json.xp)
+    end)
 end)
