@@ -208,8 +208,12 @@ describe("storage", function()
             assert.equal(503, res.status)
             assert.equal("unavailable", res.json.status)
             assert.equal("down", res.json.checks.redis.status)
-            assert.equal("timeout", res.json.checks.redis.error)
-            assert.is_true(res.json.checks.redis.ms >= 900, tostring(res.json.checks.redis.ms))
+            -- its own PING timed out, or a call of the node's timers sent just before it did
+            -- first, and the connection was dropped under it (rds.c: what is queued behind a
+            -- stuck call fails at once): both say the same of a Redis that does not answer
+            local why = res.json.checks.redis.error
+            assert.is_true(why == "timeout" or why == "unavailable", tostring(why))
+            assert.is_true(res.json.checks.redis.ms >= 800, tostring(res.json.checks.redis.ms))
             assert.is_true(took < 2, "took " .. took)
             assert.equal("ok", res.json.checks.postgres.status)
             assert.truthy(server.eventually(function()
