@@ -58,32 +58,10 @@ static int l_emit(lua_State *L)
     return 1;
 }
 
-static void set_string(lua_State *L, const char *key, const char *v)
-{
-    if (v == NULL)
-        return;
-    lua_pushstring(L, v);
-    lua_setfield(L, -2, key);
-}
-
 static int l_mods(lua_State *L)
 {
     struct lb_ctx *ctx = lua_touserdata(L, lua_upvalueindex(1));
-    int n = mods_count(ctx->mods);
-    lua_createtable(L, n, 0);
-    for (int i = 0; i < n; i++) {
-        struct mods_info mi;
-        mods_info(ctx->mods, i, &mi);
-        lua_createtable(L, 0, 6);
-        set_string(L, "name", mi.name);
-        set_string(L, "version", mi.version);
-        set_string(L, "state", mi.state);
-        set_string(L, "error", mi.error);
-        lua_pushinteger(L, mi.strikes);
-        lua_setfield(L, -2, "strikes");
-        set_string(L, "last_strike", mi.last_strike);
-        lua_rawseti(L, -2, i + 1);
-    }
+    mods_push_list(ctx->mods, L);
     return 1;
 }
 
@@ -153,25 +131,27 @@ static void run_pending(evutil_socket_t fd, short what, void *arg)
     queue.tail = &queue.head;
     queue.n = 0;
     lua_State *L = queue.ctx->main_L;
+    int top = lua_gettop(L);
+    /* once per turn: the binder, mmo.json.decode and the handlers of the set in use */
+    int loaded = luaL_loadbuffer(L, BIND, sizeof BIND - 1, "=events.on") == 0;
+    int bind = lua_gettop(L);
+    lua_getfield(L, LUA_GLOBALSINDEX, "require");
+    lua_pushliteral(L, "mmo.json");
+    lua_call(L, 1, 1);
+    lua_getfield(L, -1, "decode");
+    int decode = lua_gettop(L);
+    lua_getfield(L, LUA_REGISTRYINDEX, "mmo.events.handlers");
+    int handlers = lua_gettop(L);
     while (p) {
         struct pending *next = p->next;
-        int top = lua_gettop(L);
-        lua_getfield(L, LUA_REGISTRYINDEX, "mmo.events.handlers");
-        if (lua_istable(L, -1))
-            lua_getfield(L, -1, p->event);
-        if (lua_istable(L, -1)) {
+        if (loaded && lua_istable(L, handlers)) {
+            lua_getfield(L, handlers, p->event);
             int list = lua_gettop(L);
-            for (int i = 1; i <= (int) lua_objlen(L, list); i++) {
-                if (luaL_loadbuffer(L, BIND, sizeof BIND - 1, "=events.on") != 0) {
-                    lua_settop(L, list);
-                    break;
-                }
+            for (int i = 1; lua_istable(L, list) && i <= (int) lua_objlen(L, list); i++) {
+                /* each handler its own copy of the payload */
+                lua_pushvalue(L, bind);
                 lua_rawgeti(L, list, i);
-                lua_getfield(L, LUA_GLOBALSINDEX, "require");
-                lua_pushliteral(L, "mmo.json");
-                lua_call(L, 1, 1);
-                lua_getfield(L, -1, "decode");
-                lua_remove(L, -2);
+                lua_pushvalue(L, decode);
                 lua_pushlstring(L, p->json, p->len);
                 lua_call(L, 1, 1);
                 lua_pushstring(L, p->mod);
@@ -179,11 +159,12 @@ static void run_pending(evutil_socket_t fd, short what, void *arg)
                 lb_spawn(L, -1, "events.on handler");
                 lua_settop(L, list);
             }
+            lua_settop(L, handlers);
         }
-        lua_settop(L, top);
         free(p);
         p = next;
     }
+    lua_settop(L, top);
 }
 
 void lua_events_from_mod(struct lb_ctx *ctx, const char *mod, const char *event, const char *json,

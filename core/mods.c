@@ -1514,3 +1514,30 @@ void mods_info(const struct mods *m, int i, struct mods_info *out)
     out->strikes = md->strikes;
     out->last_strike = md->last_strike;
 }
+
+static void set_string(lua_State *L, const char *key, const char *v)
+{
+    if (v == NULL)
+        return;
+    lua_pushstring(L, v);
+    lua_setfield(L, -2, key);
+}
+
+void mods_push_list(const struct mods *m, lua_State *L)
+{
+    int n = m ? mods_count(m) : 0;
+    lua_createtable(L, n, 0);
+    for (int i = 0; i < n; i++) {
+        struct mods_info mi;
+        mods_info(m, i, &mi);
+        lua_createtable(L, 0, 6);
+        set_string(L, "name", mi.name);
+        set_string(L, "version", mi.version);
+        set_string(L, "state", mi.state);
+        set_string(L, "error", mi.error);
+        lua_pushinteger(L, mi.strikes);
+        lua_setfield(L, -2, "strikes");
+        set_string(L, "last_strike", mi.last_strike);
+        lua_rawseti(L, -2, i + 1);
+    }
+}

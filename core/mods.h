@@ -101,5 +101,9 @@ struct mods_info {
 };
 int mods_count(const struct mods *m);
 void mods_info(const struct mods *m, int i, struct mods_info *out);
+/* Push the list of m (NULL: empty) on L: { {name, version, state, error, strikes, last_strike},
+ * ... } in load order (absent fields: none). */
+typedef struct lua_State lua_State;
+void mods_push_list(const struct mods *m, lua_State *L);
 
 #endif

@@ -962,33 +962,8 @@ void script_push_info(struct script *s, lua_State *L)
     luaL_loadstring(L, "local a, b = ... return a.name < b.name");
     lua_call(L, 2, 0);
     lua_setfield(L, info, "modules");
-    /* the mods, in load order: name, version, state, error, strikes, last_strike */
-    lua_newtable(L);
-    int nm = s->ctx->mods ? mods_count(s->ctx->mods) : 0;
-    for (int i = 0; i < nm; i++) {
-        struct mods_info mi;
-        mods_info(s->ctx->mods, i, &mi);
-        lua_createtable(L, 0, 6);
-        lua_pushstring(L, mi.name);
-        lua_setfield(L, -2, "name");
-        if (mi.version) {
-            lua_pushstring(L, mi.version);
-            lua_setfield(L, -2, "version");
-        }
-        lua_pushstring(L, mi.state);
-        lua_setfield(L, -2, "state");
-        if (mi.error) {
-            lua_pushstring(L, mi.error);
-            lua_setfield(L, -2, "error");
-        }
-        lua_pushinteger(L, mi.strikes);
-        lua_setfield(L, -2, "strikes");
-        if (mi.last_strike) {
-            lua_pushstring(L, mi.last_strike);
-            lua_setfield(L, -2, "last_strike");
-        }
-        lua_rawseti(L, -2, i + 1);
-    }
+    /* the mods, in load order */
+    mods_push_list(s->ctx->mods, L);
     lua_setfield(L, info, "mods");
     /* the state store's entries */
     lua_getfield(L, LUA_REGISTRYINDEX, "mmo.state.ctl");
