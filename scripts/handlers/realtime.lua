@@ -244,7 +244,7 @@ function _M.checkpoint()
     for n, list in pairs(by_shard) do
         local rows, err = db.shard(n).query(
             "update players p set region = d.region, x = d.x, y = d.y, moved_at = d.at, " ..
-            "version = p.version + 1 from jsonb_to_recordset($1) as " ..
+            "version = p.version + 1 from json_to_recordset($1) as " ..
             "d(id bigint, region text, x float8, y float8, at float8) where p.id = d.id " ..
             "returning p.id, p.version", list)
         if not rows then

@@ -42,7 +42,6 @@ local setmetatable = setmetatable
 local tonumber = tonumber
 local tostring = tostring
 local type = type
-local unpack = unpack
 
 
 local _M = {}
@@ -50,10 +49,8 @@ local _M = {}
 _M.STREAM = "mmo:events"
 _M.GROUP = "workers"
 _M.DEAD = "mmo:events:dead"
-_M.BATCH = 1000
--- The stream is never trimmed by length: MAXLEN dropped accepted events nobody had read yet.
--- Trimming only what the group acknowledged (XTRIM MINID) is still to do: until then the stream
--- keeps every event (operators may XTRIM below the oldest pending entry).
+_M.BATCH = 8000          -- entries per XREADGROUP: under a backlog, the larger the batch the
+                         -- fewer rows per event (a batch's xp is summed per player)
 _M.BUDGET_S = 1          -- a consume run stops starting batches after this long (the
                          -- timer waits its period after each run: a longer run idles less)
 _M.CLAIM_EVERY = 5
@@ -262,6 +259,20 @@ local function job(t)
 end
 
 
+-- One command of any number of arguments (a batch's ids: unpack stops at a few thousand
+-- values), sent as a pipeline of one.
+local function cmd_of(list)
+    local r, err = cache.pipeline({ list })
+    if not r then
+        return nil, err
+    end
+    if type(r[1]) == "table" and r[1].err then
+        return nil, r[1].err
+    end
+    return r[1]
+end
+
+
 local function ensure_group()
     if S.group_ready then
         return true
@@ -299,7 +310,8 @@ end
 
 
 -- Write one shard's share of a batch: the events' ids, and the effects of those not seen
--- before, in one transaction. Returns the number of new events, or nil, err.
+-- before, in one transaction. Returns the number of new events and what to announce once
+-- committed (for announce), or nil, err.
 local function write_shard(n, list)
     local rows = json.array({})
     for i, it in ipairs(list) do
@@ -323,7 +335,7 @@ local function write_shard(n, list)
             return r
         end
         local new = q("insert into processed_events (account_id, id, type, player_id) " ..
-                      "select account_id, id, type, player_id from jsonb_to_recordset($1) as " ..
+                      "select account_id, id, type, player_id from json_to_recordset($1) as " ..
                       "t(account_id bigint, id text, type text, player_id bigint) " ..
                       "on conflict do nothing returning account_id, id", rows)
         if not new then
@@ -367,7 +379,7 @@ local function write_shard(n, list)
         if #xp_rows > 0 then
             -- (the recordset's columns are named apart from players', which RETURNING lists)
             local up = q("update players p set xp = p.xp + s.add_xp, version = p.version + 1 " ..
-                         "from jsonb_to_recordset($1) as s(pid bigint, add_xp bigint) " ..
+                         "from json_to_recordset($1) as s(pid bigint, add_xp bigint) " ..
                          "where p.id = s.pid returning " .. players.COLUMNS, xp_rows)
             if not up then
                 return nil
@@ -385,7 +397,7 @@ local function write_shard(n, list)
                 published[#published + 1] = r
             end
             if #levels > 0 and not q("update players p set level = s.level from " ..
-                                     "jsonb_to_recordset($1) as s(id bigint, level int) " ..
+                                     "json_to_recordset($1) as s(id bigint, level int) " ..
                                      "where p.id = s.id", levels) then
                 return nil
             end
@@ -393,7 +405,7 @@ local function write_shard(n, list)
         if #items > 0 then
             -- only for players that still exist (a deleted player's loot has no effect)
             local got = q("insert into inventory (player_id, item, qty) " ..
-                          "select t.player_id, t.item, sum(t.qty) from jsonb_to_recordset($1) " ..
+                          "select t.player_id, t.item, sum(t.qty) from json_to_recordset($1) " ..
                           "as t(player_id bigint, item text, qty int) join players p on p.id = " ..
                           "t.player_id group by t.player_id, t.item " ..
                           "on conflict (player_id, item) do update set qty = inventory.qty + " ..
@@ -410,7 +422,7 @@ local function write_shard(n, list)
         if #quests > 0 then
             -- a quest goes forward only (the furthest step of the batch, for players that exist)
             if not q("insert into player_quests (player_id, quest, step) " ..
-                     "select t.player_id, t.quest, max(t.step) from jsonb_to_recordset($1) as " ..
+                     "select t.player_id, t.quest, max(t.step) from json_to_recordset($1) as " ..
                      "t(player_id bigint, quest text, step int) join players p on p.id = " ..
                      "t.player_id group by t.player_id, t.quest " ..
                      "on conflict (player_id, quest) do update set step = " ..
@@ -424,18 +436,23 @@ local function write_shard(n, list)
     if not ok then
         return nil, why or err
     end
-    for t, qty in pairs(created) do
+    return fresh_n, { created = created, published = published, leveled = leveled, told = told }
+end
+
+
+-- What a shard's committed transaction changed, told: the item counters, the players' cached
+-- documents (one Redis round trip for the batch), the mods' game events (docs/modding.md).
+local function announce(a)
+    for t, qty in pairs(a.created) do
         players.items_created(t, qty)
     end
-    players.published_many(published) -- the cached documents: one round trip for the batch
-    -- the game event of the mods (docs/modding.md), once committed
-    for _, l in ipairs(leveled) do
+    players.published_many(a.published)
+    for _, l in ipairs(a.leveled) do
         mod_events.emit("player.level_up", { player_id = l.id, level = l.level })
     end
-    for _, ev in ipairs(told) do
+    for _, ev in ipairs(a.told) do
         mod_events.emit(ev[1], ev[2])
     end
-    return fresh_n
 end
 
 
@@ -488,13 +505,19 @@ local function claim_due()
     if #due == 0 then
         return {}
     end
-    local r = cache.cmd("XCLAIM", _M.STREAM, _M.GROUP, CONSUMER, _M.CLAIM_IDLE_MS, unpack(due))
+    local cmd = { "XCLAIM", _M.STREAM, _M.GROUP, CONSUMER, _M.CLAIM_IDLE_MS }
+    for _, id in ipairs(due) do
+        cmd[#cmd + 1] = id
+    end
+    local r = cmd_of(cmd)
     return type(r) == "table" and entries_of(r, tries) or {}
 end
 
 
--- Process entries (from XREADGROUP or XAUTOCLAIM). Returns how many, or nil, err.
-local function process(entries)
+-- A batch of entries (from XREADGROUP or XCLAIM) made ready to write: each event's job has
+-- run (pure: its effect), and the effects are grouped by shard. (Entries that cannot be
+-- prepared are counted failed here, and may go to the dead letters.)
+local function prepare(entries)
     local cat
     local by_shard, ack, n = {}, {}, 0
     local jobs_to_run = {}
@@ -540,12 +563,24 @@ local function process(entries)
             end
         end
     end
-    for s, list in pairs(by_shard) do
-        local fresh, err = write_shard(s, list)
+    return { n = n, by_shard = by_shard, ack = ack, jobs_to_run = jobs_to_run, calls = calls,
+             called = called }
+end
+
+
+-- Write a prepared batch: each shard's transaction, then committed() (the next batch's
+-- transactions may begin), then what they changed is announced, the jobs run, and the entries
+-- written are acknowledged. Returns how many entries the batch had.
+local function write(b, committed)
+    local ack, calls, called = b.ack, b.calls, b.called
+    local done = {}
+    for s, list in pairs(b.by_shard) do
+        local fresh, told = write_shard(s, list)
         if not fresh then
             -- nothing of this shard's share was written: left pending, claimed again later
-            log.warn("game events not written: " .. tostring(err), { shard = s, events = #list })
+            log.warn("game events not written: " .. tostring(told), { shard = s, events = #list })
         else
+            done[#done + 1] = told
             for _, it in ipairs(list) do
                 ack[#ack + 1] = it.sid
                 if it.fresh then
@@ -558,8 +593,12 @@ local function process(entries)
             end
         end
     end
+    committed()
+    for _, a in ipairs(done) do
+        announce(a)
+    end
     -- jobs (mmo.queue.push): each run on its own, in this task; they may do I/O
-    for _, it in ipairs(jobs_to_run) do
+    for _, it in ipairs(b.jobs_to_run) do
         local j = job(tostring(it.j.name))
         local ok, why = false, "no job " .. tostring(it.j.name) .. " with a run function"
         if j and type(j.run) == "function" then
@@ -588,14 +627,44 @@ local function process(entries)
         for _, id in ipairs(ack) do
             cmd[#cmd + 1] = id
         end
-        local r, err = cache.cmd(unpack(cmd))
+        local r, err = cmd_of(cmd)
         if not r then
             log.warn("game events written but not acknowledged (they will be seen again, " ..
                      "with no second effect): " .. tostring(err))
         end
     end
     stats.batches = stats.batches + 1
-    return n
+    return b.n
+end
+
+
+-- Process entries at once, in this task.
+local function process(entries)
+    return write(prepare(entries), function() end)
+end
+
+
+-- Batches overlap: while one batch's transaction runs in PostgreSQL, the next one is read
+-- from Redis and its jobs run here. Transactions stay one at a time (two at once could lock
+-- the same players' rows in opposite orders), and at most two batches are being written.
+-- A batch is written in a task of its own; its flight says how far it got.
+local function wait_for(flight, what)
+    while flight and not flight[what] do
+        time.sleep(0.0005)
+    end
+end
+
+local function fly(b)
+    local flight = { committed = false, done = false }
+    time.after(0, function()
+        local ok, err = pcall(write, b, function() flight.committed = true end)
+        if not ok then
+            log.error("a batch of game events failed: " .. tostring(err) ..
+                      " (its entries stay pending and are claimed again)")
+        end
+        flight.committed, flight.done = true, true
+    end)
+    return flight
 end
 
 
@@ -657,6 +726,7 @@ function _M.consume()
             process(due)
         end
     end
+    local last, before -- the flights of the last two batches
     repeat
         -- first what this consumer read before and never acknowledged (a restart), page by
         -- page, then new
@@ -667,12 +737,12 @@ function _M.consume()
             if type(err) == "string" and err:find("NOGROUP", 1, true) then
                 S.group_ready = false
             end
-            return
+            break
         end
         local list = type(r) == "table" and r[1] and r[1][2] or {}
         if #list == 0 then
             if S.own_pending_done then
-                return
+                break
             end
             S.own_pending_done = true
         else
@@ -681,9 +751,15 @@ function _M.consume()
                 -- backoff): read from "0" again, it would come back at once, for ever
                 S.own_pending_from = list[#list][1]
             end
-            process(entries_of(list))
+            local b = prepare(entries_of(list))
+            wait_for(before, "done")
+            wait_for(last, "committed")
+            before, last = last, fly(b)
         end
     until time.monotonic() - t0 > _M.BUDGET_S
+    -- a run ends with its batches written: the next run (or a reload) starts from nothing
+    wait_for(before, "done")
+    wait_for(last, "done")
 end
 
 
