@@ -334,23 +334,35 @@ local function write_shard(n, list)
             end
             return r
         end
-        local new = q("insert into processed_events (account_id, id, type, player_id) " ..
-                      "select account_id, id, type, player_id from json_to_recordset($1) as " ..
-                      "t(account_id bigint, id text, type text, player_id bigint) " ..
-                      "on conflict do nothing returning account_id, id", rows)
-        if not new then
+        -- the answer names only the events seen before (usually none): a row per event, and
+        -- a string made per id, cost more than the insert itself on batches of thousands
+        local old = q("with t as (select account_id, id, type, player_id from " ..
+                      "json_to_recordset($1) as t(account_id bigint, id text, type text, " ..
+                      "player_id bigint)), ins as (insert into processed_events (account_id, " ..
+                      "id, type, player_id) select account_id, id, type, player_id from t " ..
+                      "on conflict do nothing returning account_id, id) " ..
+                      "select t.account_id, t.id from t where not exists (select 1 from ins " ..
+                      "where ins.account_id = t.account_id and ins.id = t.id)", rows)
+        if not old then
             return nil
         end
-        local is_new = {}
-        for _, r in ipairs(new) do
-            is_new[r.account_id .. "/" .. r.id] = true
+        local seen = {} -- account -> { [id] = true }: ids seen before, or earlier in the batch
+        for _, r in ipairs(old) do
+            local a = tonumber(r.account_id)
+            seen[a] = seen[a] or {}
+            seen[a][r.id] = true
         end
         local xp, items, quests = {}, {}, {}
         local gave = {} -- "player/item" -> { [event type] = qty }
         for _, it in ipairs(list) do
-            local key = it.e.account_id .. "/" .. it.e.id
-            if is_new[key] then
-                is_new[key] = nil -- a duplicate inside the batch counts once
+            local a, id = tonumber(it.e.account_id), it.e.id
+            local ids = seen[a]
+            if not ids then
+                ids = {}
+                seen[a] = ids
+            end
+            if not ids[id] then
+                ids[id] = true -- a duplicate inside the batch counts once
                 fresh_n = fresh_n + 1
                 it.fresh = true
                 local ef, pid = it.effect, it.e.player_id
