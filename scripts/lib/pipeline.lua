@@ -286,11 +286,21 @@ local function ensure_group()
 end
 
 
+-- A long loop over a batch gives the event loop a turn every 500 items: a batch of thousands
+-- never holds the node's clients up for more than a few milliseconds at a time.
+local function breathe(i)
+    if i % 500 == 0 then
+        time.sleep(0)
+    end
+end
+
+
 -- entries of a reply: { {id, fields}, ... } -> { {sid = stream id, e = event | nil,
 -- j = job | nil, tries = deliveries so far}, ... }
 local function entries_of(list, tries)
     local out = {}
-    for _, it in ipairs(list or {}) do
+    for n, it in ipairs(list or {}) do
+        breathe(n)
         local id, fields = it[1], it[2]
         local e, j
         if type(fields) == "table" then
@@ -315,6 +325,7 @@ end
 local function write_shard(n, list)
     local rows = json.array({})
     for i, it in ipairs(list) do
+        breathe(i)
         rows[i] = { account_id = it.e.account_id, id = it.e.id, type = it.e.type,
                     player_id = it.e.player_id }
     end
@@ -354,7 +365,8 @@ local function write_shard(n, list)
         end
         local xp, items, quests = {}, {}, {}
         local gave = {} -- "player/item" -> { [event type] = qty }
-        for _, it in ipairs(list) do
+        for i, it in ipairs(list) do
+            breathe(i)
             local a, id = tonumber(it.e.account_id), it.e.id
             local ids = seen[a]
             if not ids then
@@ -549,6 +561,7 @@ local function prepare(entries)
     end
     for _, it in ipairs(entries) do
         n = n + 1
+        breathe(n)
         local e = it.e
         local j = e and job(e.type)
         if it.j then

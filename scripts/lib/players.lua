@@ -129,6 +129,9 @@ function _M.published_many(rows)
     local now, list = time.now(), {}
     for i, row in ipairs(rows) do
         list[i] = { "player:" .. row.id, _M.encode(row, now), row.version, ttl_ms(row, now) }
+        if i % 500 == 0 then
+            time.sleep(0) -- thousands of documents: the event loop gets a turn between
+        end
     end
     return cache.store_many(list)
 end
