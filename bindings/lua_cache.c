@@ -8,6 +8,9 @@
  *   cache.eval(script [, keys [, args]]) -> reply | nil, err   EVAL script #keys keys.. args..
  *   cache.cmd(name, ...)              -> reply | nil, err        any one command
  *   cache.pipeline(cmds)              -> results | nil, err      { {"SET","a",1}, {"GET","a"} }
+ *   cache.pipeline(cmds, {replies = false}) -> { true | {err = ...}, ... } | nil, err
+ *       the same, without the replies: true for each command that succeeded (many XADDs
+ *       whose ids nobody reads: no string made per reply)
  *   cache.null                        the nil inside arrays: a NULL lightuserdata (== cjson.null)
  *
  * Every call yields the running task until Redis answers (one round trip; a pipeline's
@@ -96,7 +99,7 @@
 #define NUM_CAP 32 /* "%.17g" of any double, or an int64 */
 #define VER_CAP 24 /* an int64 in decimal */
 
-enum { K_ANY, K_TRUE, K_BOOL, K_PIPE, K_FETCH, K_LAYER };
+enum { K_ANY, K_TRUE, K_BOOL, K_PIPE, K_PIPE_OK, K_FETCH, K_LAYER };
 
 /* Its address is the registry key of the helper thread that converts replies (see finish). */
 static const char HELPER_KEY = 0;
@@ -267,10 +270,13 @@ static int l_convert(lua_State *L)
         lua_pushliteral(L, "redis");
         return 3;
     }
-    if (c->kind == K_PIPE) {
+    if (c->kind == K_PIPE || c->kind == K_PIPE_OK) {
         lua_createtable(L, c->n, 0);
         for (int i = 0; i < c->n; i++) {
-            push_reply(L, c->replies[i]);
+            if (c->kind == K_PIPE_OK && c->replies[i]->type != REDIS_REPLY_ERROR)
+                lua_pushboolean(L, 1);
+            else
+                push_reply(L, c->replies[i]);
             lua_rawseti(L, -2, i + 1);
         }
         return 1;
@@ -347,6 +353,11 @@ static void on_bool(struct redisReply **rp, int n, int status, void *ud)
 static void on_pipe(struct redisReply **rp, int n, int status, void *ud)
 {
     finish(rp, n, status, ud, K_PIPE);
+}
+
+static void on_pipe_ok(struct redisReply **rp, int n, int status, void *ud)
+{
+    finish(rp, n, status, ud, K_PIPE_OK);
 }
 
 static void cancel_op(void *ud)
@@ -483,9 +494,17 @@ static int l_cmd(lua_State *L) /* cache.cmd(name, ...) -> reply | nil, err */
     return run(L, a, on_any);
 }
 
-static int l_pipeline(lua_State *L) /* cache.pipeline(cmds) -> results | nil, err */
+static int l_pipeline(lua_State *L) /* cache.pipeline(cmds [, opts]) -> results | nil, err */
 {
     luaL_checktype(L, 1, LUA_TTABLE);
+    int replies = 1;
+    if (!lua_isnoneornil(L, 2)) {
+        luaL_checktype(L, 2, LUA_TTABLE);
+        lua_getfield(L, 2, "replies");
+        replies = lua_isnil(L, -1) || lua_toboolean(L, -1);
+        lua_pop(L, 1);
+    }
+    lua_settop(L, 1);
     int ncmds = (int) lua_objlen(L, 1);
     if (ncmds == 0) {
         lua_createtable(L, 0, 0);
@@ -514,7 +533,7 @@ static int l_pipeline(lua_State *L) /* cache.pipeline(cmds) -> results | nil, er
         lua_pop(L, 1);
     }
     args_check(L, a);
-    return run(L, a, on_pipe);
+    return run(L, a, replies ? on_pipe : on_pipe_ok);
 }
 
 /* ---- the cache layers ----------------------------------------------------------------------- */

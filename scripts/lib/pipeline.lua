@@ -171,10 +171,15 @@ function _M.ingest(account_id, sid, events)
         return nil, "busy"
     end
     local cmds, idx = {}, {}
+    local where = {} -- player id -> its position (a batch is mostly one player's)
     for _, it in ipairs(ok_list) do
         local e = it.e
         if mine[e.player_id] then
-            local pos = world.position(e.player_id)
+            local pos = where[e.player_id]
+            if pos == nil then
+                pos = world.position(e.player_id) or false
+                where[e.player_id] = pos
+            end
             e.account_id, e.sid, e.received = account_id, sid, now
             e.region = pos and pos.region or nil
             cmds[#cmds + 1] = { "XADD", _M.STREAM, "*", "e",
@@ -187,12 +192,12 @@ function _M.ingest(account_id, sid, events)
     end
     local accepted = 0
     if #cmds > 0 then
-        local res, perr = cache.pipeline(cmds)
+        local res, perr = cache.pipeline(cmds, { replies = false }) -- the ids are not read
         if not res then
             return nil, perr
         end
         for i, r in ipairs(res) do
-            if type(r) == "string" then
+            if r == true then
                 accepted = accepted + 1
             else
                 rejected[#rejected + 1] = { index = idx[i], code = "unavailable",

@@ -184,12 +184,16 @@ function _M.cache_roundtrip(req)
     local missing = cache.get(k .. ":missing")
     local results = http.check(cache.pipeline({ { "SET", k .. ":p", "pv" }, { "GET", k .. ":p" },
                                                 { "INCR", k } }))
+    -- without the replies: true for each command done, the error for one that failed
+    local quiet = http.check(cache.pipeline({ { "SET", k .. ":q", "qv" }, { "GET", k .. ":q" },
+                                              { "INCR", k .. ":q" } }, { replies = false }))
     local evaled = http.check(cache.eval("return redis.call('INCRBY', KEYS[1], ARGV[1])",
                                          { k .. ":n" }, { 2 }))
     local expired = cache.expire(k .. ":n", 60000)
     local expired_missing = cache.expire(k .. ":none", 60000)
-    local deleted = cache.del(k, k .. ":n", k .. ":p")
-    return 200, { v = v, n = n, missing = missing == nil, pipeline = results, evaled = evaled,
+    local deleted = cache.del(k, k .. ":n", k .. ":p", k .. ":q")
+    return 200, { v = v, n = n, missing = missing == nil, pipeline = results, quiet = quiet,
+                  evaled = evaled,
                   expired = expired, expired_missing = expired_missing, deleted = deleted }
 end
 
