@@ -70,6 +70,7 @@ return {
         { "chat", "realtime.chat", role = "player" },
         { "event", "realtime.event", role = "player" },
         { "ping", "realtime.ping", role = "player" },
+        { "observe", "realtime.observe", role = "moderator" },  -- the console's live map
     },
     ws_close = "realtime.leave",   -- a connection ended: handler(conn)
 
@@ -79,6 +80,7 @@ return {
         { 0.5, "world.leases" },        -- region leases taken and renewed (lib/leases.lua)
         { 0.1, "world.tick" },          -- the regions' tick: 10 Hz (territories)
         { 0.05, "events.consume" },     -- game events from the stream to their effects
+        { 0.1, "realtime.observe_tick" }, -- the console's map: region snapshots when due
     },
 
     on_stop = "world.stop",             -- the node begins to drain: leases given back

@@ -218,6 +218,54 @@ describe("websocket", function()
             assert.equal(403, node:request("GET", "/api/admin/sessions", { token = p.token }).status)
             c:close()
         end)
+
+        -- the console's live map: a moderator's connection gets the whole region, as snapshots
+        it("sends an observer every player of a region, moving, and refuses it to players", function()
+            local p = player("r1")
+            local c, w = joined(p)
+            local admin = node:request("POST", "/api/auth/login", { body = { username = "admin",
+                password = os.getenv("MMO_ADMIN_PASSWORD") } }).json.access_token
+            local o = assert(ws.connect(node, admin))
+            o:send({ t = "observe", region = "r1", every_ms = 100 })
+            assert.equal(100, o:expect("observing", 2).every_ms)
+            local function seen(x, y)
+                local deadline = server.now() + 3
+                while server.now() < deadline do
+                    local m = o:expect("observed", 1)
+                    if m then
+                        assert.equal("r1", m.region)
+                        for _, e in ipairs(m.players) do
+                            if e[1] == p.player.id and e[3] == x and e[4] == y then
+                                assert.equal(p.player.name, e[2])
+                                return true
+                            end
+                        end
+                    end
+                end
+                return false
+            end
+            local at = w.player.position
+            assert.is_true(seen(at.x, at.y))
+            server.sleep(0.3) -- let some travel time accrue
+            c:send({ t = "move", x = at.x + 1, y = at.y, seq = 1 })
+            assert.is_true(seen(at.x + 1, at.y))
+            -- stopped: no more snapshots
+            o:send([[{"t":"observe","region":null}]])
+            o:expect("observing", 2)
+            o:drain(0.3)
+            assert.is_nil(o:expect("observed", 0.5))
+            -- bad regions and rates; a player may not observe
+            o:send({ t = "observe", region = "nowhere" })
+            assert.equal("bad_message", o:expect("error", 2).code)
+            o:send({ t = "observe", region = "r1", every_ms = 1 })
+            assert.equal("bad_message", o:expect("error", 2).code)
+            o:send({ t = "observe", region = "r1", every_ms = "fast" })
+            assert.equal("bad_message", o:expect("error", 2).code)
+            c:send({ t = "observe", region = "r1" })
+            assert.equal("forbidden", c:expect("error", 2).code)
+            o:close()
+            c:close()
+        end)
     end)
 
     describe("hostile clients", function()
