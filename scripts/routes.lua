@@ -21,6 +21,7 @@ return {
 
         { "POST", "/api/admin/accounts/:id/roles", "admin.set_roles", role = "admin" },
         { "POST", "/api/admin/accounts/:id/ban", "admin.ban", role = "moderator" },
+        { "POST", "/api/admin/accounts/:id/kick", "admin.kick", role = "moderator" },
         { "GET", "/api/admin/audit", "admin.audit", role = "admin" },
         { "GET", "/api/admin/cache", "admin.cache", role = "admin" },
         { "GET", "/api/admin/log", "admin.log_level", role = "admin" },

@@ -116,6 +116,34 @@ function _M.ban(req)
 end
 
 
+-- POST /api/admin/accounts/:id/kick {reason}: the account's live sessions end on every node
+-- (its tokens with them) and its connections here close with 4004; no ban: it may log in again
+function _M.kick(req)
+    local id = account_id(req)
+    local ok, msg = validation.kick(req.body)
+    if not ok then
+        http.fail(422, "validation_failed", msg)
+    end
+    local reason = req.body and req.body.reason or json.null
+    local rows = http.check(db.query("select array_to_json(roles) as roles from accounts " ..
+                                     "where id = $1", id))
+    if not rows[1] then
+        http.fail(404, "not_found", "no such account")
+    end
+    if has(rows[1].roles, "admin") and not has(req.account.roles, "admin") then
+        http.fail(403, "forbidden", "only an admin can kick an admin")
+    end
+    local closed = ws.close_account(id, 4004, "kicked")
+    local ended, err = session.finish_all(id)
+    if not ended then
+        http.fail(503, "unavailable", "live sessions could not be ended (" .. tostring(err) ..
+                  "); retry")
+    end
+    http.check(audit.write(req, "account.kick", "account:" .. id, { reason = reason }))
+    return 200, { id = id, sessions_ended = ended, connections_closed = closed }
+end
+
+
 -- GET /api/admin/sessions (moderator): live WebSocket sessions of every node (presence in
 -- Redis, written by handlers/realtime.lua), newest first; and this node's players per region
 function _M.sessions(req)

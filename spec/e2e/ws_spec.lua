@@ -29,7 +29,7 @@ describe("websocket", function()
         local res = node:request("POST", "/api/players",
                                  { token = t, body = { name = name(), class = "ranger", region = region } })
         assert.equal(201, res.status, res.body)
-        return { token = t, player = res.json, account = login.account_id }
+        return { token = t, player = res.json, account = login.account_id, username = u }
     end
 
     local function joined(p)
@@ -196,6 +196,46 @@ describe("websocket", function()
             assert.equal(4001, d:wait_close(2))
             c:close()
             d:close()
+        end)
+
+        it("kicks an account: its connections close (4004), its sessions end, no ban", function()
+            local p = player()
+            local c = joined(p)
+            local admin = node:request("POST", "/api/auth/login", { body = { username = "admin",
+                password = os.getenv("MMO_ADMIN_PASSWORD") } }).json.access_token
+            -- refused: a player, a bad reason, no such account
+            assert.equal(403, node:request("POST", "/api/admin/accounts/" .. p.account .. "/kick",
+                                           { token = p.token, body = {} }).status)
+            local res = node:request("POST", "/api/admin/accounts/" .. p.account .. "/kick",
+                                     { token = admin, body = { reason = 42 } })
+            assert.equal(422, res.status)
+            assert.equal("validation_failed", res.json.error.code)
+            assert.equal(404, node:request("POST", "/api/admin/accounts/999999999/kick",
+                                           { token = admin, body = {} }).status)
+            c:send({ t = "ping" })
+            assert.is_table(c:expect("pong", 2)) -- none of that touched the connection
+            res = node:request("POST", "/api/admin/accounts/" .. p.account .. "/kick",
+                               { token = admin, body = { reason = "afk farming" } })
+            assert.equal(200, res.status, res.body)
+            assert.equal(1, res.json.connections_closed)
+            assert.truthy(res.json.sessions_ended >= 1)
+            assert.equal(4004, c:wait_close(2))
+            c:close()
+            -- the token is dead, but the account may log in again
+            assert.equal(401, node:request("GET", "/api/players/" .. p.player.id,
+                                           { token = p.token }).status)
+            assert.truthy(ws.connect(node, p.token) == nil)
+            assert.equal(200, node:request("POST", "/api/auth/login", { body = {
+                username = p.username, password = "correct horse battery staple" } }).status)
+            local audit = node:request("GET", "/api/admin/audit?limit=5", { token = admin }).json
+            local found
+            for _, e in ipairs(audit.entries) do
+                if e.action == "account.kick" and e.target == "account:" .. p.account then
+                    found = e
+                end
+            end
+            assert.is_table(found)
+            assert.equal("afk farming", found.data.reason)
         end)
 
         it("lists sessions for moderators", function()
