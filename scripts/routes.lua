@@ -27,6 +27,7 @@ return {
         { "GET", "/api/admin/log", "admin.log_level", role = "admin" },
         { "PUT", "/api/admin/log", "admin.log_level", role = "admin" },
         { "GET", "/api/admin/sessions", "admin.sessions", role = "moderator" },
+        { "GET", "/api/admin/metrics", "admin.metrics", role = "moderator" },
         { "GET", "/api/admin/scripts", "admin.scripts", role = "designer" },
         { "POST", "/api/admin/scripts/reload", "admin.scripts_reload", role = "designer" },
         { "POST", "/api/admin/scripts/rollback", "admin.scripts_rollback", role = "designer" },
@@ -82,6 +83,7 @@ return {
         { 0.1, "world.tick" },          -- the regions' tick: 10 Hz (territories)
         { 0.05, "events.consume" },     -- game events from the stream to their effects
         { 0.1, "realtime.observe_tick" }, -- the console's map: region snapshots when due
+        { 5, "admin.vitals" },          -- the console's charts: a sample of the node's metrics
     },
 
     on_stop = "world.stop",             -- the node begins to drain: leases given back

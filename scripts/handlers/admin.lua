@@ -12,6 +12,7 @@ local json = require "mmo.json"
 local log = require "mmo.log"
 local scripts = require "mmo.scripts"
 local session = require "lib.session"
+local vitals = require "lib.vitals"
 local validation = require "rules.validation"
 
 local ipairs = ipairs
@@ -141,6 +142,19 @@ function _M.kick(req)
     end
     http.check(audit.write(req, "account.kick", "account:" .. id, { reason = reason }))
     return 200, { id = id, sessions_ended = ended, connections_closed = closed }
+end
+
+
+-- GET /api/admin/metrics (moderator): the node's vital signs over the last minutes, a sample
+-- every few seconds (lib/vitals.lua): what the console charts
+function _M.metrics()
+    return 200, vitals.recent()
+end
+
+
+-- timer (routes.lua): one more sample of them
+function _M.vitals()
+    vitals.sample()
 end
 
 
