@@ -1,0 +1,78 @@
+// world.js: what this client knows of the world, built only from the server's WebSocket
+// messages (docs/protocol.md, "Server to client"), and the moves it sends.
+//
+// The server decides where everyone is: others move only when a `moved` or `appear` says
+// so; our own dot moves at once as keys are held (so it feels immediate), and `correct`
+// puts it back where the server says we are.
+
+export class World {
+    constructor() {
+        this.me = null;             // {id, name, x, y} from welcome.player
+        this.region = null;         // welcome.region: a region id ("r1")
+        this.bounds = null;         // {x0, y0, x1, y1}, from GET /api/world/regions
+        this.speed = 5;             // welcome.player.stats.speed: world units per second
+        this.others = new Map();    // id -> {id, name, x, y}
+        this.seq = 0;               // the seq of our last move
+    }
+
+    // Apply one server message; returns true when positions changed.
+    apply(msg) {
+        switch (msg.t) {
+        case "welcome": {
+            const p = msg.player;
+            this.me = { id: p.id, name: p.name, x: p.position.x, y: p.position.y };
+            this.region = msg.region;
+            if (p.stats && p.stats.speed > 0) this.speed = p.stats.speed;
+            this.others.clear();
+            for (const o of msg.nearby) this.others.set(o.id, { id: o.id, name: o.name, x: o.x, y: o.y });
+            return true;
+        }
+        case "appear":
+            if (this.me && msg.id === this.me.id) return false;
+            this.others.set(msg.id, { id: msg.id, name: msg.name, x: msg.x, y: msg.y });
+            return true;
+        case "moved": {
+            const o = this.others.get(msg.id);
+            if (!o) return false;   // not in view: an appear comes first
+            o.x = msg.x;
+            o.y = msg.y;
+            return true;
+        }
+        case "vanish":
+            return this.others.delete(msg.id);
+        case "correct":
+            // our move was refused: this is where the server has us (protocol.md)
+            if (!this.me) return false;
+            this.me.x = msg.x;
+            this.me.y = msg.y;
+            return true;
+        default:
+            return false;
+        }
+    }
+
+    // Step our dot by (dx, dy) (a unit direction) for `seconds` at our speed, kept inside the
+    // region (rules/movement.lua: a target outside every region is refused). Returns the move
+    // message to send, or null when we did not move.
+    step(dx, dy, seconds) {
+        if (!this.me || (dx === 0 && dy === 0)) return null;
+        const len = Math.hypot(dx, dy);
+        // 95% of the allowed speed: the server measures time between moves itself, and a
+        // message that arrives a little early must not look too fast
+        const d = this.speed * seconds * 0.95;
+        let x = this.me.x + (dx / len) * d;
+        let y = this.me.y + (dy / len) * d;
+        if (this.bounds) {
+            const b = this.bounds; // [x0, x1) x [y0, y1)
+            x = Math.min(Math.max(x, b.x0), b.x1 - 0.01);
+            y = Math.min(Math.max(y, b.y0), b.y1 - 0.01);
+        }
+        x = Math.round(x * 100) / 100;
+        y = Math.round(y * 100) / 100;
+        if (x === this.me.x && y === this.me.y) return null;
+        this.me.x = x;
+        this.me.y = y;
+        this.seq += 1;
+        return { t: "move", x, y, seq: this.seq };
+    }
+}
