@@ -39,10 +39,12 @@ async function open(browser) {
 }
 
 // Register through the page, create a character, play it: resolves when welcome came.
+// Returns the account: {username, password}.
 async function enter(page, name) {
+    const acct = { username: "p" + letters(10), password: "play-pass-" + letters(8) };
     await page.goto(URL + "/play/");
-    await page.fill("#auth-form input[name=username]", "p" + letters(10));
-    await page.fill("#auth-form input[name=password]", "play-pass-" + letters(8));
+    await page.fill("#auth-form input[name=username]", acct.username);
+    await page.fill("#auth-form input[name=password]", acct.password);
     await page.click("#auth-form button[value=register]");
     await page.fill("#create-form input[name=name]", name);
     await page.selectOption("#create-form select[name=class]", "ranger");
@@ -51,6 +53,26 @@ async function enter(page, name) {
     const row = page.locator("#player-list li", { hasText: name });
     await row.getByRole("button", { name: "Play" }).click();
     await page.waitForFunction((n) => document.getElementById("me").textContent.startsWith(n + " in r1"), name);
+    return acct;
+}
+
+// Sign in through the page and play the character called name.
+async function play(page, acct, name) {
+    await page.goto(URL + "/play/");
+    await page.fill("#auth-form input[name=username]", acct.username);
+    await page.fill("#auth-form input[name=password]", acct.password);
+    await page.click("#auth-form button[value=login]");
+    await page.locator("#player-list li", { hasText: name }).getByRole("button", { name: "Play" }).click();
+}
+
+function waitConn(page, re) {
+    return page.waitForFunction(([src, flags]) =>
+        new RegExp(src, flags).test(document.getElementById("conn").textContent), [re.source, re.flags]);
+}
+
+function launch() {
+    return chromium.launch({ executablePath: process.env.MMO_CHROMIUM || "/usr/bin/chromium",
+        headless: true, args: ["--no-sandbox"] });
 }
 
 // Where page sees the player called name: {x, y} from its #nearby list, or null.
@@ -81,8 +103,7 @@ function mine(page) {
 }
 
 test("/play: two players see each other move and chat", { timeout: 90000 }, async () => {
-    const browser = await chromium.launch({ executablePath: process.env.MMO_CHROMIUM || "/usr/bin/chromium",
-        headless: true, args: ["--no-sandbox"] });
+    const browser = await launch();
     try {
         const a = await open(browser);
         const b = await open(browser);
@@ -122,6 +143,32 @@ test("/play: two players see each other move and chat", { timeout: 90000 }, asyn
 
         assert.deepEqual(a.problems, []);
         assert.deepEqual(b.problems, []);
+    } finally {
+        await browser.close();
+    }
+});
+
+test("/play: a closed socket is shown, and Reconnect joins again", { timeout: 60000 }, async () => {
+    const browser = await launch();
+    try {
+        const a = await open(browser);
+        const c = await open(browser);
+        const name = "Cat" + letters(6);
+        const acct = await enter(a, name);
+        await waitConn(a, /^connected: r1$/);
+        // the same character joined from another tab: A is told (error replaced, close 4002)
+        await play(c, acct, name);
+        await waitConn(c, /^connected: r1$/);
+        await waitConn(a, /^disconnected \(4002/);
+        assert.ok(await a.locator("#reconnect").isVisible(), "A offers to reconnect");
+        assert.match(await a.locator("#errors").textContent(), /replaced/);
+        // A takes it back
+        await a.click("#reconnect");
+        await waitConn(a, /^connected: r1$/);
+        assert.ok(!(await a.locator("#reconnect").isVisible()));
+        await waitConn(c, /^disconnected \(4002/);
+        assert.deepEqual(a.problems, []);
+        assert.deepEqual(c.problems, []);
     } finally {
         await browser.close();
     }

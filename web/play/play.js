@@ -8,7 +8,10 @@ import * as api from "./api.js";
 import { World } from "./world.js";
 import { draw } from "./draw.js";
 
-const MOVE_HZ = 10;                  // moves sent per second at most, while a key is held
+// moves sent per second at most, while a key is held: 20 steps of at most 0.45 units
+// (world.js) cover 9 units a second, more than any class's speed, and leave room under the
+// node's limit of 30 messages a second per connection (config.lua ws.msg_rate) for chat
+const MOVE_HZ = 20;
 const NO_RETRY = new Set([1008, 4001, 4002, 4003]); // flood, logged out, replaced, banned
 const KEYS = {                       // key -> direction
     ArrowUp: [0, -1], ArrowDown: [0, 1], ArrowLeft: [-1, 0], ArrowRight: [1, 0],
@@ -211,6 +214,12 @@ function onMessage(msg) {
     }
     case "error":
         return report(`${msg.code}: ${msg.message}`);
+    case "correct":
+        // a move refused (rules/movement.lua): world.apply puts us back; say why, since a
+        // client that keeps to the rules should never see one
+        report(`move refused: ${msg.reason}`);
+        world.apply(msg);
+        break;
     default:
         if (!world.apply(msg)) return; // pong, and what this client does not show
     }
@@ -262,7 +271,7 @@ window.addEventListener("keyup", (ev) => {
 window.addEventListener("blur", () => held.clear());
 
 // While keys are held: one move per tick, as far as our speed goes in the time since the last
-// tick (rules/movement.lua checks it). Nothing is sent while standing still.
+// tick (world.js step; rules/movement.lua checks it). Nothing is sent while standing still.
 let last = performance.now();
 setInterval(() => {
     const now = performance.now();
