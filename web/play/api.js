@@ -16,6 +16,7 @@ const REFRESH_KEY = "mmo.play.refresh";
 let access = null;        // the access token
 let expiresAt = 0;        // when it expires (ms since the epoch)
 let refreshTimer = null;
+let onSignedOutFn = () => {};
 
 export class ApiError extends Error {
     constructor(status, body) {
@@ -54,16 +55,28 @@ function keep(pair) {
     access = pair.access_token;
     expiresAt = Date.now() + pair.expires_in * 1000;
     sessionStorage.setItem(REFRESH_KEY, pair.refresh_token);
-    clearTimeout(refreshTimer);
-    const ms = Math.max(5, pair.expires_in * 0.8) * 1000;
-    refreshTimer = setTimeout(() => refresh().catch(() => {}), ms);
+    schedule(Math.max(5, pair.expires_in * 0.8) * 1000);
     return pair;
+}
+
+function schedule(ms) {
+    clearTimeout(refreshTimer);
+    refreshTimer = setTimeout(() => refresh().catch((e) => {
+        // the node did not answer or was busy: try again soon; refused: the session is over
+        if (e.status === 0 || e.status === 429 || e.status >= 500) schedule(10000);
+        else onSignedOutFn(e);
+    }), ms);
 }
 
 function forget() {
     access = null;
     sessionStorage.removeItem(REFRESH_KEY);
     clearTimeout(refreshTimer);
+}
+
+// fn(error) is called when a timed refresh is refused: the session ended.
+export function onSignedOut(fn) {
+    onSignedOutFn = fn;
 }
 
 export function token() {

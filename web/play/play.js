@@ -147,15 +147,20 @@ function status(text, down) {
     $("reconnect").hidden = !down;
 }
 
+let connecting = false;
 async function connect() {
     clearTimeout(retryTimer);
-    if (!player) return;
+    if (!player || ws || connecting) return; // one socket at a time
+    connecting = true;
     try {
         await api.ensureFresh();
     } catch (e) {
         status(`cannot connect: ${e.message}`, true);
         return;
+    } finally {
+        connecting = false;
     }
+    if (!player) return; // left meanwhile
     status("connecting…", false);
     // browsers cannot set headers on a WebSocket: the token goes in the query (protocol.md)
     const proto = location.protocol === "https:" ? "wss:" : "ws:";
@@ -237,11 +242,13 @@ function changed() {
         $("me").dataset.x = me.x;
         $("me").dataset.y = me.y;
     }
+    // data-x, data-y: the numbers as received (spec/browser/play.test.mjs reads them)
     $("nearby").replaceChildren(...[...world.others.values()].map((o) => {
         const li = el("li", `${o.name} (${o.x.toFixed(1)}, ${o.y.toFixed(1)})`);
         Object.assign(li.dataset, { id: o.id, name: o.name, x: o.x, y: o.y });
         return li;
     }));
+    if (world.others.size === 0) $("nearby").append(el("li", "nobody in sight", "none"));
     if (!frame) frame = requestAnimationFrame(() => {
         frame = 0;
         draw($("map"), world);
@@ -309,6 +316,15 @@ $("reconnect").addEventListener("click", () => {
 $("leave").addEventListener("click", () => {
     leave();
     showCharacters().catch((e) => report(e.message));
+});
+
+// The session ended by itself (a refresh refused: logged out elsewhere, banned, expired).
+api.onSignedOut((e) => {
+    leave();
+    $("who").textContent = "";
+    $("logout").hidden = true;
+    report(`signed out: ${e.message}`);
+    show("signin");
 });
 
 // A reload signs back in with the refresh token of this tab (api.js says why it is there).
