@@ -28,11 +28,10 @@ export function draw(canvas, world) {
     }
     g.stroke();
 
-    // the region's edge, and how far we see
-    if (world.bounds) {
-        const b = world.bounds;
-        g.strokeStyle = "#c9a227";
-        g.lineWidth = 2;
+    // the regions' edges, and how far we see
+    g.strokeStyle = "#c9a227";
+    g.lineWidth = 2;
+    for (const { bounds: b } of world.regions) {
         g.strokeRect(sx(b.x0), sy(b.y0), (b.x1 - b.x0) * scale, (b.y1 - b.y0) * scale);
     }
     g.strokeStyle = "#3f5e45";

@@ -204,8 +204,8 @@ function onMessage(msg) {
     case "welcome":
         retries = 0;
         status(`connected: ${msg.region}`, false);
+        world.regions = [...regions.values()];
         world.apply(msg);
-        world.bounds = regions.has(msg.region) ? regions.get(msg.region).bounds : null;
         break;
     case "chat": {
         const li = el("li");

@@ -10,8 +10,8 @@ const MAX_STEP = 0.45; // world units per move message (see step)
 export class World {
     constructor() {
         this.me = null;             // {id, name, x, y} from welcome.player
-        this.region = null;         // welcome.region: a region id ("r1")
-        this.bounds = null;         // {x0, y0, x1, y1}, from GET /api/world/regions
+        this.region = null;         // the region we are in ("r1"): welcome.region, then ours
+        this.regions = [];          // GET /api/world/regions: [{id, name, bounds}]
         this.speed = 5;             // welcome.player.stats.speed: world units per second
         this.others = new Map();    // id -> {id, name, x, y}
         this.seq = 0;               // the seq of our last move
@@ -42,20 +42,29 @@ export class World {
         }
         case "vanish":
             return this.others.delete(msg.id);
-        case "correct":
+        case "correct": {
             // our move was refused: this is where the server has us (protocol.md)
             if (!this.me) return false;
             this.me.x = msg.x;
             this.me.y = msg.y;
+            const r = this.regionAt(msg.x, msg.y);
+            if (r) this.region = r.id;
             return true;
+        }
         default:
             return false;
         }
     }
 
-    // Step our dot by (dx, dy) (a direction) for `seconds` at our speed, kept inside the
-    // region (rules/movement.lua: a target outside every region is refused). Returns the move
-    // message to send, or null when we did not move.
+    // The region holding (x, y): [x0, x1) x [y0, y1), as rules/movement.lua has it.
+    regionAt(x, y) {
+        return this.regions.find(({ bounds: b }) => x >= b.x0 && x < b.x1 && y >= b.y0 && y < b.y1);
+    }
+
+    // Step our dot by (dx, dy) (a direction) for `seconds` at our speed, into any region
+    // (moving across an edge changes region) but not off the world: rules/movement.lua
+    // refuses a target outside every region, so there we stay inside our own. Returns the
+    // move message to send, or null when we did not move.
     //
     // rules/movement.lua allows speed * (time since our last accepted move) * 1.1 + 0.5
     // units, the time measured by the server as our messages arrive. The network and a busy
@@ -68,14 +77,16 @@ export class World {
         const d = Math.min(this.speed * seconds * 0.95, MAX_STEP);
         let x = this.me.x + (dx / len) * d;
         let y = this.me.y + (dy / len) * d;
-        if (this.bounds) {
-            const b = this.bounds; // [x0, x1) x [y0, y1)
+        x = Math.round(x * 100) / 100;
+        y = Math.round(y * 100) / 100;
+        const here = this.regionAt(this.me.x, this.me.y);
+        if (here && !this.regionAt(x, y)) {
+            const b = here.bounds;
             x = Math.min(Math.max(x, b.x0), b.x1 - 0.01);
             y = Math.min(Math.max(y, b.y0), b.y1 - 0.01);
         }
-        x = Math.round(x * 100) / 100;
-        y = Math.round(y * 100) / 100;
         if (x === this.me.x && y === this.me.y) return null;
+        this.region = (this.regionAt(x, y) || here || { id: this.region }).id;
         this.me.x = x;
         this.me.y = y;
         this.seq += 1;
