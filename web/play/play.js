@@ -257,6 +257,8 @@ function changed() {
 
 // ---- input ------------------------------------------------------------------------------------
 
+let last = performance.now();        // when the last movement tick ran
+
 function direction(ev) {
     return KEYS[ev.key.length === 1 ? ev.key.toLowerCase() : ev.key];
 }
@@ -269,6 +271,7 @@ window.addEventListener("keydown", (ev) => {
     const d = direction(ev);
     if (!d || typing(ev) || $("game").hidden) return;
     ev.preventDefault(); // no scrolling with the arrow keys
+    if (held.size === 0) last = performance.now(); // the first step counts from now
     held.add(d);
 });
 window.addEventListener("keyup", (ev) => {
@@ -279,7 +282,6 @@ window.addEventListener("blur", () => held.clear());
 
 // While keys are held: one move per tick, as far as our speed goes in the time since the last
 // tick (world.js step; rules/movement.lua checks it). Nothing is sent while standing still.
-let last = performance.now();
 setInterval(() => {
     const now = performance.now();
     const seconds = Math.min(now - last, 250) / 1000;
