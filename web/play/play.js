@@ -12,7 +12,8 @@ import { draw } from "./draw.js";
 // (world.js) cover 9 units a second, more than any class's speed, and leave room under the
 // node's limit of 30 messages a second per connection (config.lua ws.msg_rate) for chat
 const MOVE_HZ = 20;
-const NO_RETRY = new Set([1008, 4001, 4002, 4003]); // flood, logged out, replaced, banned
+// closes not worth retrying (protocol.md): flood, logged out, replaced, banned, kicked
+const NO_RETRY = new Set([1008, 4001, 4002, 4003, 4004]);
 const KEYS = {                       // key -> direction
     ArrowUp: [0, -1], ArrowDown: [0, 1], ArrowLeft: [-1, 0], ArrowRight: [1, 0],
     w: [0, -1], s: [0, 1], a: [-1, 0], d: [1, 0],
