@@ -150,17 +150,18 @@ function _M.update(req)
         if change.position then
             local now = time.now()
             local speed = player.stats(cur.class, cur.level, cur.buffs, now).speed
-            local region, why = movement.check({ x = cur.x, y = cur.y, at = cur.moved_at },
-                                               change.position, now, speed, regions)
+            local region, why_or_at = movement.check({ x = cur.x, y = cur.y,
+                                                       at = cur.moved_at },
+                                                     change.position, now, speed, regions)
             if not region then
                 http.fail(422, "move_rejected", "that move breaks the movement rules",
-                          { reason = why, position = { region = cur.region, x = cur.x,
+                          { reason = why_or_at, position = { region = cur.region, x = cur.x,
                                                        y = cur.y } })
             end
             set("x", change.position.x)
             set("y", change.position.y)
             set("region", region)
-            set("moved_at", now)
+            set("moved_at", why_or_at) -- the travel clock (rules/movement.lua)
         end
         updated = http.check(q("update players set " .. table.concat(sets, ", ") ..
                                ", version = version + 1 where id = $1 returning " ..
