@@ -1,0 +1,168 @@
+// console.test.mjs: the web console (GET /admin/) in headless chromium, against a node started
+// by spec/browser/run on a copy of scripts/ (MMO_BROWSER_SCRIPTS) that these tests edit.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { writeFileSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { ADMIN_PASSWORD, SCRIPTS, XSS, URL, account, call, launch, letters, must, navTitles, open, shot,
+    signIn, token, waitText } from "./lib.mjs";
+
+let browser;
+let admin; // the admin's access token, for setting the scene through the API
+
+before(async () => {
+    assert.ok(ADMIN_PASSWORD, "MMO_ADMIN_PASSWORD must be set");
+    assert.ok(SCRIPTS, "MMO_BROWSER_SCRIPTS must name the node's scripts directory");
+    admin = await token("admin", ADMIN_PASSWORD);
+    browser = await launch();
+});
+
+after(async () => {
+    if (browser) await browser.close();
+});
+
+test("the admin signs in and sees the Scripts page with the loaded version", async () => {
+    const page = await open(browser);
+    const res = await page.goto(URL + "/admin/");
+    assert.match(res.headers()["content-security-policy"] || "", /script-src 'self'/);
+    await signIn(page, "admin", ADMIN_PASSWORD);
+    const info = await must(200, "GET", "/api/admin/scripts", { token: admin });
+    assert.equal(await waitText(page, "[data-field=version]", /^\d+$/), String(info.version));
+    assert.equal(await page.locator("[data-field=hash]").textContent(), info.hash);
+    assert.deepEqual(await navTitles(page), ["Scripts", "Sessions", "Audit"]);
+    await shot(page, "scripts");
+    // a reload of the tab keeps the session (the refresh token is in sessionStorage) ...
+    await page.reload();
+    await waitText(page, "[data-field=version]", /^\d+$/);
+    // ... and logging out ends it, for this tab and after a reload too
+    await page.click("#logout");
+    await page.locator("#login-form").waitFor();
+    await page.reload();
+    await page.locator("#login-form").waitFor();
+    assert.equal(await page.locator("#logout").isVisible(), false);
+    assert.deepEqual(page.problems, []);
+    await page.context().close();
+});
+
+test("a broken script is refused with its file and line; the fixed one loads", async () => {
+    const page = await open(browser);
+    await signIn(page, "admin", ADMIN_PASSWORD);
+    const before = Number(await waitText(page, "[data-field=version]", /^\d+$/));
+    const file = join(SCRIPTS, "lib", "console_broken.lua");
+    writeFileSync(file, "local x = 1\nlocal y = = 2\nreturn {}\n");
+    try {
+        await page.click("#scripts-reload");
+        await page.locator("#scripts-result.bad").waitFor();
+        assert.equal(await page.locator("#scripts-result [data-field=file]").textContent(), file);
+        assert.equal(await page.locator("#scripts-result [data-field=line]").textContent(), "2");
+        assert.match(await page.locator("#scripts-result").textContent(), /console_broken\.lua/);
+        await shot(page, "reload-error");
+        // the running set stayed
+        assert.equal(await page.locator("[data-field=version]").textContent(), String(before));
+    } finally {
+        rmSync(file, { force: true });
+    }
+    writeFileSync(file, "local _M = {}\n\nreturn _M\n");
+    try {
+        await page.click("#scripts-reload");
+        await waitText(page, "#scripts-result.ok", new RegExp(`version ${before + 1}\\b`));
+        assert.equal(await waitText(page, "[data-field=version]", new RegExp(`^${before + 1}$`)), String(before + 1));
+    } finally {
+        rmSync(file, { force: true });
+    }
+    assert.deepEqual(page.problems, []);
+    await page.context().close();
+});
+
+test("a moderator sees Sessions, not Scripts", async () => {
+    const mod = await account(["player", "moderator"], admin);
+    const page = await open(browser);
+    await signIn(page, mod.username, mod.password);
+    await waitText(page, "#page h1", /^Sessions$/);
+    assert.deepEqual(await navTitles(page), ["Sessions"]);
+    // asking for the page by its address shows Sessions and says why
+    await page.goto(URL + "/admin/#scripts");
+    await waitText(page, "#page h1", /^Sessions$/);
+    await waitText(page, "#flash", /scripts page is not available/);
+    assert.equal(await page.locator("#scripts-info").count(), 0);
+    assert.equal(await page.locator("#scripts-reload").count(), 0);
+    assert.deepEqual(page.problems, []);
+    await page.context().close();
+});
+
+test("hostile text shows as text: a ban reason of <img src=x onerror=alert(1)>", async () => {
+    const victim = await account(null, admin);
+    await must(200, "POST", `/api/admin/accounts/${victim.id}/ban`, { token: admin, body: { reason: XSS, minutes: 1 } });
+    const page = await open(browser);
+    await signIn(page, "admin", ADMIN_PASSWORD);
+    await page.goto(URL + "/admin/#audit");
+    await page.fill("#page input[name=action]", "account.ban");
+    await page.click("#page form button[type=submit]");
+    const cell = page.locator("#audit-list td", { hasText: XSS }).first();
+    await cell.waitFor();
+    assert.match(await cell.textContent(), /<img src=x onerror=alert\(1\)>/);
+    assert.equal(await page.locator("#page img").count(), 0);
+    await shot(page, "audit");
+    assert.deepEqual(page.problems, []);
+    await page.context().close();
+});
+
+test("the audit log pages by `after`", async () => {
+    const page = await open(browser);
+    await signIn(page, "admin", ADMIN_PASSWORD);
+    await page.goto(URL + "/admin/#audit");
+    await waitText(page, "#audit-list", /page 1/);
+    const first = await page.locator("#audit-list tbody tr td:first-child").allTextContents();
+    assert.equal(first.length, 25, "the tests made more than 25 entries");
+    await page.click("#audit-older");
+    await waitText(page, "#audit-list", /page 2/);
+    const second = await page.locator("#audit-list tbody tr td:first-child").allTextContents();
+    assert.ok(Number(second[0]) < Number(first[first.length - 1]), `${second[0]} after ${first.at(-1)}`);
+    await page.click("#audit-newer");
+    await waitText(page, "#audit-list", /page 1/);
+    assert.deepEqual(page.problems, []);
+    await page.context().close();
+});
+
+test("a moderator sees a live session and bans its account", async () => {
+    const res = await must(200, "POST", "/api/admin/bots", { token: admin, body: { count: 1, prefix: "c" + letters(5), region: "r1" } });
+    const bot = res.bots[0];
+    const mod = await account(["player", "moderator"], admin);
+    const page = await open(browser);
+    // the bot's WebSocket, from a page of the same origin
+    const botPage = await open(browser);
+    await botPage.goto(URL + "/admin/");
+    await botPage.evaluate(([tok, pid]) => new Promise((resolve, reject) => {
+        const ws = new WebSocket(location.origin.replace(/^http/, "ws") + "/ws?token=" + encodeURIComponent(tok));
+        window.botClosed = null;
+        ws.onopen = () => ws.send(JSON.stringify({ t: "join", player_id: pid }));
+        ws.onmessage = (m) => { if (JSON.parse(m.data).t === "welcome") resolve(); };
+        ws.onclose = (e) => { window.botClosed = e.code; reject(new Error("closed " + e.code)); };
+    }), [bot.token, bot.player_id]);
+    await signIn(page, mod.username, mod.password);
+    const row = page.locator("#sessions-list tbody tr", { hasText: String(bot.player_id) });
+    await row.waitFor();
+    await shot(page, "sessions");
+    await row.locator("button", { hasText: "Ban" }).click();
+    await page.fill("#ban-form input[name=reason]", "botting");
+    await page.fill("#ban-form input[name=minutes]", "5");
+    await page.click("#ban-form button[type=submit]");
+    await waitText(page, "#flash", /banned until/);
+    await botPage.waitForFunction(() => window.botClosed !== null);
+    assert.equal(await botPage.evaluate(() => window.botClosed), 4003);
+    assert.deepEqual(page.problems, []);
+    await page.context().close();
+    await botPage.context().close();
+});
+
+test("an API error shows the API's message", async () => {
+    const page = await open(browser);
+    await page.goto(URL + "/admin/");
+    await page.fill("#login-form input[name=username]", "admin");
+    await page.fill("#login-form input[name=password]", "not-the-password");
+    await page.click("#login-form button[type=submit]");
+    const r = await call("POST", "/api/auth/login", { body: { username: "admin", password: "not-the-password" } });
+    assert.equal(r.status, 401);
+    assert.equal(await waitText(page, "#login-error", /\S/), r.json.error.message);
+    await page.context().close();
+});
