@@ -24,6 +24,8 @@ return {
         write_timeout_ms = 30000,       -- a client that stops reading its answers is cut off
         backlog = 4096,                 -- listen(2) backlog
         rate_class = "api",             -- rate-limit class of routes that name none
+        web_root = "web",               -- the console (/admin/) and client (/play/): files under
+                                        -- <web_root>/admin and /play, read once at start
         rate_local_keys = 65536,        -- clients tracked in memory by the rate limiter
     },
     postgres = {

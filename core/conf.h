@@ -79,6 +79,7 @@ struct conf {
     int auth_hash_queue;
     /* rate limits */
     char *http_rate_class; /* class of routes that name none */
+    char *http_web_root;   /* the console's and client's files: <root>/admin, <root>/play */
     struct conf_rate *rate;
     int nrate;
     int rate_local_keys;

@@ -11,6 +11,7 @@
 #include "db.h"
 #include "err.h"
 #include "gate.h"
+#include "web.h"
 #include "http.h"
 #include "lcache.h"
 #include "live.h"
@@ -86,6 +87,7 @@ struct node {
     struct script *script;
     struct control *control;
     struct ops *ops;
+    struct web *web;
     struct http_server *http;
     struct event *sig_term, *sig_int, *sig_hup, *drain_timer;
     int draining;
@@ -185,6 +187,7 @@ static void node_free(struct node *n)
     work_pool_free(n->work);
     http_server_free(n->http);
     ops_free(n->ops);
+    web_free(n->web);
     gate_free(n->gate);
     rl_free(n->rl);
     auth_free(n->auth);
@@ -335,7 +338,8 @@ static int serve(struct node *n)
     }
     if (c->scripts_watch && script_watch(n->script, err, sizeof err) < 0)
         log_warn("main", "scripts.watch: %s", err);
-    n->ops = ops_new(c->node_id, n->db, n->rds, n->script, script_http_dispatch, n->script);
+    n->web = web_new(c->http_web_root, script_http_dispatch, n->script);
+    n->ops = ops_new(c->node_id, n->db, n->rds, n->script, web_dispatch, n->web);
     struct http_opts ho = {
         .host = c->http_host,
         .port = c->http_port,
