@@ -65,7 +65,8 @@ test("a broken script is refused with its file and line; the fixed one loads", a
     writeFileSync(file, "local _M = {}\n\nreturn _M\n");
     try {
         await page.click("#scripts-reload");
-        await waitText(page, "#scripts-result.ok", new RegExp(`version ${before + 1}\\b`));
+        await page.locator("#scripts-result.ok").waitFor();
+        assert.equal(await page.locator("#scripts-result [data-field=new-version]").textContent(), String(before + 1));
         assert.equal(await waitText(page, "[data-field=version]", new RegExp(`^${before + 1}$`)), String(before + 1));
     } finally {
         rmSync(file, { force: true });
@@ -108,12 +109,13 @@ test("hostile text shows as text: a ban reason of <img src=x onerror=alert(1)>",
 });
 
 test("the audit log pages by `after`", async () => {
+    for (let i = 0; i < 30; i++) await must(200, "GET", "/api/admin/cache", { token: admin }); // 30 entries
     const page = await open(browser);
     await signIn(page, "admin", ADMIN_PASSWORD);
     await page.goto(URL + "/admin/#audit");
     await waitText(page, "#audit-list", /page 1/);
     const first = await page.locator("#audit-list tbody tr td:first-child").allTextContents();
-    assert.equal(first.length, 25, "the tests made more than 25 entries");
+    assert.equal(first.length, 25);
     await page.click("#audit-older");
     await waitText(page, "#audit-list", /page 2/);
     const second = await page.locator("#audit-list tbody tr td:first-child").allTextContents();

@@ -27,8 +27,9 @@ async function render(root, ctx) {
         try {
             const r = await api("POST", path);
             result.className = "result ok";
-            fill(result, `${verb} done: version ${r.version}`, h("br"),
-                h("span", { class: "mono" }, "hash " + text(r.hash)));
+            fill(result, `${verb} done: version `,
+                h("strong", { dataset: { field: "new-version" } }, text(r.version)),
+                " \u00b7 hash ", h("span", { class: "mono" }, text(r.hash)));
         } catch (e) {
             result.className = "result bad";
             const d = e.details || {};
