@@ -166,5 +166,6 @@ test("an API error shows the API's message", async () => {
     const r = await call("POST", "/api/auth/login", { body: { username: "admin", password: "not-the-password" } });
     assert.equal(r.status, 401);
     assert.equal(await waitText(page, "#login-error", /\S/), r.json.error.message);
+    await shot(page, "login");
     await page.context().close();
 });

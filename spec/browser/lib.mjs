@@ -105,5 +105,5 @@ export async function navTitles(page) {
 export async function shot(page, name) {
     if (!SHOTS) return;
     mkdirSync(SHOTS, { recursive: true });
-    await page.screenshot({ path: join(SHOTS, `console-${name}.png`), fullPage: true });
+    await page.screenshot({ path: join(SHOTS, `console-${name}.png`), fullPage: false });
 }
