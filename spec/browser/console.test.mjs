@@ -44,6 +44,26 @@ test("the admin signs in and sees the Scripts page with the loaded version", asy
     await page.context().close();
 });
 
+test("the console refreshes its tokens before the access token expires", async () => {
+    const page = await open(browser);
+    await page.clock.install(); // the page's timers on a clock the test moves
+    await signIn(page, "admin", ADMIN_PASSWORD);
+    await waitText(page, "[data-field=version]", /^\d+$/);
+    const first = await page.evaluate(() => sessionStorage.getItem("mmo.console.refresh"));
+    assert.ok(first);
+    // 80% of the access token's life (auth.access_ttl_s: 900 s by default) later
+    const refreshed = page.waitForResponse((r) => r.url().endsWith("/api/auth/refresh"));
+    await page.clock.fastForward("13:00");
+    assert.equal((await refreshed).status(), 200);
+    await page.waitForFunction((old) => sessionStorage.getItem("mmo.console.refresh") !== old, first);
+    // and goes on with the new pair
+    await page.click("#nav a[data-page=audit]");
+    await waitText(page, "#audit-list", /page 1/);
+    assert.equal(await page.locator("#login").isVisible(), false);
+    assert.deepEqual(page.problems, []);
+    await page.context().close();
+});
+
 test("a broken script is refused with its file and line; the fixed one loads", async () => {
     const page = await open(browser);
     await signIn(page, "admin", ADMIN_PASSWORD);
@@ -87,6 +107,13 @@ test("a moderator sees Sessions, not Scripts", async () => {
     await waitText(page, "#flash", /scripts page is not available/);
     assert.equal(await page.locator("#scripts-info").count(), 0);
     assert.equal(await page.locator("#scripts-reload").count(), 0);
+    // a session ended elsewhere (here: the account banned) brings the sign-in form back at
+    // the next call (401)
+    await must(200, "POST", `/api/admin/accounts/${mod.id}/ban`, { token: admin, body: { reason: "test", minutes: 1 } });
+    await page.click("#page button:text-is('Refresh')");
+    await waitText(page, "#login-error", /Signed out/);
+    assert.equal(await page.locator("#login-form").isVisible(), true);
+    assert.equal(await page.evaluate(() => sessionStorage.getItem("mmo.console.refresh")), null);
     assert.deepEqual(page.problems, []);
     await page.context().close();
 });
