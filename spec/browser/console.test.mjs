@@ -64,10 +64,11 @@ test("the console refreshes its tokens before the access token expires", async (
     await page.context().close();
 });
 
-test("a broken script is refused with its file and line; the fixed one loads", async () => {
+test("a broken script is refused with its file and line; the fixed one loads; rollback", async () => {
     const page = await open(browser);
     await signIn(page, "admin", ADMIN_PASSWORD);
     const before = Number(await waitText(page, "[data-field=version]", /^\d+$/));
+    const hash = await page.locator("[data-field=hash]").textContent();
     const file = join(SCRIPTS, "lib", "console_broken.lua");
     writeFileSync(file, "local x = 1\nlocal y = = 2\nreturn {}\n");
     try {
@@ -88,9 +89,14 @@ test("a broken script is refused with its file and line; the fixed one loads", a
         await page.locator("#scripts-result.ok").waitFor();
         assert.equal(await page.locator("#scripts-result [data-field=new-version]").textContent(), String(before + 1));
         assert.equal(await waitText(page, "[data-field=version]", new RegExp(`^${before + 1}$`)), String(before + 1));
+        assert.notEqual(await page.locator("[data-field=hash]").textContent(), hash);
     } finally {
         rmSync(file, { force: true });
     }
+    // Roll back: the set from before the reload, by its hash
+    await page.click("#scripts-rollback");
+    await waitText(page, "#scripts-result.ok", /^Rollback done/);
+    await waitText(page, "[data-field=hash]", new RegExp(`^${hash}$`));
     assert.deepEqual(page.problems, []);
     await page.context().close();
 });
