@@ -6,6 +6,11 @@
  *   m:inc([n [, label values...]])      counter, gauge (n default 1)
  *   g:set(v [, label values...])        gauge
  *   h:observe(v [, label values...])    histogram
+ *   metrics.read(name [, label, value]) -> {value, count, buckets = {{le, n}, ...}} | nil
+ *       any metric of the node (the core's too), summed over its series (or those whose
+ *       label is value), after the node's collect step (gauges fresh): a counter's or gauge's
+ *       value; a histogram's sum (value), count and per-bucket counts (not cumulative). nil:
+ *       no such metric or label. For the console's charts (handlers/admin.lua).
  *
  * Declare at module load: the same name and labels give the same metric (a reload makes no
  * second one); another type or other labels raise. Label values are strings or numbers, as many
@@ -115,6 +120,40 @@ static int make(lua_State *L, enum metric_type type)
     return 1;
 }
 
+static int l_read(lua_State *L)
+{
+    struct lb_ctx *ctx = lua_touserdata(L, lua_upvalueindex(1));
+    const char *name = luaL_checkstring(L, 1);
+    const char *label = luaL_optstring(L, 2, NULL);
+    const char *value = luaL_optstring(L, 3, NULL);
+    if (ctx == NULL || ctx->metrics == NULL) {
+        lua_pushnil(L);
+        return 1;
+    }
+    struct metrics_reading r;
+    metrics_collect(ctx->metrics);
+    if (metrics_read(ctx->metrics, name, label, value, &r) < 0) {
+        lua_pushnil(L);
+        return 1;
+    }
+    lua_createtable(L, 0, 3);
+    lua_pushnumber(L, r.value);
+    lua_setfield(L, -2, "value");
+    lua_pushnumber(L, (lua_Number) r.count);
+    lua_setfield(L, -2, "count");
+    lua_createtable(L, r.nbuckets, 0);
+    for (int i = 0; i < r.nbuckets; i++) {
+        lua_createtable(L, 2, 0);
+        lua_pushnumber(L, r.bounds[i]);
+        lua_rawseti(L, -2, 1);
+        lua_pushnumber(L, (lua_Number) r.buckets[i]);
+        lua_rawseti(L, -2, 2);
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_setfield(L, -2, "buckets");
+    return 1;
+}
+
 static int l_counter(lua_State *L)
 {
     return make(L, METRIC_COUNTER);
@@ -146,10 +185,8 @@ int luaopen_mmo_metrics(lua_State *L)
     }
     lua_pop(L, 1);
     static const luaL_Reg FUNCS[] = {
-        {"counter", l_counter},
-        {"gauge", l_gauge},
-        {"histogram", l_histogram},
-        {NULL, NULL},
+        {"counter", l_counter}, {"gauge", l_gauge}, {"histogram", l_histogram},
+        {"read", l_read},       {NULL, NULL},
     };
     lua_createtable(L, 0, 3);
     for (const luaL_Reg *f = FUNCS; f->name; f++) {

@@ -19,6 +19,9 @@
  *   world.presence(region, rects)        -> {[i] = {[guild_id] = players}}   rects: {{x0, y0,
  *       x1, y1}, ...} (at most 4096); a player counts in the first rectangle that holds it;
  *       players without a guild count under guild 0; rectangles nobody stands in are absent
+ *   world.snapshot(region)               -> text | nil, "not found"   every player of region
+ *       on this node, encoded once for an observer: {"t":"observed","region":..,
+ *       "players":[[id, name, x, y, guild], ...]}
  *   world.settings()                     -> {node, view_radius, lease_ms, worker}  (config.lua)
  *   world.take_dirty()                   -> {{id, region, x, y, at}, ...}  moved since the last
  *                                           call (checkpoints)
@@ -34,6 +37,7 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -263,6 +267,18 @@ static int l_online(lua_State *L)
     return 1;
 }
 
+static int l_snapshot(lua_State *L) /* world.snapshot(region) -> text | nil, "not found" */
+{
+    struct realtime *rt = rt_of(L);
+    size_t len;
+    char *text = world_snapshot(realtime_world(rt), luaL_checkstring(L, 1), &len);
+    if (text == NULL)
+        return lb_push_err(L, ERR_NOTFOUND);
+    lua_pushlstring(L, text, len); /* may raise (memory): text would leak, so copy first */
+    free(text);
+    return 1;
+}
+
 struct dirty {
     lua_State *L;
     int n;
@@ -386,6 +402,7 @@ int luaopen_mmo_world(lua_State *L)
         {"send_guild", l_send_guild},
         {"send_all", l_send_all},
         {"online", l_online},
+        {"snapshot", l_snapshot},
         {"take_dirty", l_take_dirty},
         {"settings", l_settings},
         {"presence", l_presence},

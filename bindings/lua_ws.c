@@ -1,6 +1,7 @@
 /* lua_ws.c -- require "mmo.ws": the WebSocket connections of this node, by id.
  *
- *   ws.send(conn_id, msg)              -> true | nil, "closed"   msg: a table, sent as JSON
+ *   ws.send(conn_id, msg)              -> true | nil, "closed"   msg: a table, sent as JSON,
+ *                                                                 or a string: sent as it is
  *   ws.close(conn_id [, code, reason]) -> true                   close handshake (code 4000+:
  *                                                                 the game's own)
  *   ws.close_account(account_id, code, reason) -> n              every connection of an
@@ -45,10 +46,12 @@ static int l_send(lua_State *L)
 {
     struct realtime *rt = rt_of(L);
     uint64_t id = conn_arg(L, 1);
-    luaL_checktype(L, 2, LUA_TTABLE);
-    lua_pushvalue(L, lua_upvalueindex(2)); /* mmo.json.encode */
-    lua_pushvalue(L, 2);
-    lua_call(L, 1, 1);
+    if (lua_type(L, 2) != LUA_TSTRING) {
+        luaL_checktype(L, 2, LUA_TTABLE);
+        lua_pushvalue(L, lua_upvalueindex(2)); /* mmo.json.encode */
+        lua_pushvalue(L, 2);
+        lua_call(L, 1, 1);
+    }
     size_t len;
     const char *text = lua_tolstring(L, -1, &len);
     if (realtime_send(rt, id, text, len) < 0)

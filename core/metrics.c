@@ -291,6 +291,49 @@ void metrics_reset(struct metric_family *f)
         clear(f);
 }
 
+void metrics_collect(struct metrics *m)
+{
+    for (int i = 0; i < m->ncollect; i++)
+        m->collect[i].fn(m, m->collect[i].ud);
+}
+
+int metrics_read(struct metrics *m, const char *name, const char *label, const char *value,
+                 struct metrics_reading *out)
+{
+    memset(out, 0, sizeof *out);
+    const struct metric_family *f = NULL;
+    for (int i = 0; i < m->nfam && f == NULL; i++)
+        if (strcmp(m->fam[i]->name, name) == 0)
+            f = m->fam[i];
+    if (f == NULL)
+        return -1;
+    int li = -1;
+    if (label) {
+        for (int i = 0; i < f->nlabels; i++)
+            if (strcmp(f->labels[i], label) == 0)
+                li = i;
+        if (li < 0)
+            return -1;
+    }
+    if (f->type == METRIC_HISTOGRAM) {
+        out->nbuckets = f->nbounds;
+        memcpy(out->bounds, f->bounds, (size_t) f->nbounds * sizeof *f->bounds);
+    }
+    int n = 0;
+    for (size_t i = 0; i < f->nslots; i++) {
+        for (const struct metric_series *s = f->slots[i]; s; s = s->next) {
+            if (li >= 0 && strcmp(s->values[li], value ? value : "") != 0)
+                continue;
+            n++;
+            out->value += s->value;
+            out->count += s->count;
+            for (int b = 0; s->buckets && b < f->nbounds; b++)
+                out->buckets[b] += s->buckets[b];
+        }
+    }
+    return n;
+}
+
 void metrics_on_collect(struct metrics *m, metrics_collect_fn *fn, void *ud)
 {
     if (m->ncollect < MAX_COLLECT) {
@@ -351,8 +394,7 @@ static void put_labels(struct evbuffer *out, const struct metric_family *f,
 
 void metrics_render(struct metrics *m, struct evbuffer *out)
 {
-    for (int i = 0; i < m->ncollect; i++)
-        m->collect[i].fn(m, m->collect[i].ud);
+    metrics_collect(m);
     static const char *const TYPES[] = {"counter", "gauge", "histogram"};
     for (int i = 0; i < m->nfam; i++) {
         struct metric_family *f = m->fam[i];

@@ -49,6 +49,25 @@ void metrics_reset(struct metric_family *f);
 typedef void metrics_collect_fn(struct metrics *m, void *ud);
 void metrics_on_collect(struct metrics *m, metrics_collect_fn *fn, void *ud);
 
+/* Run the collect functions (as a render does first). */
+void metrics_collect(struct metrics *m);
+
+/* A family's values summed over its series, or over those whose label `label` is `value`
+ * (label NULL: all): counters and gauges in value; a histogram's sum in value, its count, and
+ * its per-bucket counts (not cumulative; what lies past the last bound is count less their
+ * sum) with their bounds, nbuckets of them. */
+struct metrics_reading {
+    double value;
+    uint64_t count;
+    int nbuckets;
+    double bounds[METRICS_MAX_BUCKETS];
+    uint64_t buckets[METRICS_MAX_BUCKETS];
+};
+/* Returns the number of series summed (0: none yet), or -1 when there is no such family or
+ * label. */
+int metrics_read(struct metrics *m, const char *name, const char *label, const char *value,
+                 struct metrics_reading *out);
+
 /* The text exposition of every family. */
 void metrics_render(struct metrics *m, struct evbuffer *out);
 

@@ -405,6 +405,40 @@ int world_send_all(struct world *w, const char *text, size_t len)
     return send_where(w, 0, 1, text, len);
 }
 
+char *world_snapshot(const struct world *w, const char *region, size_t *len)
+{
+    int r = aoi_region_find(w->aoi, region);
+    if (r < 0)
+        return NULL;
+    /* per player at most: the id (20), the name (80, escaped), two numbers (32 each), the
+     * guild (20) and punctuation */
+    size_t cap = 256 + (size_t) aoi_region_count(w->aoi, r) * 200, n = 0;
+    char *out = xmalloc(cap);
+    char esc[128];
+    log_json_escape(esc, sizeof esc, region, strlen(region));
+    n += (size_t) snprintf(out, cap, "{\"t\":\"observed\",\"region\":\"%s\",\"players\":[", esc);
+    int first = 1;
+    for (size_t b = 0; b < w->nbuckets; b++) {
+        for (const struct wp *p = w->buckets[b]; p; p = p->next) {
+            if (aoi_ent_region(p->ent) != r)
+                continue;
+            if (cap - n < 256) { /* the count said fewer players: grow */
+                cap *= 2;
+                out = xrealloc(out, cap);
+            }
+            char x[32], y[32];
+            fmt_num(x, sizeof x, aoi_ent_x(p->ent));
+            fmt_num(y, sizeof y, aoi_ent_y(p->ent));
+            n += (size_t) snprintf(out + n, cap - n, "%s[%lld,\"%s\",%s,%s,%lld]", first ? "" : ",",
+                                   (long long) p->id, p->name, x, y, (long long) p->guild);
+            first = 0;
+        }
+    }
+    n += (size_t) snprintf(out + n, cap - n, "]}");
+    *len = n;
+    return out;
+}
+
 int world_each_in_rects(const struct world *w, const char *region, const double *rects, int n,
                         void (*fn)(int rect, int64_t guild, void *arg), void *arg)
 {

@@ -57,6 +57,11 @@ int world_set_guild(struct world *w, int64_t id, int64_t guild);
 /* Who stands where: for each player of region inside one of the n rectangles (rects[4i..4i+3]
  * = x0, y0, x1, y1, half-open like regions), fn(i, guild, arg) for the first rectangle that
  * holds it. Returns the players of the region looked at, or ERR_NOTFOUND for no such region. */
+/* Every player of region on this node, as one message for an observer (the console's map):
+ * {"t":"observed","region":..,"players":[[id,"name",x,y,guild],...]} (guild 0: none).
+ * Returns a buffer the caller frees, its length in *len, or NULL when there is no such
+ * region. */
+char *world_snapshot(const struct world *w, const char *region, size_t *len);
 int world_each_in_rects(const struct world *w, const char *region, const double *rects, int n,
                         void (*fn)(int rect, int64_t guild, void *arg), void *arg);
 /* The player's connection, or NULL. */

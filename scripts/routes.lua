@@ -21,11 +21,13 @@ return {
 
         { "POST", "/api/admin/accounts/:id/roles", "admin.set_roles", role = "admin" },
         { "POST", "/api/admin/accounts/:id/ban", "admin.ban", role = "moderator" },
+        { "POST", "/api/admin/accounts/:id/kick", "admin.kick", role = "moderator" },
         { "GET", "/api/admin/audit", "admin.audit", role = "admin" },
         { "GET", "/api/admin/cache", "admin.cache", role = "admin" },
         { "GET", "/api/admin/log", "admin.log_level", role = "admin" },
         { "PUT", "/api/admin/log", "admin.log_level", role = "admin" },
         { "GET", "/api/admin/sessions", "admin.sessions", role = "moderator" },
+        { "GET", "/api/admin/metrics", "admin.metrics", role = "moderator" },
         { "GET", "/api/admin/scripts", "admin.scripts", role = "designer" },
         { "POST", "/api/admin/scripts/reload", "admin.scripts_reload", role = "designer" },
         { "POST", "/api/admin/scripts/rollback", "admin.scripts_rollback", role = "designer" },
@@ -70,6 +72,7 @@ return {
         { "chat", "realtime.chat", role = "player" },
         { "event", "realtime.event", role = "player" },
         { "ping", "realtime.ping", role = "player" },
+        { "observe", "realtime.observe", role = "moderator" },  -- the console's live map
     },
     ws_close = "realtime.leave",   -- a connection ended: handler(conn)
 
@@ -79,6 +82,8 @@ return {
         { 0.5, "world.leases" },        -- region leases taken and renewed (lib/leases.lua)
         { 0.1, "world.tick" },          -- the regions' tick: 10 Hz (territories)
         { 0.05, "events.consume" },     -- game events from the stream to their effects
+        { 0.1, "realtime.observe_tick" }, -- the console's map: region snapshots when due
+        { 5, "admin.vitals" },          -- the console's charts: a sample of the node's metrics
     },
 
     on_stop = "world.stop",             -- the node begins to drain: leases given back

@@ -12,6 +12,7 @@ local json = require "mmo.json"
 local log = require "mmo.log"
 local scripts = require "mmo.scripts"
 local session = require "lib.session"
+local vitals = require "lib.vitals"
 local validation = require "rules.validation"
 
 local ipairs = ipairs
@@ -113,6 +114,47 @@ function _M.ban(req)
     end
     return 200, { id = id, banned_until = result.banned_until, reason = body.reason,
                   sessions_ended = ended }
+end
+
+
+-- POST /api/admin/accounts/:id/kick {reason}: the account's live sessions end on every node
+-- (its tokens with them) and its connections here close with 4004; no ban: it may log in again
+function _M.kick(req)
+    local id = account_id(req)
+    local ok, msg = validation.kick(req.body)
+    if not ok then
+        http.fail(422, "validation_failed", msg)
+    end
+    local reason = req.body and req.body.reason or json.null
+    local rows = http.check(db.query("select array_to_json(roles) as roles from accounts " ..
+                                     "where id = $1", id))
+    if not rows[1] then
+        http.fail(404, "not_found", "no such account")
+    end
+    if has(rows[1].roles, "admin") and not has(req.account.roles, "admin") then
+        http.fail(403, "forbidden", "only an admin can kick an admin")
+    end
+    local closed = ws.close_account(id, 4004, "kicked")
+    local ended, err = session.finish_all(id)
+    if not ended then
+        http.fail(503, "unavailable", "live sessions could not be ended (" .. tostring(err) ..
+                  "); retry")
+    end
+    http.check(audit.write(req, "account.kick", "account:" .. id, { reason = reason }))
+    return 200, { id = id, sessions_ended = ended, connections_closed = closed }
+end
+
+
+-- GET /api/admin/metrics (moderator): the node's vital signs over the last minutes, a sample
+-- every few seconds (lib/vitals.lua): what the console charts
+function _M.metrics()
+    return 200, vitals.recent()
+end
+
+
+-- timer (routes.lua): one more sample of them
+function _M.vitals()
+    vitals.sample()
 end
 
 

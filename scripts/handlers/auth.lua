@@ -5,10 +5,12 @@ local crypto = require "mmo.crypto"
 local db = require "mmo.db"
 local http = require "lib.http"
 local json = require "mmo.json"
+local players = require "lib.players"
 local session = require "lib.session"
 local validation = require "rules.validation"
 local ws = require "mmo.ws"
 
+local ipairs = ipairs
 local tostring = tostring
 
 
@@ -136,13 +138,31 @@ function _M.logout(req)
 end
 
 
+-- The account's players (API.md: GET /api/me), oldest first, as their documents: ids from
+-- the directory (main database), documents from the cache layers or the shards.
+local function my_players(account_id)
+    local rows = http.check(db.query(
+        "select id from player_directory where account_id = $1 order by id", account_id))
+    local list = {}
+    for _, r in ipairs(rows) do
+        local doc = players.document(r.id) -- nil: deleted meanwhile
+        doc = doc and json.decode(doc)
+        if doc then
+            doc.buffs = json.array(doc.buffs or {}) -- decoded [] would encode as {}
+            list[#list + 1] = doc
+        end
+    end
+    return #list > 0 and list or json.empty_array
+end
+
+
 function _M.me(req)
     local acct = http.check(db.query(ACCOUNT_BY_ID, req.account.id))[1]
     if not acct then
         http.fail(404, "not_found", "no such account")
     end
     return 200, { id = acct.id, username = acct.username, roles = acct.roles,
-                  players = json.empty_array }
+                  players = my_players(req.account.id) }
 end
 
 

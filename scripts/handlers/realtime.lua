@@ -14,6 +14,7 @@ local player = require "rules.player"
 local pipeline = require "lib.pipeline"
 local players = require "lib.players"
 local regions = require "lib.regions"
+local state = require "mmo.state"
 local time = require "mmo.time"
 local world = require "mmo.world"
 local ws = require "mmo.ws"
@@ -35,6 +36,8 @@ local CHAT = metrics.counter("mmo_chat_messages_total", "Chat messages sent, by 
 local _M = {}
 
 _M.PRESENCE_EVERY_MS = 10000   -- presence in Redis: written at most this often per connection
+_M.OBSERVE_EVERY_MS = 500      -- an observer's region snapshots: this often by default,
+_M.OBSERVE_MIN_MS = 100        --   and never more often than this
 _M.PRESENCE_TTL_S = 120        -- a node that died leaves records that expire after this
 
 
@@ -206,8 +209,55 @@ function _M.ping()
 end
 
 
+-- observers (the console's map): connection id -> {region, every (s), due (monotonic s)}
+local OBS = state.global("observers", { version = 1, init = function()
+    return { by_conn = {} }
+end })
+
+
+-- observe {region, every_ms}: every player of the region on this node, every every_ms, as
+-- one "observed" message; observe {region = null} stops. For moderators and up.
+function _M.observe(conn, msg)
+    if msg.region == nil or msg.region == json.null then
+        OBS.by_conn[conn.id] = nil
+        return { t = "observing", region = json.null }
+    end
+    if type(msg.region) ~= "string" or not regions.get(msg.region) then
+        fail("bad_message", "region: no such region")
+    end
+    local every = msg.every_ms == nil and _M.OBSERVE_EVERY_MS or tonumber(msg.every_ms)
+    if type(msg.every_ms) ~= "number" and msg.every_ms ~= nil or not every or every ~= every or
+       every < _M.OBSERVE_MIN_MS or every > 60000 then
+        fail("bad_message", "every_ms: a number of milliseconds from " .. _M.OBSERVE_MIN_MS ..
+             " to 60000")
+    end
+    OBS.by_conn[conn.id] = { region = msg.region, every = every / 1000, due = 0 }
+    return { t = "observing", region = msg.region, every_ms = every }
+end
+
+
+-- timer: the snapshots that are due, each region's encoded once
+function _M.observe_tick()
+    local now, snaps = time.monotonic(), {}
+    for id, o in pairs(OBS.by_conn) do
+        if now >= o.due then
+            o.due = now + o.every
+            local text = snaps[o.region]
+            if text == nil then
+                text = world.snapshot(o.region) or false
+                snaps[o.region] = text
+            end
+            if not text or not ws.send(id, text) then
+                OBS.by_conn[id] = nil -- the connection is gone (or the region)
+            end
+        end
+    end
+end
+
+
 -- the connection ended: save where its player was, drop the presence record
 function _M.leave(conn)
+    OBS.by_conn[conn.id] = nil
     if conn.player_id then
         handles.left(conn.player_id) -- timers tied to the player die with its stay
     end

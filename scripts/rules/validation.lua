@@ -114,6 +114,19 @@ function _M.ban(body)
 end
 
 
+-- POST /api/admin/accounts/:id/kick {reason}: the reason is optional
+function _M.kick(body)
+    if body ~= nil and type(body) ~= "table" then
+        return nil, "body: must be an object"
+    end
+    local r = body and body.reason
+    if r ~= nil and (type(r) ~= "string" or #r < 1 or #r > 500) then
+        return nil, "reason: must be 1-500 characters"
+    end
+    return true
+end
+
+
 -- ---- game events (the pipeline: POST /api/events and the WebSocket event message) ----------
 --
 -- An event type is data: its `data` fields, each {type, ...limits}. A designer adds a type here

@@ -321,6 +321,41 @@ describe("metrics of traffic, the Lua VM, hooks and items", function()
         assert.equal(before + 3, value(scrape(), series))
     end)
 
+    -- GET /api/admin/metrics: what the console charts, a sample every 5 s (lib/vitals.lua)
+    it("samples the node's vitals for the console: requests, p99, Lua errors", function()
+        assert.equal(401, node:request("GET", "/api/admin/metrics").status)
+        -- the first sample is a base: what follows it is counted in the next one
+        assert.is_true(server.eventually(function()
+            return #node:request("GET", "/api/admin/metrics", { token = admin }).json.samples > 0
+        end, 15))
+        local t0 = server.now()
+        for _ = 1, 3 do
+            assert.equal(500, node:request("GET", "/test/boom").status)
+        end
+        local got
+        assert.is_true(server.eventually(function()
+            local res = node:request("GET", "/api/admin/metrics", { token = admin })
+            assert.equal(200, res.status, res.body)
+            assert.equal(5, res.json.every_s)
+            local errors, busy = 0, nil
+            for _, s in ipairs(res.json.samples) do
+                if s.at > t0 then
+                    errors = errors + s.lua_errors
+                    if s.requests_per_s > 0 and type(s.p99_ms) == "number" then
+                        busy = s
+                    end
+                end
+            end
+            got = { errors = errors, busy = busy }
+            return errors >= 3 and busy ~= nil
+        end, 15), "samples after the errors: " .. tostring(got and got.errors))
+        assert.equal(3, got.errors)
+        assert.truthy(got.busy.p99_ms > 0 and got.busy.p99_ms <= 10000)
+        assert.is_number(got.busy.loop_lag_ms)
+        assert.is_number(got.busy.players)
+        assert.is_number(got.busy.queue_lag)
+    end)
+
     it("counts the full GC cycles of the Lua VM", function()
         local before = value(scrape(), "mmo_lua_gc_cycles_total")
         assert.is_number(before)

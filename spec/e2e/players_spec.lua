@@ -116,6 +116,15 @@ describe("players", function()
             assert.same(p, got.json)
             local m = node:request("GET", "/api/me", { token = me.token })
             assert.equal(200, m.status)
+            local listed
+            for _, q in ipairs(m.json.players) do
+                if q.id == p.id then
+                    listed = q
+                end
+            end
+            assert.same(p, listed) -- the account's players, as their documents
+            -- only the account's own: other has none yet
+            assert.same({}, node:request("GET", "/api/me", { token = other.token }).json.players)
         end)
 
         it("refuses a taken name (409), in any case and across shards", function()

@@ -29,7 +29,7 @@ describe("websocket", function()
         local res = node:request("POST", "/api/players",
                                  { token = t, body = { name = name(), class = "ranger", region = region } })
         assert.equal(201, res.status, res.body)
-        return { token = t, player = res.json, account = login.account_id }
+        return { token = t, player = res.json, account = login.account_id, username = u }
     end
 
     local function joined(p)
@@ -198,6 +198,46 @@ describe("websocket", function()
             d:close()
         end)
 
+        it("kicks an account: its connections close (4004), its sessions end, no ban", function()
+            local p = player()
+            local c = joined(p)
+            local admin = node:request("POST", "/api/auth/login", { body = { username = "admin",
+                password = os.getenv("MMO_ADMIN_PASSWORD") } }).json.access_token
+            -- refused: a player, a bad reason, no such account
+            assert.equal(403, node:request("POST", "/api/admin/accounts/" .. p.account .. "/kick",
+                                           { token = p.token, body = {} }).status)
+            local res = node:request("POST", "/api/admin/accounts/" .. p.account .. "/kick",
+                                     { token = admin, body = { reason = 42 } })
+            assert.equal(422, res.status)
+            assert.equal("validation_failed", res.json.error.code)
+            assert.equal(404, node:request("POST", "/api/admin/accounts/999999999/kick",
+                                           { token = admin, body = {} }).status)
+            c:send({ t = "ping" })
+            assert.is_table(c:expect("pong", 2)) -- none of that touched the connection
+            res = node:request("POST", "/api/admin/accounts/" .. p.account .. "/kick",
+                               { token = admin, body = { reason = "afk farming" } })
+            assert.equal(200, res.status, res.body)
+            assert.equal(1, res.json.connections_closed)
+            assert.truthy(res.json.sessions_ended >= 1)
+            assert.equal(4004, c:wait_close(2))
+            c:close()
+            -- the token is dead, but the account may log in again
+            assert.equal(401, node:request("GET", "/api/players/" .. p.player.id,
+                                           { token = p.token }).status)
+            assert.truthy(ws.connect(node, p.token) == nil)
+            assert.equal(200, node:request("POST", "/api/auth/login", { body = {
+                username = p.username, password = "correct horse battery staple" } }).status)
+            local audit = node:request("GET", "/api/admin/audit?limit=5", { token = admin }).json
+            local found
+            for _, e in ipairs(audit.entries) do
+                if e.action == "account.kick" and e.target == "account:" .. p.account then
+                    found = e
+                end
+            end
+            assert.is_table(found)
+            assert.equal("afk farming", found.data.reason)
+        end)
+
         it("lists sessions for moderators", function()
             local p = player()
             local c = joined(p)
@@ -216,6 +256,54 @@ describe("websocket", function()
             assert.equal("r1", found.region)
             assert.truthy(found.connected_at > 0 and found.last_seen > 0)
             assert.equal(403, node:request("GET", "/api/admin/sessions", { token = p.token }).status)
+            c:close()
+        end)
+
+        -- the console's live map: a moderator's connection gets the whole region, as snapshots
+        it("sends an observer every player of a region, moving, and refuses it to players", function()
+            local p = player("r1")
+            local c, w = joined(p)
+            local admin = node:request("POST", "/api/auth/login", { body = { username = "admin",
+                password = os.getenv("MMO_ADMIN_PASSWORD") } }).json.access_token
+            local o = assert(ws.connect(node, admin))
+            o:send({ t = "observe", region = "r1", every_ms = 100 })
+            assert.equal(100, o:expect("observing", 2).every_ms)
+            local function seen(x, y)
+                local deadline = server.now() + 3
+                while server.now() < deadline do
+                    local m = o:expect("observed", 1)
+                    if m then
+                        assert.equal("r1", m.region)
+                        for _, e in ipairs(m.players) do
+                            if e[1] == p.player.id and e[3] == x and e[4] == y then
+                                assert.equal(p.player.name, e[2])
+                                return true
+                            end
+                        end
+                    end
+                end
+                return false
+            end
+            local at = w.player.position
+            assert.is_true(seen(at.x, at.y))
+            server.sleep(0.3) -- let some travel time accrue
+            c:send({ t = "move", x = at.x + 1, y = at.y, seq = 1 })
+            assert.is_true(seen(at.x + 1, at.y))
+            -- stopped: no more snapshots
+            o:send([[{"t":"observe","region":null}]])
+            o:expect("observing", 2)
+            o:drain(0.3)
+            assert.is_nil(o:expect("observed", 0.5))
+            -- bad regions and rates; a player may not observe
+            o:send({ t = "observe", region = "nowhere" })
+            assert.equal("bad_message", o:expect("error", 2).code)
+            o:send({ t = "observe", region = "r1", every_ms = 1 })
+            assert.equal("bad_message", o:expect("error", 2).code)
+            o:send({ t = "observe", region = "r1", every_ms = "fast" })
+            assert.equal("bad_message", o:expect("error", 2).code)
+            c:send({ t = "observe", region = "r1" })
+            assert.equal("forbidden", c:expect("error", 2).code)
+            o:close()
             c:close()
         end)
     end)
