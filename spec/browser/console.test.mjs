@@ -25,11 +25,11 @@ test("the admin signs in and sees the Scripts page with the loaded version", asy
     const page = await open(browser);
     const res = await page.goto(URL + "/admin/");
     assert.match(res.headers()["content-security-policy"] || "", /script-src 'self'/);
-    await signIn(page, "admin", ADMIN_PASSWORD);
+    await signIn(page, "admin", ADMIN_PASSWORD, "scripts");
     const info = await must(200, "GET", "/api/admin/scripts", { token: admin });
     assert.equal(await waitText(page, "[data-field=version]", /^\d+$/), String(info.version));
     assert.equal(await page.locator("[data-field=hash]").textContent(), info.hash);
-    assert.deepEqual(await navTitles(page), ["Scripts", "Sessions", "Audit"]);
+    assert.deepEqual(await navTitles(page), ["Map", "Sessions", "Metrics", "Scripts", "Audit"]);
     await shot(page, "scripts");
     // a reload of the tab keeps the session (the refresh token is in sessionStorage) ...
     await page.reload();
@@ -47,7 +47,7 @@ test("the admin signs in and sees the Scripts page with the loaded version", asy
 test("the console refreshes its tokens before the access token expires", async () => {
     const page = await open(browser);
     await page.clock.install(); // the page's timers on a clock the test moves
-    await signIn(page, "admin", ADMIN_PASSWORD);
+    await signIn(page, "admin", ADMIN_PASSWORD, "scripts");
     await waitText(page, "[data-field=version]", /^\d+$/);
     const first = await page.evaluate(() => sessionStorage.getItem("mmo.console.refresh"));
     assert.ok(first);
@@ -66,7 +66,7 @@ test("the console refreshes its tokens before the access token expires", async (
 
 test("a broken script is refused with its file and line; the fixed one loads; rollback", async () => {
     const page = await open(browser);
-    await signIn(page, "admin", ADMIN_PASSWORD);
+    await signIn(page, "admin", ADMIN_PASSWORD, "scripts");
     const before = Number(await waitText(page, "[data-field=version]", /^\d+$/));
     const hash = await page.locator("[data-field=hash]").textContent();
     const file = join(SCRIPTS, "lib", "console_broken.lua");
@@ -101,20 +101,22 @@ test("a broken script is refused with its file and line; the fixed one loads; ro
     await page.context().close();
 });
 
-test("a moderator sees Sessions, not Scripts", async () => {
+test("a moderator sees Map, Sessions and Metrics, not Scripts", async () => {
     const mod = await account(["player", "moderator"], admin);
     const page = await open(browser);
     await signIn(page, mod.username, mod.password);
-    await waitText(page, "#page h1", /^Sessions$/);
-    assert.deepEqual(await navTitles(page), ["Sessions"]);
-    // asking for the page by its address shows Sessions and says why
+    await waitText(page, "#page h1", /^World map$/);
+    assert.deepEqual(await navTitles(page), ["Map", "Sessions", "Metrics"]);
+    // asking for the page by its address shows another and says why
     await page.goto(URL + "/admin/#scripts");
-    await waitText(page, "#page h1", /^Sessions$/);
     await waitText(page, "#flash", /scripts page is not available/);
+    await waitText(page, "#page h1", /^World map$/);
     assert.equal(await page.locator("#scripts-info").count(), 0);
     assert.equal(await page.locator("#scripts-reload").count(), 0);
     // a session ended elsewhere (here: the account banned) brings the sign-in form back at
     // the next call (401)
+    await page.click("#nav a[data-page=sessions]");
+    await page.locator("#sessions-list table").waitFor();
     await must(200, "POST", `/api/admin/accounts/${mod.id}/ban`, { token: admin, body: { reason: "test", minutes: 1 } });
     await page.click("#page button:text-is('Refresh')");
     await waitText(page, "#login-error", /Signed out/);
@@ -128,7 +130,7 @@ test("hostile text shows as text: a ban reason of <img src=x onerror=alert(1)>",
     const victim = await account(null, admin);
     await must(200, "POST", `/api/admin/accounts/${victim.id}/ban`, { token: admin, body: { reason: XSS, minutes: 1 } });
     const page = await open(browser);
-    await signIn(page, "admin", ADMIN_PASSWORD);
+    await signIn(page, "admin", ADMIN_PASSWORD, "scripts");
     await page.goto(URL + "/admin/#audit");
     await page.fill("#page input[name=action]", "account.ban");
     await page.click("#page form button[type=submit]");
@@ -144,7 +146,7 @@ test("hostile text shows as text: a ban reason of <img src=x onerror=alert(1)>",
 test("the audit log pages by `after`", async () => {
     for (let i = 0; i < 30; i++) await must(200, "GET", "/api/admin/cache", { token: admin }); // 30 entries
     const page = await open(browser);
-    await signIn(page, "admin", ADMIN_PASSWORD);
+    await signIn(page, "admin", ADMIN_PASSWORD, "scripts");
     await page.goto(URL + "/admin/#audit");
     await waitText(page, "#audit-list", /page 1/);
     const first = await page.locator("#audit-list tbody tr td:first-child").allTextContents();
@@ -159,22 +161,62 @@ test("the audit log pages by `after`", async () => {
     await page.context().close();
 });
 
-test("a moderator sees a live session and bans its account", async () => {
+// A bot (POST /api/admin/bots) in r1, playing over a WebSocket of a page of the same origin:
+// {bot, botPage}; botPage's window.bot: {ws, x, y, closed (the close code)}.
+async function joinBot() {
     const res = await must(200, "POST", "/api/admin/bots", { token: admin, body: { count: 1, prefix: "c" + letters(5), region: "r1" } });
     const bot = res.bots[0];
-    const mod = await account(["player", "moderator"], admin);
-    const page = await open(browser);
-    // the bot's WebSocket, from a page of the same origin
     const botPage = await open(browser);
     await botPage.goto(URL + "/admin/");
     await botPage.evaluate(([tok, pid]) => new Promise((resolve, reject) => {
         const ws = new WebSocket(location.origin.replace(/^http/, "ws") + "/ws?token=" + encodeURIComponent(tok));
-        window.botClosed = null;
+        window.bot = { ws, closed: null };
         ws.onopen = () => ws.send(JSON.stringify({ t: "join", player_id: pid }));
-        ws.onmessage = (m) => { if (JSON.parse(m.data).t === "welcome") resolve(); };
-        ws.onclose = (e) => { window.botClosed = e.code; reject(new Error("closed " + e.code)); };
+        ws.onmessage = (m) => {
+            const msg = JSON.parse(m.data);
+            if (msg.t === "welcome") {
+                window.bot.x = msg.player.position.x;
+                window.bot.y = msg.player.position.y;
+                resolve();
+            }
+        };
+        ws.onclose = (e) => { window.bot.closed = e.code; reject(new Error("closed " + e.code)); };
     }), [bot.token, bot.player_id]);
-    await signIn(page, mod.username, mod.password);
+    return { bot, botPage };
+}
+
+test("the map shows a player moving; the metrics page draws the node's charts", async () => {
+    const { bot, botPage } = await joinBot();
+    const page = await open(browser);
+    await signIn(page, "admin", ADMIN_PASSWORD, "map");
+    await page.waitForFunction((id) => window.mmoMap && window.mmoMap.players.has(id), bot.player_id);
+    const x0 = await page.evaluate((id) => window.mmoMap.players.get(id).x, bot.player_id);
+    // the bot walks east at 10 Hz, 0.4 units a step (within the rules' speed)
+    await botPage.evaluate(() => {
+        let seq = 0;
+        window.bot.walk = setInterval(() => {
+            window.bot.x += 0.4;
+            window.bot.ws.send(JSON.stringify({ t: "move", x: window.bot.x, y: window.bot.y, seq: ++seq }));
+        }, 100);
+    });
+    await page.waitForFunction(([id, x]) => window.mmoMap.players.get(id)?.x > x + 1.5, [bot.player_id, x0]);
+    await waitText(page, ".map-status", /^live/);
+    await shot(page, "map");
+    await page.click("#nav a[data-page=metrics]");
+    await page.waitForFunction(() => window.mmoCharts && window.mmoCharts.reads > 0);
+    assert.equal(await page.locator("#metrics figure.chart canvas").count(), 6);
+    await shot(page, "metrics");
+    assert.deepEqual(page.problems, []);
+    await botPage.evaluate(() => clearInterval(window.bot.walk));
+    await page.context().close();
+    await botPage.context().close();
+});
+
+test("a moderator sees a live session and bans its account", async () => {
+    const { bot, botPage } = await joinBot();
+    const mod = await account(["player", "moderator"], admin);
+    const page = await open(browser);
+    await signIn(page, mod.username, mod.password, "sessions");
     const row = page.locator("#sessions-list tbody tr", { hasText: String(bot.player_id) });
     await row.waitFor();
     await shot(page, "sessions");
@@ -183,8 +225,8 @@ test("a moderator sees a live session and bans its account", async () => {
     await page.fill("#ban-form input[name=minutes]", "5");
     await page.click("#ban-form button[type=submit]");
     await waitText(page, "#flash", /banned until/);
-    await botPage.waitForFunction(() => window.botClosed !== null);
-    assert.equal(await botPage.evaluate(() => window.botClosed), 4003);
+    await botPage.waitForFunction(() => window.bot.closed !== null);
+    assert.equal(await botPage.evaluate(() => window.bot.closed), 4003);
     assert.deepEqual(page.problems, []);
     await page.context().close();
     await botPage.context().close();

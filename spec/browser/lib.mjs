@@ -80,8 +80,9 @@ export async function open(browser) {
     return page;
 }
 
-export async function signIn(page, username, password) {
-    await page.goto(URL + "/admin/");
+// Sign in on /admin/#hash (the page to show; the first the roles allow when none).
+export async function signIn(page, username, password, hash = "") {
+    await page.goto(URL + "/admin/" + (hash ? "#" + hash : ""));
     await page.locator("#login-form").waitFor();
     await page.fill("#login-form input[name=username]", username);
     await page.fill("#login-form input[name=password]", password);

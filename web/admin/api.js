@@ -41,6 +41,11 @@ export function signedIn() {
     return access !== null;
 }
 
+// The access token, for what cannot send a header: the WebSocket's ?token= (map.js).
+export function accessToken() {
+    return access;
+}
+
 export function currentRoles() {
     return roles.slice();
 }

@@ -1,15 +1,19 @@
 // app.js: the web console (GET /admin/). Sign in, then the pages the account's roles allow;
-// the page is chosen by the location hash (#scripts, #sessions, #audit).
+// the page is chosen by the location hash (#map, #sessions, #metrics, #scripts, #audit). A
+// page's render(root, ctx) may return a function that stops what it started (timers, a
+// WebSocket): it is called when another page is shown or the session ends.
 import * as session from "./api.js";
 import { h, fill } from "./dom.js";
 import { page as scripts } from "./pages/scripts.js";
 import { page as sessions } from "./pages/sessions.js";
 import { page as audit } from "./pages/audit.js";
+import { page as map } from "./pages/map.js";
+import { page as metrics } from "./pages/metrics.js";
 
 // Each page names the role routes.lua requires for its calls; the core lets admin through
 // every check, and allowed() mirrors that. Hiding a page is a convenience: the API refuses
 // the calls anyway (403).
-const PAGES = [scripts, sessions, audit];
+const PAGES = [map, sessions, metrics, scripts, audit];
 
 const $ = (id) => document.getElementById(id);
 
@@ -33,7 +37,18 @@ function error(e) {
     flash(e && e.message ? e.message : String(e), "bad");
 }
 
+let leave = null; // what stops the page on screen
+function stopPage() {
+    if (leave) {
+        const fn = leave;
+        leave = null;
+        fn();
+    }
+}
+
 function showLogin(message) {
+    shown++;
+    stopPage();
     $("login").hidden = false;
     fill($("page"));
     fill($("nav"));
@@ -53,6 +68,7 @@ function renderNav(current) {
 
 async function route() {
     if (!session.signedIn()) return showLogin();
+    stopPage();
     $("login").hidden = true;
     $("logout").hidden = false;
     $("who").textContent = `account ${session.currentAccount()} \u00b7 ${session.currentRoles().join(", ")}`;
@@ -71,8 +87,14 @@ async function route() {
         flash(`The ${want} page is not available to this account.`, "bad");
     }
     root.dataset.page = p.id;
-    await p.render(root, { flash, error });
+    const gen = ++shown;
+    const stop = await p.render(root, { flash, error });
+    if (typeof stop !== "function") return;
+    if (gen === shown && session.signedIn()) leave = stop;
+    else stop(); // another page or the sign-in form came while this one was starting
 }
+
+let shown = 0;
 
 async function submitLogin(ev) {
     ev.preventDefault();
