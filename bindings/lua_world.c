@@ -6,7 +6,8 @@
  *                                        -> nearby | nil, err     nearby: {{id, name, x, y}}
  *       A player already in the world on another connection continues on this one; the other
  *       gets {"t":"error","code":"replaced"} and is closed (4002). Then call ws.set_player.
- *   world.move(player_id, x, y)          -> true | nil, "not found" | nil, "invalid"
+ *   world.move(player_id, x, y [, at])   -> true | nil, "not found" | nil, "invalid"
+ *       at: the player's travel clock after the move (rules/movement.lua), default now
  *   world.position(player_id)            -> {x, y, region, at, name, guild} | nil
  *   world.leave(player_id, conn_id)      -> true | nil, "not found"
  *   world.generation(player_id)          -> n | nil   this stay in the world (new at each join)
@@ -141,7 +142,10 @@ static int l_join(lua_State *L)
 static int l_move(lua_State *L)
 {
     struct realtime *rt = rt_of(L);
-    int rc = world_move(realtime_world(rt), id_arg(L, 1), coord(L, 2), coord(L, 3), now());
+    double at = luaL_optnumber(L, 4, 0);
+    if (!(isfinite(at) && at > 0))
+        at = now();
+    int rc = world_move(realtime_world(rt), id_arg(L, 1), coord(L, 2), coord(L, 3), at);
     if (rc < 0)
         return lb_push_err(L, rc);
     lua_pushboolean(L, 1);

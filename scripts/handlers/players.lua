@@ -150,17 +150,18 @@ function _M.update(req)
         if change.position then
             local now = time.now()
             local speed = player.stats(cur.class, cur.level, cur.buffs, now).speed
-            local region, why = movement.check({ x = cur.x, y = cur.y, at = cur.moved_at },
-                                               change.position, now, speed, regions)
+            local region, why_or_at = movement.check({ x = cur.x, y = cur.y,
+                                                       at = cur.moved_at },
+                                                     change.position, now, speed, regions)
             if not region then
                 http.fail(422, "move_rejected", "that move breaks the movement rules",
-                          { reason = why, position = { region = cur.region, x = cur.x,
+                          { reason = why_or_at, position = { region = cur.region, x = cur.x,
                                                        y = cur.y } })
             end
             set("x", change.position.x)
             set("y", change.position.y)
             set("region", region)
-            set("moved_at", now)
+            set("moved_at", why_or_at) -- the travel clock (rules/movement.lua)
         end
         updated = http.check(q("update players set " .. table.concat(sets, ", ") ..
                                ", version = version + 1 where id = $1 returning " ..
@@ -201,6 +202,41 @@ end
 
 
 -- GET /api/players?region=&limit=&after= (moderator): every shard, merged by id
+-- The players whose name starts with prefix, whatever the case, by name: the directory (the
+-- main database, an index on lower(name)) names them, their shards hold them.
+local function by_name(prefix, limit)
+    if type(prefix) ~= "string" or #prefix < 1 or #prefix > 32 then
+        invalid("name: the start of a name, 1 to 32 characters")
+    end
+    local pattern = prefix:gsub("[\\%%_]", "\\%0") -- LIKE's wildcards, taken literally
+    local ids = http.check(db.query("select id from player_directory where lower(name) like " ..
+                                    "lower($1) || '%' order by lower(name), id limit $2",
+                                    pattern, limit))
+    local by_shard, order = {}, {}
+    for i, r in ipairs(ids) do
+        order[r.id] = i
+        local s = r.id % players.SHARDS
+        by_shard[s] = by_shard[s] or json.array({})
+        by_shard[s][#by_shard[s] + 1] = r.id
+    end
+    local now, out = time.now(), json.array({})
+    for s, list in pairs(by_shard) do
+        local rows = http.check(db.shard(s).query("select " .. players.COLUMNS .. " from " ..
+            "players where id in (select (json_array_elements_text($1))::bigint)", list))
+        for _, r in ipairs(rows) do
+            out[order[r.id]] = player.document(r, now)
+        end
+    end
+    local packed = json.array({}) -- a player deleted since the directory named it leaves a hole
+    for i = 1, #ids do
+        if out[i] then
+            packed[#packed + 1] = out[i]
+        end
+    end
+    return packed
+end
+
+
 function _M.list(req)
     local q = req.query
     local limit = tonumber(q.limit or 50)
@@ -213,6 +249,9 @@ function _M.list(req)
     end
     if q.region and #q.region > 64 then
         invalid("region: too long")
+    end
+    if q.name ~= nil then
+        return 200, { players = by_name(q.name, limit) }
     end
     local all = {}
     for _, n in ipairs(db.shard_ids()) do

@@ -134,16 +134,16 @@ function _M.move(conn, msg)
     local pid, pos = joined(conn)
     -- the speed of the player's class, level and buffs, set at join (a buff that runs out is
     -- counted: conn.speed is the speed now)
-    local region, why = movement.check({ x = pos.x, y = pos.y, at = pos.at },
+    local region, why_or_at = movement.check({ x = pos.x, y = pos.y, at = pos.at },
                                        { x = msg.x, y = msg.y }, time.now(), conn.speed,
                                        regions.all())
     if not region then
         MOVES:inc(1, "rejected")
         return { t = "correct", x = pos.x, y = pos.y, seq = type(msg.seq) == "number" and msg.seq
-                 or json.null, reason = why }
+                 or json.null, reason = why_or_at }
     end
     MOVES:inc(1, "accepted")
-    world.move(pid, msg.x, msg.y)
+    world.move(pid, msg.x, msg.y, why_or_at) -- the player's travel clock (rules/movement.lua)
     if ws.touch(conn.id, _M.PRESENCE_EVERY_MS) then
         write_presence(conn, pid, region)
     end

@@ -205,6 +205,41 @@ describe("players", function()
             assert.truthy(page2.json.players[1].id > res.json.players[1].id)
             is_error(node:request("GET", "/api/players", { token = me.token }), 403)
         end)
+
+        it("finds players by the start of their name, whatever the case (the console's search)", function()
+            local a = new_player(me, "r1")
+            local b = new_player(me, "r3") -- on shard 1
+            local prefix = a.name:sub(1, 3)
+            local function search(q, token)
+                return node:request("GET", "/api/players?name=" .. q, { token = token or admin.token })
+            end
+            local res = search(a.name:lower())
+            assert.equal(200, res.status, res.body)
+            assert.equal(1, #res.json.players)
+            assert.equal(a.id, res.json.players[1].id)
+            assert.equal(a.name, res.json.players[1].name)
+            res = search(b.name:upper())
+            assert.equal(b.id, res.json.players[1].id)
+            assert.equal("r3", res.json.players[1].position.region)
+            -- a prefix finds many, by name
+            res = search(prefix .. "&limit=200")
+            local names = {}
+            for _, p in ipairs(res.json.players) do
+                assert.equal(prefix:lower(), p.name:sub(1, 3):lower())
+                names[#names + 1] = p.name:lower()
+            end
+            local sorted = {}
+            for i, n in ipairs(names) do
+                sorted[i] = n
+            end
+            table.sort(sorted)
+            assert.same(sorted, names)
+            -- LIKE's wildcards are letters here: nothing is named with them
+            assert.equal(0, #search("%25").json.players)
+            assert.equal(0, #search("_").json.players)
+            is_error(search(string.rep("x", 33)), 422)
+            is_error(search(a.name, me.token), 403)
+        end)
     end)
 
     describe("shards", function()
