@@ -1,0 +1,246 @@
+// console.test.mjs: the web console (GET /admin/) in headless chromium, against a node started
+// by spec/browser/run on a copy of scripts/ (MMO_BROWSER_SCRIPTS) that these tests edit.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { writeFileSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { ADMIN_PASSWORD, SCRIPTS, XSS, URL, account, call, launch, letters, must, navTitles, open, shot,
+    signIn, token, waitText } from "./lib.mjs";
+
+let browser;
+let admin; // the admin's access token, for setting the scene through the API
+
+before(async () => {
+    assert.ok(ADMIN_PASSWORD, "MMO_ADMIN_PASSWORD must be set");
+    assert.ok(SCRIPTS, "MMO_BROWSER_SCRIPTS must name the node's scripts directory");
+    admin = await token("admin", ADMIN_PASSWORD);
+    browser = await launch();
+});
+
+after(async () => {
+    if (browser) await browser.close();
+});
+
+test("the admin signs in and sees the Scripts page with the loaded version", async () => {
+    const page = await open(browser);
+    const res = await page.goto(URL + "/admin/");
+    assert.match(res.headers()["content-security-policy"] || "", /script-src 'self'/);
+    await signIn(page, "admin", ADMIN_PASSWORD, "scripts");
+    const info = await must(200, "GET", "/api/admin/scripts", { token: admin });
+    assert.equal(await waitText(page, "[data-field=version]", /^\d+$/), String(info.version));
+    assert.equal(await page.locator("[data-field=hash]").textContent(), info.hash);
+    assert.deepEqual(await navTitles(page), ["Map", "Sessions", "Metrics", "Scripts", "Audit"]);
+    await shot(page, "scripts");
+    // a reload of the tab keeps the session (the refresh token is in sessionStorage) ...
+    await page.reload();
+    await waitText(page, "[data-field=version]", /^\d+$/);
+    // ... and logging out ends it, for this tab and after a reload too
+    await page.click("#logout");
+    await page.locator("#login-form").waitFor();
+    await page.reload();
+    await page.locator("#login-form").waitFor();
+    assert.equal(await page.locator("#logout").isVisible(), false);
+    assert.deepEqual(page.problems, []);
+    await page.context().close();
+});
+
+test("the console refreshes its tokens before the access token expires", async () => {
+    const page = await open(browser);
+    await page.clock.install(); // the page's timers on a clock the test moves
+    await signIn(page, "admin", ADMIN_PASSWORD, "scripts");
+    await waitText(page, "[data-field=version]", /^\d+$/);
+    const first = await page.evaluate(() => sessionStorage.getItem("mmo.console.refresh"));
+    assert.ok(first);
+    // 80% of the access token's life (auth.access_ttl_s: 900 s by default) later
+    const refreshed = page.waitForResponse((r) => r.url().endsWith("/api/auth/refresh"));
+    await page.clock.fastForward("13:00");
+    assert.equal((await refreshed).status(), 200);
+    await page.waitForFunction((old) => sessionStorage.getItem("mmo.console.refresh") !== old, first);
+    // and goes on with the new pair
+    await page.click("#nav a[data-page=audit]");
+    await waitText(page, "#audit-list", /page 1/);
+    assert.equal(await page.locator("#login").isVisible(), false);
+    assert.deepEqual(page.problems, []);
+    await page.context().close();
+});
+
+test("a broken script is refused with its file and line; the fixed one loads; rollback", async () => {
+    const page = await open(browser);
+    await signIn(page, "admin", ADMIN_PASSWORD, "scripts");
+    const before = Number(await waitText(page, "[data-field=version]", /^\d+$/));
+    const hash = await page.locator("[data-field=hash]").textContent();
+    const file = join(SCRIPTS, "lib", "console_broken.lua");
+    writeFileSync(file, "local x = 1\nlocal y = = 2\nreturn {}\n");
+    try {
+        await page.click("#scripts-reload");
+        await page.locator("#scripts-result.bad").waitFor();
+        assert.equal(await page.locator("#scripts-result [data-field=file]").textContent(), file);
+        assert.equal(await page.locator("#scripts-result [data-field=line]").textContent(), "2");
+        assert.match(await page.locator("#scripts-result").textContent(), /console_broken\.lua/);
+        await shot(page, "reload-error");
+        // the running set stayed
+        assert.equal(await page.locator("[data-field=version]").textContent(), String(before));
+    } finally {
+        rmSync(file, { force: true });
+    }
+    writeFileSync(file, "local _M = {}\n\nreturn _M\n");
+    try {
+        await page.click("#scripts-reload");
+        await page.locator("#scripts-result.ok").waitFor();
+        assert.equal(await page.locator("#scripts-result [data-field=new-version]").textContent(), String(before + 1));
+        assert.equal(await waitText(page, "[data-field=version]", new RegExp(`^${before + 1}$`)), String(before + 1));
+        assert.notEqual(await page.locator("[data-field=hash]").textContent(), hash);
+    } finally {
+        rmSync(file, { force: true });
+    }
+    // Roll back: the set from before the reload, by its hash
+    await page.click("#scripts-rollback");
+    await waitText(page, "#scripts-result.ok", /^Rollback done/);
+    await waitText(page, "[data-field=hash]", new RegExp(`^${hash}$`));
+    assert.deepEqual(page.problems, []);
+    await page.context().close();
+});
+
+test("a moderator sees Map, Sessions and Metrics, not Scripts", async () => {
+    const mod = await account(["player", "moderator"], admin);
+    const page = await open(browser);
+    await signIn(page, mod.username, mod.password);
+    await waitText(page, "#page h1", /^World map$/);
+    assert.deepEqual(await navTitles(page), ["Map", "Sessions", "Metrics"]);
+    // asking for the page by its address shows another and says why
+    await page.goto(URL + "/admin/#scripts");
+    await waitText(page, "#flash", /scripts page is not available/);
+    await waitText(page, "#page h1", /^World map$/);
+    assert.equal(await page.locator("#scripts-info").count(), 0);
+    assert.equal(await page.locator("#scripts-reload").count(), 0);
+    // a session ended elsewhere (here: the account banned) brings the sign-in form back at
+    // the next call (401)
+    await page.click("#nav a[data-page=sessions]");
+    await page.locator("#sessions-list table").waitFor();
+    await must(200, "POST", `/api/admin/accounts/${mod.id}/ban`, { token: admin, body: { reason: "test", minutes: 1 } });
+    await page.click("#page button:text-is('Refresh')");
+    await waitText(page, "#login-error", /Signed out/);
+    assert.equal(await page.locator("#login-form").isVisible(), true);
+    assert.equal(await page.evaluate(() => sessionStorage.getItem("mmo.console.refresh")), null);
+    assert.deepEqual(page.problems, []);
+    await page.context().close();
+});
+
+test("hostile text shows as text: a ban reason of <img src=x onerror=alert(1)>", async () => {
+    const victim = await account(null, admin);
+    await must(200, "POST", `/api/admin/accounts/${victim.id}/ban`, { token: admin, body: { reason: XSS, minutes: 1 } });
+    const page = await open(browser);
+    await signIn(page, "admin", ADMIN_PASSWORD, "scripts");
+    await page.goto(URL + "/admin/#audit");
+    await page.fill("#page input[name=action]", "account.ban");
+    await page.click("#page form button[type=submit]");
+    const cell = page.locator("#audit-list td", { hasText: XSS }).first();
+    await cell.waitFor();
+    assert.match(await cell.textContent(), /<img src=x onerror=alert\(1\)>/);
+    assert.equal(await page.locator("#page img").count(), 0);
+    await shot(page, "audit");
+    assert.deepEqual(page.problems, []);
+    await page.context().close();
+});
+
+test("the audit log pages by `after`", async () => {
+    for (let i = 0; i < 30; i++) await must(200, "GET", "/api/admin/cache", { token: admin }); // 30 entries
+    const page = await open(browser);
+    await signIn(page, "admin", ADMIN_PASSWORD, "scripts");
+    await page.goto(URL + "/admin/#audit");
+    await waitText(page, "#audit-list", /page 1/);
+    const first = await page.locator("#audit-list tbody tr td:first-child").allTextContents();
+    assert.equal(first.length, 25);
+    await page.click("#audit-older");
+    await waitText(page, "#audit-list", /page 2/);
+    const second = await page.locator("#audit-list tbody tr td:first-child").allTextContents();
+    assert.ok(Number(second[0]) < Number(first[first.length - 1]), `${second[0]} after ${first.at(-1)}`);
+    await page.click("#audit-newer");
+    await waitText(page, "#audit-list", /page 1/);
+    assert.deepEqual(page.problems, []);
+    await page.context().close();
+});
+
+// A bot (POST /api/admin/bots) in r1, playing over a WebSocket of a page of the same origin:
+// {bot, botPage}; botPage's window.bot: {ws, x, y, closed (the close code)}.
+async function joinBot() {
+    const res = await must(200, "POST", "/api/admin/bots", { token: admin, body: { count: 1, prefix: "c" + letters(5), region: "r1" } });
+    const bot = res.bots[0];
+    const botPage = await open(browser);
+    await botPage.goto(URL + "/admin/");
+    await botPage.evaluate(([tok, pid]) => new Promise((resolve, reject) => {
+        const ws = new WebSocket(location.origin.replace(/^http/, "ws") + "/ws?token=" + encodeURIComponent(tok));
+        window.bot = { ws, closed: null };
+        ws.onopen = () => ws.send(JSON.stringify({ t: "join", player_id: pid }));
+        ws.onmessage = (m) => {
+            const msg = JSON.parse(m.data);
+            if (msg.t === "welcome") {
+                window.bot.x = msg.player.position.x;
+                window.bot.y = msg.player.position.y;
+                resolve();
+            }
+        };
+        ws.onclose = (e) => { window.bot.closed = e.code; reject(new Error("closed " + e.code)); };
+    }), [bot.token, bot.player_id]);
+    return { bot, botPage };
+}
+
+test("the map shows a player moving; the metrics page draws the node's charts", async () => {
+    const { bot, botPage } = await joinBot();
+    const page = await open(browser);
+    await signIn(page, "admin", ADMIN_PASSWORD, "map");
+    await page.waitForFunction((id) => window.mmoMap && window.mmoMap.players.has(id), bot.player_id);
+    const x0 = await page.evaluate((id) => window.mmoMap.players.get(id).x, bot.player_id);
+    // the bot walks east at 10 Hz, 0.4 units a step (within the rules' speed)
+    await botPage.evaluate(() => {
+        let seq = 0;
+        window.bot.walk = setInterval(() => {
+            window.bot.x += 0.4;
+            window.bot.ws.send(JSON.stringify({ t: "move", x: window.bot.x, y: window.bot.y, seq: ++seq }));
+        }, 100);
+    });
+    await page.waitForFunction(([id, x]) => window.mmoMap.players.get(id)?.x > x + 1.5, [bot.player_id, x0]);
+    await waitText(page, ".map-status", /^live/);
+    await shot(page, "map");
+    await page.click("#nav a[data-page=metrics]");
+    await page.waitForFunction(() => window.mmoCharts && window.mmoCharts.reads > 0);
+    assert.equal(await page.locator("#metrics figure.chart canvas").count(), 6);
+    await shot(page, "metrics");
+    assert.deepEqual(page.problems, []);
+    await botPage.evaluate(() => clearInterval(window.bot.walk));
+    await page.context().close();
+    await botPage.context().close();
+});
+
+test("a moderator sees a live session and bans its account", async () => {
+    const { bot, botPage } = await joinBot();
+    const mod = await account(["player", "moderator"], admin);
+    const page = await open(browser);
+    await signIn(page, mod.username, mod.password, "sessions");
+    const row = page.locator("#sessions-list tbody tr", { hasText: String(bot.player_id) });
+    await row.waitFor();
+    await shot(page, "sessions");
+    await row.locator("button", { hasText: "Ban" }).click();
+    await page.fill("#ban-form input[name=reason]", "botting");
+    await page.fill("#ban-form input[name=minutes]", "5");
+    await page.click("#ban-form button[type=submit]");
+    await waitText(page, "#flash", /banned until/);
+    await botPage.waitForFunction(() => window.bot.closed !== null);
+    assert.equal(await botPage.evaluate(() => window.bot.closed), 4003);
+    assert.deepEqual(page.problems, []);
+    await page.context().close();
+    await botPage.context().close();
+});
+
+test("an API error shows the API's message", async () => {
+    const page = await open(browser);
+    await page.goto(URL + "/admin/");
+    await page.fill("#login-form input[name=username]", "admin");
+    await page.fill("#login-form input[name=password]", "not-the-password");
+    await page.click("#login-form button[type=submit]");
+    const r = await call("POST", "/api/auth/login", { body: { username: "admin", password: "not-the-password" } });
+    assert.equal(r.status, 401);
+    assert.equal(await waitText(page, "#login-error", /\S/), r.json.error.message);
+    await shot(page, "login");
+    await page.context().close();
+});
