@@ -29,7 +29,7 @@ test("the admin signs in and sees the Scripts page with the loaded version", asy
     const info = await must(200, "GET", "/api/admin/scripts", { token: admin });
     assert.equal(await waitText(page, "[data-field=version]", /^\d+$/), String(info.version));
     assert.equal(await page.locator("[data-field=hash]").textContent(), info.hash);
-    assert.deepEqual(await navTitles(page), ["Map", "Sessions", "Metrics", "Scripts", "Audit"]);
+    assert.deepEqual(await navTitles(page), ["Map", "Sessions", "Players", "Metrics", "World events", "Scripts", "Audit"]);
     await shot(page, "scripts");
     // a reload of the tab keeps the session (the refresh token is in sessionStorage) ...
     await page.reload();
@@ -101,12 +101,12 @@ test("a broken script is refused with its file and line; the fixed one loads; ro
     await page.context().close();
 });
 
-test("a moderator sees Map, Sessions and Metrics, not Scripts", async () => {
+test("a moderator sees Map, Sessions, Players and Metrics, not Scripts or World events", async () => {
     const mod = await account(["player", "moderator"], admin);
     const page = await open(browser);
     await signIn(page, mod.username, mod.password);
     await waitText(page, "#page h1", /^World map$/);
-    assert.deepEqual(await navTitles(page), ["Map", "Sessions", "Metrics"]);
+    assert.deepEqual(await navTitles(page), ["Map", "Sessions", "Players", "Metrics"]);
     // asking for the page by its address shows another and says why
     await page.goto(URL + "/admin/#scripts");
     await waitText(page, "#flash", /scripts page is not available/);
@@ -242,5 +242,109 @@ test("an API error shows the API's message", async () => {
     assert.equal(r.status, 401);
     assert.equal(await waitText(page, "#login-error", /\S/), r.json.error.message);
     await shot(page, "login");
+    await page.context().close();
+});
+
+test("the map shows a bot of tools/loadbot moving", async () => {
+    const loadbot = (process.env.MMO_BIN || "build-asan/mmo").replace(/mmo$/, "loadbot");
+    const prefix = letters(4);
+    const { spawn } = await import("node:child_process");
+    // one bot, 5 moves a second for 20 s (it stops by itself; killed at the end anyway)
+    const lb = spawn(loadbot, ["--url", URL, "--bots", "1", "--rate", "5", "--duration", "20",
+        "--prefix", prefix, "--quiet"], { stdio: ["ignore", "ignore", "inherit"] });
+    try {
+        const page = await open(browser);
+        await signIn(page, "admin", ADMIN_PASSWORD, "map");
+        const find = ([p]) => {
+            for (const v of window.mmoMap.players.values()) if (v.name.toLowerCase().startsWith(p)) return v;
+            return null;
+        };
+        await page.waitForFunction(find, [prefix]).catch(async (e) => {
+            const seen = await page.evaluate(() => JSON.stringify({ region: window.mmoMap.region,
+                n: window.mmoMap.players.size, snapshots: window.mmoMap.snapshots,
+                status: document.querySelector(".map-status")?.textContent,
+                names: [...window.mmoMap.players.values()].map((v) => v.name).slice(0, 20) }));
+            throw new Error(`no bot named ${prefix}... on the map: ${seen} (${e.message})`);
+        });
+        const first = await page.evaluate(find, [prefix]);
+        await page.waitForFunction(([p, x, y]) => {
+            for (const v of window.mmoMap.players.values()) {
+                if (v.name.toLowerCase().startsWith(p) && (v.x !== x || v.y !== y)) return true;
+            }
+            return false;
+        }, [prefix, first.x, first.y]);
+        assert.deepEqual(page.problems, []);
+        await page.context().close();
+    } finally {
+        lb.kill("SIGTERM");
+    }
+});
+
+test("a moderator kicks a live session: its WebSocket closes with 4004", async () => {
+    const { bot, botPage } = await joinBot();
+    const mod = await account(["player", "moderator"], admin);
+    const page = await open(browser);
+    await signIn(page, mod.username, mod.password, "sessions");
+    const row = page.locator("#sessions-list tbody tr", { hasText: String(bot.player_id) });
+    await row.waitFor();
+    await row.locator("button", { hasText: "Kick" }).click();
+    await waitText(page, "#flash", /kicked/);
+    await botPage.waitForFunction(() => window.bot.closed !== null);
+    assert.equal(await botPage.evaluate(() => window.bot.closed), 4004);
+    assert.deepEqual(page.problems, []);
+    await page.context().close();
+    await botPage.context().close();
+});
+
+test("an admin finds a player by name and grants it an item; a moderator may search, not grant", async () => {
+    const res = await must(200, "POST", "/api/admin/bots", { token: admin, body: { count: 1, prefix: "g" + letters(5), region: "r1" } });
+    const bot = res.bots[0];
+    const doc = await must(200, "GET", `/api/players/${bot.player_id}`, { token: admin });
+    const page = await open(browser);
+    await signIn(page, "admin", ADMIN_PASSWORD, "players");
+    await page.fill("#player-search input[name=name]", doc.name.slice(0, 5).toUpperCase());
+    await page.click("#player-search button[type=submit]");
+    await page.locator("#player-results button", { hasText: doc.name }).click();
+    await waitText(page, "#player-card h2", new RegExp("^" + doc.name + "$"));
+    await page.fill("#grant-form input[name=item]", "potion_small");
+    await page.fill("#grant-form input[name=qty]", "3");
+    await page.click("#grant-form button[type=submit]");
+    await waitText(page, "#player-card table", /potion_small\s*3/);
+    const inv = await must(200, "GET", `/api/players/${bot.player_id}/inventory`, { token: admin });
+    assert.equal(inv.items.find((i) => i.item === "potion_small").qty, 3);
+    await shot(page, "players");
+    assert.deepEqual(page.problems, []);
+    await page.context().close();
+
+    const mod = await account(["player", "moderator"], admin);
+    const mpage = await open(browser);
+    await signIn(mpage, mod.username, mod.password, "players");
+    await mpage.fill("#player-search input[name=name]", doc.name);
+    await mpage.click("#player-search button[type=submit]");
+    await mpage.locator("#player-results button", { hasText: doc.name }).click();
+    await waitText(mpage, "#player-card h2", new RegExp("^" + doc.name + "$"));
+    assert.equal(await mpage.locator("#grant-form").count(), 0);
+    await mpage.context().close();
+});
+
+test("a designer starts a world event; a bad one is refused with the API's message", async () => {
+    const des = await account(["player", "designer"], admin);
+    const page = await open(browser);
+    await signIn(page, des.username, des.password, "events");
+    await page.locator("#event-form select[name=region] option").first().waitFor({ state: "attached" });
+    await page.fill("#event-form input[name=type]", "double_xp");
+    await page.selectOption("#event-form select[name=region]", "r2");
+    await page.fill("#event-form textarea[name=params]", '{"duration_s": 60}');
+    await page.click("#event-form button[type=submit]");
+    await waitText(page, "#event-result", /started: event \d+ \(double_xp in r2\)/);
+    const id = (await page.textContent("#event-result")).match(/event (\d+)/)[1];
+    await page.locator("#event-list tbody tr", { hasText: "double_xp" }).first().waitFor();
+    const listed = await must(200, "GET", "/api/world/events?limit=50", { token: admin });
+    assert.ok(listed.events.some((e) => String(e.id) === id && e.region === "r2"));
+    await page.fill("#event-form input[name=type]", "no_such_kind");
+    await page.click("#event-form button[type=submit]");
+    await waitText(page, "#event-result", /type: a kind of scripts\/world_events/);
+    await shot(page, "events");
+    assert.deepEqual(page.problems, []);
     await page.context().close();
 });

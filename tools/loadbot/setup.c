@@ -467,6 +467,19 @@ int setup_bots(struct lb *lb)
         lb->bx1 = fmax(lb->bx1, b->x);
         lb->by1 = fmax(lb->by1, b->y);
     }
+    /* a box of one point (one bot, or bots all placed on one spot) would keep them standing:
+     * at least 40 steps across, around its middle */
+    double least = 40 * o->step;
+    if (lb->bx1 - lb->bx0 < least) {
+        double c = (lb->bx0 + lb->bx1) / 2;
+        lb->bx0 = c - least / 2;
+        lb->bx1 = c + least / 2;
+    }
+    if (lb->by1 - lb->by0 < least) {
+        double c = (lb->by0 + lb->by1) / 2;
+        lb->by0 = c - least / 2;
+        lb->by1 = c + least / 2;
+    }
     if (!o->quiet)
         fprintf(stderr,
                 "loadbot: %d bots from %s in %.1f s (walking in [%.0f, %.0f] x [%.0f, %.0f])\n", n,

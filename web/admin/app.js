@@ -1,5 +1,6 @@
 // app.js: the web console (GET /admin/). Sign in, then the pages the account's roles allow;
-// the page is chosen by the location hash (#map, #sessions, #metrics, #scripts, #audit). A
+// the page is chosen by the location hash (#map, #sessions, #players, #metrics, #events,
+// #scripts, #audit). A
 // page's render(root, ctx) may return a function that stops what it started (timers, a
 // WebSocket): it is called when another page is shown or the session ends.
 import * as session from "./api.js";
@@ -9,11 +10,13 @@ import { page as sessions } from "./pages/sessions.js";
 import { page as audit } from "./pages/audit.js";
 import { page as map } from "./pages/map.js";
 import { page as metrics } from "./pages/metrics.js";
+import { page as players } from "./pages/players.js";
+import { page as events } from "./pages/events.js";
 
 // Each page names the role routes.lua requires for its calls; the core lets admin through
 // every check, and allowed() mirrors that. Hiding a page is a convenience: the API refuses
 // the calls anyway (403).
-const PAGES = [map, sessions, metrics, scripts, audit];
+const PAGES = [map, sessions, players, metrics, events, scripts, audit];
 
 const $ = (id) => document.getElementById(id);
 

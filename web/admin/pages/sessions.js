@@ -1,4 +1,5 @@
-// pages/sessions.js: who is online (GET /api/admin/sessions) and banning an account.
+// pages/sessions.js: who is online (GET /api/admin/sessions), kicking an account (its sessions
+// end, it may sign in again) and banning one.
 import { api } from "../api.js";
 import { h, fill, table, text, when } from "../dom.js";
 
@@ -31,9 +32,21 @@ async function render(root, ctx) {
                 { title: "Region", cell: (s) => text(s.region) },
                 { title: "Connected", cell: (s) => when(s.connected_at) },
                 { title: "Last seen", cell: (s) => when(s.last_seen) },
-                { title: "", cell: (s) => h("button", { type: "button", class: "danger small",
-                    onclick: () => ban(s.account_id) }, "Ban") },
+                { title: "", cell: (s) => [
+                    h("button", { type: "button", class: "small", onclick: () => kick(s.account_id) }, "Kick"),
+                    " ",
+                    h("button", { type: "button", class: "danger small", onclick: () => ban(s.account_id) }, "Ban")] },
             ], sessions, "nobody is online"));
+    }
+
+    async function kick(accountId) {
+        try {
+            const r = await api("POST", `/api/admin/accounts/${encodeURIComponent(accountId)}/kick`, {});
+            ctx.flash(`Account ${r.id} kicked: ${text(r.sessions_ended)} session(s) ended.`);
+            await load();
+        } catch (e) {
+            ctx.error(e);
+        }
     }
 
     function ban(accountId) {
