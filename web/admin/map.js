@@ -194,7 +194,7 @@ export function mountMap(root, { get, token }) {
       for (const [k, v] of [['name', p.name], ['id', p.id], ['class', p.class],
         ['level', p.level], ['xp', p.xp], ['guild', p.guild == null ? '–' : p.guild],
         ['region', p.position && p.position.region],
-        ['position', p.position && `${p.position.x}, ${p.position.y}`]]) {
+        ['position', p.position && `${Math.round(p.position.x * 10) / 10}, ${Math.round(p.position.y * 10) / 10}`]]) {
         dl.append(el('dt', null, k), el('dd', null, String(v)));
       }
       card.replaceChildren(dl);

@@ -6,6 +6,8 @@ import { h, fill, table, text } from "../dom.js";
 
 export const page = { id: "players", title: "Players", role: "moderator", render };
 
+const round = (v) => (typeof v === "number" ? Math.round(v * 10) / 10 : text(v));
+
 function render(root, ctx) {
     const q = h("input", { name: "name", maxlength: 32, placeholder: "the start of a name", required: true });
     const form = h("form", { id: "player-search", class: "actions" }, q, h("button", { type: "submit" }, "Search"));
@@ -40,7 +42,7 @@ function render(root, ctx) {
                 h("dl", { class: "card" },
                     ["id", "class", "level", "xp", "guild"].map((k) => [h("dt", null, k), h("dd", null, text(p[k]))]),
                     h("dt", null, "position"),
-                    h("dd", null, p.position ? `${p.position.region} ${p.position.x}, ${p.position.y}` : "\u2014")),
+                    h("dd", null, p.position ? `${p.position.region} ${round(p.position.x)}, ${round(p.position.y)}` : "\u2014")),
                 h("h3", null, "Inventory"),
                 table([
                     { title: "Item", cell: (i) => text(i.item || i.id) },
