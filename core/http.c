@@ -75,7 +75,8 @@ struct http_conn {
     size_t url_off, url_len;
     char *body;
     size_t body_len, body_cap;
-    int fail_status; /* set by a parser callback to refuse: 413, 431 */
+    int fail_status; /* set by a parser callback to refuse: 400 (a header name with white
+                      * space), 413, 431 */
     int expect_continue;
     struct evbuffer *out;
     unsigned close_after : 1;  /* close once the output is written */
@@ -354,6 +355,13 @@ static int cb_header_field(http_parser *p, const char *at, size_t len)
     struct http_conn *c = P(p);
     if (head_too_big(c, at, len))
         return -1;
+    /* "Transfer-Encoding : chunked" is no header this parser knows, but a proxy in front may
+     * read it as one: the two would disagree on where the request ends (smuggling). RFC 9112
+     * 5.1: white space between a field name and its colon is refused with 400. */
+    if (memchr(at, ' ', len) || memchr(at, '\t', len)) {
+        c->fail_status = 400;
+        return -1;
+    }
     if (c->nhdrs == 0 || c->hdr_in_value) {
         if (c->nhdrs == MAX_HEADERS) {
             c->fail_status = 431;
@@ -703,6 +711,8 @@ static void conn_process(struct http_conn *c)
                 refuse(c, 413, "body_too_large", "request body too large");
             else if (c->fail_status == 431 || e == HPE_HEADER_OVERFLOW)
                 refuse(c, 431, "headers_too_large", "request headers too large");
+            else if (c->fail_status == 400)
+                refuse(c, 400, "bad_request", "white space in a header name");
             else
                 refuse(c, 400, "bad_request", http_errno_description(e));
             return;

@@ -242,6 +242,43 @@ describe("http", function()
             c:close()
         end)
 
+        -- request smuggling: a front proxy and this node must never disagree on where a
+        -- request ends, so every ambiguous framing is refused, and what follows it is not read
+        it("refuses ambiguous framing (smuggling) with 400, closes, and runs nothing after it", function()
+            local J = "Content-Type: application/json\r\n"
+            local smuggled = "GET /test/boom HTTP/1.1\r\nHost: x\r\n\r\n"
+            local cases = {
+                { "Content-Length and Transfer-Encoding", "POST /test/echo HTTP/1.1\r\nHost: x\r\n" .. J ..
+                  "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" .. smuggled },
+                { "two lengths", "POST /test/echo HTTP/1.1\r\nHost: x\r\n" .. J ..
+                  "Content-Length: 2\r\nContent-Length: 41\r\n\r\n{}" .. smuggled },
+                { "chunked, then identity", "POST /test/echo HTTP/1.1\r\nHost: x\r\n" .. J ..
+                  "Transfer-Encoding: chunked, identity\r\n\r\n2\r\n{}\r\n0\r\n\r\n" .. smuggled },
+                { "an unknown coding", "POST /test/echo HTTP/1.1\r\nHost: x\r\n" .. J ..
+                  "Transfer-Encoding: xchunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n" .. smuggled },
+                { "white space before the colon", "POST /test/echo HTTP/1.1\r\nHost: x\r\n" .. J ..
+                  "Transfer-Encoding : chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n" .. smuggled },
+                { "a signed length", "POST /test/echo HTTP/1.1\r\nHost: x\r\n" .. J ..
+                  "Content-Length: +2\r\n\r\n{}" .. smuggled },
+            }
+            local before = node:request("GET", "/metrics").body
+            for _, case in ipairs(cases) do
+                local c = node:connect()
+                c:send(case[2])
+                local res = c:read_response()
+                assert.equal(400, res and res.status, case[1])
+                is_error_shape(res, 400, "bad_request")
+                assert.is_true(c:closed_by_peer(3), case[1])
+                assert.equal("", c.buf, case[1] .. ": something was answered after the 400")
+                c:close()
+            end
+            -- the smuggled request never ran: /test/boom would have counted a Lua error
+            local function boom(text)
+                return text:match('mmo_lua_errors_total{module="handlers.test",hook="http"} (%d+)')
+            end
+            assert.equal(boom(before), boom(node:request("GET", "/metrics").body))
+        end)
+
         it("answers headers over the limit with 431", function()
             local c = node:connect()
             c:send("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " .. string.rep("a", 20000) ..
