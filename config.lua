@@ -15,6 +15,8 @@ return {
         host = "127.0.0.1",             -- address to listen on
         port = 8080,                    -- 0 picks a free port (tests)
         max_connections = 16384,        -- beyond it, new connections get 503 and are closed
+        max_connections_per_ip = 1000,  -- HTTP and WebSocket from one address (a flood); past
+                                        -- it 503 and closed; 0: no cap (load tests, one host)
         max_header_bytes = 16384,       -- request line + headers; more is 431
         max_body_bytes = 1048576,       -- 1 MiB; more is 413, refused before it is read
         slow_ms = 1000,                 -- a response later than this is logged (0: never)

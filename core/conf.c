@@ -44,6 +44,7 @@ static const struct key KEYS[] = {
     K_STR("http", "host", http_host, "127.0.0.1"),
     K_INT("http", "port", http_port, "8080", 0, 65535),
     K_STR("http", "web_root", http_web_root, "web"),
+    K_INT("http", "max_connections_per_ip", http_max_connections_per_ip, "1000", 0, 10000000),
     K_INT("http", "max_connections", http_max_connections, "16384", 1, 1000000),
     K_INT("http", "max_header_bytes", http_max_header_bytes, "16384", 1024, 1048576),
     K_INT("http", "max_body_bytes", http_max_body_bytes, "1048576", 0, 1073741824),

@@ -80,6 +80,7 @@ struct conf {
     /* rate limits */
     char *http_rate_class; /* class of routes that name none */
     char *http_web_root;   /* the console's and client's files: <root>/admin, <root>/play */
+    int http_max_connections_per_ip; /* HTTP + WebSocket connections from one address; 0: any */
     struct conf_rate *rate;
     int nrate;
     int rate_local_keys;

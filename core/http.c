@@ -9,6 +9,7 @@
  * fewer per request); responses are appended to an evbuffer and written with one writev per
  * batch. */
 #include "http.h"
+#include "ipcap.h"
 #include "err.h"
 #include "log.h"
 #include "mem.h"
@@ -947,8 +948,10 @@ static void conn_free(struct http_conn *c)
     event_free(c->wev);
     event_free(c->timer);
     evbuffer_free(c->out);
-    if (c->fd >= 0)
+    if (c->fd >= 0) {
         close(c->fd);
+        ipcap_give(s->o.ipcap, c->remote_ip); /* (a detached socket keeps its place) */
+    }
     conn_release(c);
     free(c);
     if (s->draining && s->nconns == 0 && s->listener == NULL)
@@ -967,23 +970,31 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
         s->st.refused++;
         return;
     }
+    char ip[46] = "";
+    if (sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((struct sockaddr_in *) (void *) sa)->sin_addr, ip, sizeof ip);
+    else if (sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *) (void *) sa)->sin6_addr, ip, sizeof ip);
+    if (!ipcap_take(s->o.ipcap, ip)) {
+        char id[40];
+        snprintf(id, sizeof id, "%s%llx", s->req_prefix, (unsigned long long) ++s->req_seq);
+        send_and_close(s, fd, 503, "overloaded", "too many connections from this address", id);
+        close(fd);
+        s->st.refused++;
+        return;
+    }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     struct http_conn *c = xcalloc(1, sizeof *c);
     c->srv = s;
     c->fd = fd;
+    snprintf(c->remote_ip, sizeof c->remote_ip, "%s", ip);
     c->out = evbuffer_new();
     c->rev = event_new(s->base, fd, EV_READ | EV_CLOSED | EV_PERSIST | EV_ET, on_read, c);
     c->wev = event_new(s->base, fd, EV_WRITE, on_write, c);
     c->timer = evtimer_new(s->base, on_timeout, c);
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
-    if (sa->sa_family == AF_INET)
-        inet_ntop(AF_INET, &((struct sockaddr_in *) (void *) sa)->sin_addr, c->remote_ip,
-                  sizeof c->remote_ip);
-    else if (sa->sa_family == AF_INET6)
-        inet_ntop(AF_INET6, &((struct sockaddr_in6 *) (void *) sa)->sin6_addr, c->remote_ip,
-                  sizeof c->remote_ip);
     c->next = s->conns;
     if (s->conns)
         s->conns->prev = c;

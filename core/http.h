@@ -30,6 +30,8 @@ struct http_opts {
     int body_timeout_ms;   /* from the end of the headers to the end of the body */
     int idle_timeout_ms;   /* keep-alive: between requests */
     int write_timeout_ms;  /* output pending without progress */
+    struct ipcap *ipcap;   /* connections per client address, capped (NULL: none); a
+                              connection handed over by http_detach keeps its place */
 };
 
 struct http_header {

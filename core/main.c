@@ -12,6 +12,7 @@
 #include "err.h"
 #include "gate.h"
 #include "web.h"
+#include "ipcap.h"
 #include "http.h"
 #include "lcache.h"
 #include "live.h"
@@ -88,6 +89,7 @@ struct node {
     struct control *control;
     struct ops *ops;
     struct web *web;
+    struct ipcap *ipcap; /* connections per client address (HTTP and WebSocket) */
     struct http_server *http;
     struct event *sig_term, *sig_int, *sig_hup, *drain_timer;
     int draining;
@@ -188,6 +190,7 @@ static void node_free(struct node *n)
     http_server_free(n->http);
     ops_free(n->ops);
     web_free(n->web);
+    ipcap_free(n->ipcap); /* after both servers: their connections gave their places back */
     gate_free(n->gate);
     rl_free(n->rl);
     auth_free(n->auth);
@@ -280,7 +283,9 @@ static int serve(struct node *n)
     }
     n->gate = gate_new(n->auth, n->rl);
     n->work = work_pool_new(n->base, c->auth_hash_threads, c->auth_hash_queue);
+    n->ipcap = ipcap_new(c->http_max_connections_per_ip);
     struct ws_opts wo = {
+        .ipcap = n->ipcap,
         .max_connections = c->ws_max_connections,
         .max_message_bytes = c->ws_max_message_bytes,
         .max_queued_bytes = c->ws_max_queued_bytes,
@@ -352,6 +357,7 @@ static int serve(struct node *n)
         .body_timeout_ms = c->http_body_timeout_ms,
         .idle_timeout_ms = c->http_idle_timeout_ms,
         .write_timeout_ms = c->http_write_timeout_ms,
+        .ipcap = n->ipcap,
     };
     n->http = http_server_new(n->base, &ho, ops_dispatch, n->ops, err, sizeof err);
     if (n->http == NULL) {

@@ -31,6 +31,7 @@
  * s->depth; a finished connection only moves to the graveyard, and the graveyard (and the
  * server itself, once ws_server_free was called) is freed when depth falls back to 0. */
 #include "ws.h"
+#include "ipcap.h"
 #include "err.h"
 #include "http.h"
 #include "log.h"
@@ -770,8 +771,10 @@ static void finish(struct ws_conn *c, int code, enum reason why)
     s->st.conns--;
     event_del(c->ev);
     event_del(c->timer);
-    if (c->fd >= 0)
+    if (c->fd >= 0) {
         close(c->fd);
+        ipcap_give(s->o.ipcap, c->ip); /* the place its HTTP connection took */
+    }
     c->fd = -1;
     if (c->ctx)
         wslay_event_shutdown_read(c->ctx); /* a wslay_event_recv under way stops */
@@ -985,8 +988,10 @@ void ws_accept_value(const char *key, size_t len, char out[29])
 static void refuse(struct ws_server *s, struct http_detached *d)
 {
     s->st.refused++;
-    if (d->fd >= 0)
+    if (d->fd >= 0) {
         close(d->fd);
+        ipcap_give(s->o.ipcap, d->remote_ip);
+    }
     free(d->in);
     free(d->out);
     d->fd = -1;

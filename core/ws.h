@@ -54,6 +54,8 @@ struct ws_opts {
                               is dropped; the third within 5 s closes with 1008 */
     int flush_interval_ms; /* 0 [0]: output is written at the end of each loop turn; > 0: at
                               most this long after it was queued, in fewer, larger writes */
+    struct ipcap *ipcap;   /* the HTTP server's (http_opts): a connection gives its address's
+                              place back when it closes (NULL: none) */
 };
 
 struct ws_stats {

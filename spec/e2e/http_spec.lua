@@ -569,6 +569,53 @@ describe("http limits", function()
         assert.equal(0, node:stop())
     end)
 
+    -- a flood from one address: HTTP and WebSocket connections count together, places come
+    -- back when connections close, and other addresses are not held up
+    it("caps connections per address (max_connections_per_ip), WebSocket ones included", function()
+        local ws = require "helpers.ws"
+        local node = server.start { env = { MMO_HTTP_MAX_CONNECTIONS_PER_IP = "4" } }
+        -- the token over a connection that stays held (no other connection may be pending)
+        local held = { node:connect(), node:connect() }
+        held[1]:send(server.format_request("POST", "/api/auth/login", { body = {
+            username = "admin", password = os.getenv("MMO_ADMIN_PASSWORD") } }))
+        local admin = assert(held[1]:read_response()).json.access_token
+        held[2]:send(server.format_request("GET", "/healthz"))
+        assert.equal(200, held[2]:read_response().status)
+        local w1, w2 = assert(ws.connect(node, admin)), assert(ws.connect(node, admin))
+        -- four from 127.0.0.1 now: the fifth is refused, with the error shape
+        local extra = node:connect()
+        local res = extra:read_response()
+        assert.equal(503, res.status)
+        assert.equal("overloaded", res.json.error.code)
+        assert.truthy(res.json.error.message:find("this address", 1, true))
+        extra:close()
+        local c5, status = ws.connect(node, admin)
+        assert.is_nil(c5)
+        assert.equal(503, status)
+        -- another address (127.0.0.2 is this machine too) is not held up
+        local other = node:connect(nil, "127.0.0.2")
+        other:send(server.format_request("GET", "/healthz"))
+        assert.equal(200, other:read_response().status)
+        other:close()
+        -- the ones held still work; a WebSocket that closes gives its place back
+        w1:send({ t = "ping" })
+        assert.is_table(w1:expect("pong", 2))
+        w2:close()
+        assert.truthy(server.eventually(function()
+            local c = ws.connect(node, admin)
+            if c then
+                c:close()
+                return true
+            end
+            return false
+        end, 5))
+        for _, c in ipairs(held) do
+            c:close()
+        end
+        w1:close()
+        assert.equal(0, node:stop())
+    end)
+
     it("closes idle keep-alive connections after idle_timeout_ms", function()
         local node = server.start { env = { MMO_HTTP_IDLE_TIMEOUT_MS = "300" } }
         local c = node:connect()
