@@ -44,6 +44,30 @@ test("the admin signs in and sees the Scripts page with the loaded version", asy
     await page.context().close();
 });
 
+test("a refresh the node does not answer is tried again, and the session goes on", async () => {
+    const page = await open(browser);
+    await page.clock.install();
+    await signIn(page, "admin", ADMIN_PASSWORD, "scripts");
+    await waitText(page, "[data-field=version]", /^\d+$/);
+    const first = await page.evaluate(() => sessionStorage.getItem("mmo.console.refresh"));
+    // the first refresh finds no node (the request fails); the next one gets through
+    let failed = 0;
+    await page.route("**/api/auth/refresh", (route) => {
+        if (failed++ === 0) return route.abort("connectionrefused");
+        return route.continue();
+    });
+    const refreshed = page.waitForResponse((r) => r.url().endsWith("/api/auth/refresh") && r.status() === 200);
+    await page.clock.fastForward("13:00");
+    await page.clock.fastForward("00:02");
+    await refreshed;
+    await page.waitForFunction((old) => sessionStorage.getItem("mmo.console.refresh") !== old, first);
+    assert.equal(failed, 2);
+    assert.equal(await page.locator("#login").isVisible(), false);
+    // problems: the failed fetch is logged by chromium as a console error; nothing else
+    assert.deepEqual(page.problems.filter((p) => !p.includes("ERR_CONNECTION_REFUSED") && !p.includes("Failed to fetch")), []);
+    await page.context().close();
+});
+
 test("the console refreshes its tokens before the access token expires", async () => {
     const page = await open(browser);
     await page.clock.install(); // the page's timers on a clock the test moves

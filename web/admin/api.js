@@ -93,9 +93,17 @@ function adopt(pair) {
     clearTimeout(refreshTimer);
     // refresh a little before the access token expires: at 80% of its life, at least 5 s in
     const life = Math.max(5, Number(pair.expires_in) || 60);
-    refreshTimer = setTimeout(() => {
-        refresh().catch(() => end());
-    }, Math.max(5, life * 0.8) * 1000);
+    // A node that does not answer for a moment (no answer, 5xx, 429) is asked again, 1, 2, 4,
+    // 8 s later, while the access token still lives; a refusal (401, a reused refresh token)
+    // ends the session at once.
+    const attempt = (wait) => {
+        refresh().catch((e) => {
+            const away = e.status === 0 || e.status === 429 || e.status >= 500;
+            if (away && wait <= 8) refreshTimer = setTimeout(() => attempt(wait * 2), wait * 1000);
+            else end();
+        });
+    };
+    refreshTimer = setTimeout(() => attempt(1), Math.max(5, life * 0.8) * 1000);
 }
 
 function end() {
