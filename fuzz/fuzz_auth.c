@@ -5,8 +5,10 @@
  *   even: the rest is the token, as a client sends it (signature checks, mostly refusals);
  *   odd:  the rest is "<header JSON>\n<claims JSON>", signed here with a key the node accepts
  *         (byte 0 bit 1: the old key), so the claim checks after the signature (alg, kid, exp,
- *         nbf, sub, sid, roles) see fuzzed values. Each token is verified twice: the second
- *         answer comes from the verified-token cache and must be the same. */
+ *         nbf, sub, sid, roles) see fuzzed values; byte 0 bit 2: an "exp" claim is added at
+ *         now + 60 * ((byte 0 >> 3) - 8) seconds, so seeds stay valid as time passes.
+ * Each token is verified twice: the second answer comes from the verified-token cache and must
+ * be the same. */
 #include "auth.h"
 #include "err.h"
 
@@ -14,6 +16,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define SECRET     "fuzz-secret-0123456789abcdef0123456789"
 #define OLD_SECRET "fuzz-old-secret-0123456789abcdef012345"
@@ -54,7 +57,7 @@ static void verify(const char *token, size_t len)
     }
 }
 
-static void signed_token(const uint8_t *data, size_t size, int old)
+static void signed_token(const uint8_t *data, size_t size, int old, int exp_at)
 {
     const uint8_t *nl = memchr(data, '\n', size);
     if (nl == NULL)
@@ -69,6 +72,8 @@ static void signed_token(const uint8_t *data, size_t size, int old)
     if (jwt_set_alg(j, JWT_ALG_HS256, (const unsigned char *) key, (int) strlen(key)) != 0)
         goto done;
     if ((head[0] && jwt_add_headers_json(j, head) != 0) || jwt_add_grants_json(j, claims) != 0)
+        goto done;
+    if (exp_at && jwt_add_grant_int(j, "exp", (long) time(NULL) + 60L * (exp_at - 9)) != 0)
         goto done;
     tok = jwt_encode_str(j);
     if (tok)
@@ -87,7 +92,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 1)
         return 0;
     if (data[0] & 1)
-        signed_token(data + 1, size - 1, (data[0] & 2) != 0);
+        signed_token(data + 1, size - 1, (data[0] & 2) != 0,
+                     (data[0] & 4) ? 1 + (data[0] >> 3) : 0);
     else
         verify((const char *) data + 1, size - 1);
     return 0;
