@@ -63,9 +63,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (S == NULL)
         setup();
+    /* a new source address per input (127.1.0.0/16, in turn): the server closes first, and
+     * its TIME_WAIT sockets would exhaust one address's ephemeral ports within a minute */
+    static unsigned turn;
+    struct sockaddr_in src = {.sin_family = AF_INET};
+    src.sin_addr.s_addr = htonl(0x7f010000u | (turn++ & 0xffffu));
     int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0 || connect(fd, (struct sockaddr *) &ADDR, sizeof ADDR) != 0)
+    if (fd < 0 || bind(fd, (struct sockaddr *) &src, sizeof src) != 0 ||
+        connect(fd, (struct sockaddr *) &ADDR, sizeof ADDR) != 0) {
+        perror("fuzz_http: connect"); /* the harness's own failure, not the server's */
         abort();
+    }
     /* the input fits the socket buffer (max_len), so this does not block */
     size_t off = 0;
     while (off < size) {
