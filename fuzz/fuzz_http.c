@@ -59,6 +59,27 @@ static void setup(void)
     ADDR.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 }
 
+/* connect, which libFuzzer's SIGALRM (its -timeout timer) may interrupt: then the connection
+ * goes on in the background, and poll says when it is done */
+static int connected(int fd)
+{
+    if (connect(fd, (struct sockaddr *) &ADDR, sizeof ADDR) == 0)
+        return 1;
+    if (errno != EINTR)
+        return 0;
+    struct pollfd p = {.fd = fd, .events = POLLOUT};
+    while (poll(&p, 1, -1) < 0)
+        if (errno != EINTR)
+            return 0;
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0) {
+        errno = err;
+        return 0;
+    }
+    return 1;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (S == NULL)
@@ -69,8 +90,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct sockaddr_in src = {.sin_family = AF_INET};
     src.sin_addr.s_addr = htonl(0x7f010000u | (turn++ & 0xffffu));
     int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0 || bind(fd, (struct sockaddr *) &src, sizeof src) != 0 ||
-        connect(fd, (struct sockaddr *) &ADDR, sizeof ADDR) != 0) {
+    if (fd < 0 || bind(fd, (struct sockaddr *) &src, sizeof src) != 0 || !connected(fd)) {
         perror("fuzz_http: connect"); /* the harness's own failure, not the server's */
         abort();
     }
