@@ -96,7 +96,9 @@ static int put_number(double d)
     if (!isfinite(d))
         return -1;
     char buf[32];
-    if (d == (double) (int64_t) d && fabs(d) <= 9007199254740992.0) {
+    /* the range first: converting a double outside int64_t's range is undefined (1e22, found
+     * by fuzz/fuzz_json.c) */
+    if (fabs(d) <= 9007199254740992.0 && d == (double) (int64_t) d) {
         int64_t v = (int64_t) d;
         uint64_t u = v < 0 ? (uint64_t) -v : (uint64_t) v;
         int n = 0;

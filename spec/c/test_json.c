@@ -64,6 +64,10 @@ TEST(scalars)
     ASSERT(run(L, J "return j.encode(1795855020.4752)", "1795855020.4752"));
     ASSERT(run(L, J "return j.encode(2^53)", "9007199254740992"));
     ASSERT(run(L, J "return j.encode(1e300)", "1e+300"));
+    /* beyond int64_t: no integer conversion (undefined behaviour; fuzz/corpus/json/crash-1e22) */
+    ASSERT(run(L, J "return j.encode(1e22)", "1e+22"));
+    ASSERT(run(L, J "return j.encode(-2^63)", "-9.223372036854776e+18"));
+    ASSERT(run(L, J "return j.encode(2^64)", "1.8446744073709552e+19"));
     ASSERT(run(L, J "return j.encode(true) .. j.encode(false) .. j.encode(nil)", "truefalsenull"));
     ASSERT(run(L, J "return j.encode(j.null)", "null"));
     ASSERT(run(L, J "return j.encode('a\"b\\\\c\\n\\1/é')", "\"a\\\"b\\\\c\\n\\u0001/é\""));
