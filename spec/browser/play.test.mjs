@@ -8,35 +8,7 @@
 //   MMO_URL=http://127.0.0.1:PORT node --test spec/browser/play.test.mjs
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { chromium } from "playwright-core";
-
-const URL = (process.env.MMO_URL || `http://127.0.0.1:${process.env.MMO_PORT || 8080}`).replace(/\/$/, "");
-const TIMEOUT = 15000;
-const XSS = "<img src=x onerror=alert(1)>";
-
-function letters(n) {
-    let s = "";
-    for (let i = 0; i < n; i++) s += String.fromCharCode(97 + Math.floor(Math.random() * 26));
-    return s;
-}
-
-// A page in a context of its own (its own sessionStorage). page.problems collects what must
-// never happen: dialogs (an injected alert), uncaught errors, console errors (a CSP refusal).
-async function open(browser) {
-    const context = await browser.newContext({ viewport: { width: 1100, height: 800 } });
-    const page = await context.newPage();
-    page.setDefaultTimeout(TIMEOUT);
-    page.problems = [];
-    page.on("dialog", (d) => {
-        page.problems.push(`dialog: ${d.type()} ${d.message()}`);
-        d.dismiss().catch(() => {});
-    });
-    page.on("pageerror", (e) => page.problems.push(`page error: ${e.message}`));
-    page.on("console", (m) => {
-        if (m.type() === "error") page.problems.push(`console error: ${m.text()} (${m.location().url})`);
-    });
-    return page;
-}
+import { URL, XSS, launch, letters, open } from "./lib.mjs";
 
 // Register through the page, create a character, play it: resolves when welcome came.
 // Returns the account: {username, password}.
@@ -70,10 +42,6 @@ function waitConn(page, re) {
         new RegExp(src, flags).test(document.getElementById("conn").textContent), [re.source, re.flags]);
 }
 
-function launch() {
-    return chromium.launch({ executablePath: process.env.MMO_CHROMIUM || "/usr/bin/chromium",
-        headless: true, args: ["--no-sandbox"] });
-}
 
 // Where page sees the player called name: {x, y} from its #nearby list, or null.
 function seen(page, name) {
