@@ -392,7 +392,9 @@ static int read_section(lua_State *L, struct conf *c, const char *section, const
                 return -1;
             }
             lua_Number n = lua_tonumber(L, -1);
-            if (n != (lua_Number) (long long) n) {
+            /* the range first: converting a double beyond long long is undefined (and NaN
+             * fails both comparisons) */
+            if (!(n > -1e18 && n < 1e18) || n != (lua_Number) (long long) n) {
                 snprintf(err, cap, "%s: %s.%s must be an integer", path, section, name);
                 return -1;
             }

@@ -83,6 +83,9 @@ TEST(refusals)
         "return { http = { port = 'x' } }",               /* wrong type */
         "return { http = { port = 70000 } }",             /* out of range */
         "return { http = { port = 1.5 } }",               /* not an integer */
+        "return { http = { port = 9e30 } }",              /* beyond long long (UB once) */
+        "return { http = { port = 0/0 } }",               /* NaN */
+        "return { http = { port = -1/0 } }",              /* -inf */
         "return 42",                                      /* not a table */
         "return { http = { port = 1 }",                   /* syntax */
         "return { log = { level = os.getenv('HOME') } }", /* no libraries */
