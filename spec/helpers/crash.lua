@@ -292,9 +292,9 @@ local function join_all(world, node)
 end
 
 
--- Run the load on node for up to `seconds`, kill it at kill_at (seconds from the start).
+-- Run the load on node and kill it at kill_at (seconds from the start).
 -- Returns what was done and what was in flight.
-function World:load(node, seconds, kill_at)
+function World:load(node, kill_at)
     local conns, socks, by_sock = {}, {}, {}
     local stats = { trades = 0, refused = 0, batches = 0, events = 0, writes = 0, moves = 0,
                     other = 0 }
@@ -610,8 +610,13 @@ function _M.run(opts)
         local dead_before = world:queues(node).dead_letters
         local kill_at = 0.5 + math.random() * (opts.seconds - 0.5)
         local ok, err = pcall(function()
-            local st, lost = world:load(node, opts.seconds, kill_at)
+            local st, lost = world:load(node, kill_at)
+            local in_flight = #lost.trades + #lost.batches + lost.writes
             summary.kills = summary.kills + 1
+            summary.trades = summary.trades + st.trades
+            summary.batches = summary.batches + st.batches
+            summary.writes = summary.writes + st.writes
+            summary.in_flight = summary.in_flight + in_flight
             local report = node:sanitizer_report()
             if report then
                 fail("sanitizer report in the node's log:\n%s", report)
@@ -620,11 +625,6 @@ function _M.run(opts)
             local resent = world:resend(node, lost.batches)
             local drained_in = world:drain(node, 120)
             local checked = world:verify(node, lost.trades, dead_before)
-            local in_flight = #lost.trades + #lost.batches + lost.writes
-            summary.trades = summary.trades + st.trades
-            summary.batches = summary.batches + st.batches
-            summary.writes = summary.writes + st.writes
-            summary.in_flight = summary.in_flight + in_flight
             return ("round %d/%d: killed at %.2f s; done before: %d trades (%d refused), " ..
                     "%d event batches (%d events), %d writes, %d moves; in flight: %d trades, " ..
                     "%d event batches (%d events sent again), %d writes; drained in %.1f s; " ..
