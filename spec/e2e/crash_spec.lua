@@ -60,4 +60,54 @@ describe("crash safety", function()
         -- and the event had its effect once: the database has it once
         assert.equal(tostring(before + 50), psql("select xp from players where id = " .. pid))
     end)
+
+    it("serves no document older than a PATCH that committed just before a kill", function()
+        -- the PATCH is held at its UPDATE (a lock taken with psql), Redis is paused for writes,
+        -- the lock goes, the PATCH commits and cannot store its new document; the node is
+        -- killed. The document from before the PATCH was in the cache: it must not be served.
+        local redis = os.getenv("MMO_REDIS")
+        local function rcli(args)
+            os.execute("redis-cli -h " .. redis:match("^(.-):") .. " -p " ..
+                       redis:match(":(%d+)$") .. " " .. args .. " >/dev/null")
+        end
+        local node = server.start()
+        local admin = node:request("POST", "/api/auth/login", { body = { username = "admin",
+            password = os.getenv("MMO_ADMIN_PASSWORD") } }).json.access_token
+        local bot = node:request("POST", "/api/admin/bots", { token = admin, body = {
+            count = 1, prefix = "cq" .. server.letters(4), region = "r1" } }).json.bots[1]
+        local path = "/api/players/" .. bot.player_id
+        local function patch(title)
+            return server.format_request("PATCH", path, { token = bot.token,
+                body = { appearance = { title = title } } })
+        end
+        local c = node:connect()
+        c:send(patch("before"))
+        assert.equal(200, c:read_response().status)
+        assert.equal("before", node:request("GET", path, { token = bot.token })
+                                   .json.appearance.title) -- cached
+        os.execute("psql '" .. os.getenv("MMO_PG") .. "' -qc 'begin; lock table players in " ..
+                   "share mode; select pg_sleep(2); commit' >/dev/null 2>&1 &")
+        local function locks(granted)
+            return tonumber(psql("select count(*) from pg_locks where relation = " ..
+                                 "'players'::regclass and granted = " .. granted))
+        end
+        assert.truthy(server.eventually(function() return locks("true") > 0 end, 5))
+        c:send(patch("after"))
+        assert.truthy(server.eventually(function() return locks("false") > 0 end, 5),
+                      "the PATCH did not wait for the lock")
+        rcli("CLIENT PAUSE 4000 WRITE")
+        local committed = server.eventually(function()
+            return psql("select appearance->>'title' from players where id = " ..
+                        bot.player_id) == "after"
+        end, 5)
+        server.sleep(0.3)
+        node:kill()
+        rcli("CLIENT UNPAUSE")
+        c:close()
+        assert.truthy(committed, "the PATCH did not commit")
+        node = server.start()
+        local title = node:request("GET", path, { token = bot.token }).json.appearance.title
+        node:stop()
+        assert.equal("after", title)
+    end)
 end)
