@@ -103,10 +103,12 @@ function _M.use(req)
         if #buffs == 0 then
             buffs = json.empty_array
         end
+        players.writing(id, row.version)
         updated = http.check(q(
             "update players set hp = $2, mp = $3, buffs = $4, region = $5, x = $6, y = $7, " ..
             "moved_at = case when region <> $5 or x <> $6 or y <> $7 then $8 else moved_at end, " ..
-            "version = version + 1 where id = $1 returning " .. players.COLUMNS,
+            "version = version + " .. players.WRITE_STEP .. " where id = $1 returning " ..
+            players.COLUMNS,
             id, after.hp, after.mp, buffs, after.region, after.x, after.y, now))[1]
         return true
     end, { retries = 3 }))

@@ -163,9 +163,11 @@ function _M.update(req)
             set("region", region)
             set("moved_at", why_or_at) -- the travel clock (rules/movement.lua)
         end
+        players.writing(id, cur.version)
         updated = http.check(q("update players set " .. table.concat(sets, ", ") ..
-                               ", version = version + 1 where id = $1 returning " ..
-                               players.COLUMNS, unpack(args)))[1]
+                               ", version = version + " .. players.WRITE_STEP ..
+                               " where id = $1 returning " .. players.COLUMNS,
+                               unpack(args)))[1]
         return true
     end))
     return 200, players.published(updated)

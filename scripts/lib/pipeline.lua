@@ -324,6 +324,35 @@ local function entries_of(list, tries)
 end
 
 
+-- The players of events written by an earlier batch, read again and added to published: that
+-- batch committed, and its node may have died before it stored the players' new documents in
+-- the cache (its entries, never acknowledged, came back here), which would otherwise serve the
+-- documents from before those events until their ttl (found by tools/crash: docs/reliability.md,
+-- "Crash safety"). A failed read leaves the cache as it is.
+local function republish(n, list, again, published)
+    local have, pids = {}, json.array({})
+    for _, r in ipairs(published) do
+        have[tonumber(r.id)] = true
+    end
+    for _, it in ipairs(list) do
+        local pid = tonumber(it.e.player_id)
+        local ids = again[tonumber(it.e.account_id)]
+        if ids and ids[it.e.id] and pid and not have[pid] then
+            have[pid] = true
+            pids[#pids + 1] = pid
+        end
+    end
+    if #pids == 0 then
+        return
+    end
+    local rows = db.shard(n).query("select " .. players.COLUMNS .. " from players where id in " ..
+                                   "(select jsonb_array_elements_text($1)::bigint)", pids)
+    for _, r in ipairs(rows or {}) do
+        published[#published + 1] = r
+    end
+end
+
+
 -- Write one shard's share of a batch: the events' ids, and the effects of those not seen
 -- before, in one transaction. Returns the number of new events and what to announce once
 -- committed (for announce), or nil, err.
@@ -340,6 +369,7 @@ local function write_shard(n, list)
     local created -- items written, by the event type that gave them
     local leveled -- { {id, level} }: players who reached a new level (for the mods)
     local told -- { {name, payload} }: the game events of the effects (effect.events)
+    local again -- account -> { [id] = true }: the events written by an earlier batch
     local ok, err = db.shard(n).tx(function(tq)
         created, leveled, told = {}, {}, {}
         local function q(...)
@@ -363,10 +393,14 @@ local function write_shard(n, list)
             return nil
         end
         local seen = {} -- account -> { [id] = true }: ids seen before, or earlier in the batch
+        again = nil
         for _, r in ipairs(old) do
             local a = tonumber(r.account_id)
             seen[a] = seen[a] or {}
             seen[a][r.id] = true
+            again = again or {}
+            again[a] = again[a] or {}
+            again[a][r.id] = true
         end
         local xp, items, quests = {}, {}, {}
         local gave = {} -- "player/item" -> { [event type] = qty }
@@ -464,6 +498,9 @@ local function write_shard(n, list)
     end)
     if not ok then
         return nil, why or err
+    end
+    if again then
+        republish(n, list, again, published)
     end
     return fresh_n, { created = created, published = published, leveled = leveled, told = told }
 end

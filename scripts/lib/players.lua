@@ -112,6 +112,20 @@ function _M.document(id)
 end
 
 
+-- Before a write of player id commits, inside its transaction (version: the row's version,
+-- read FOR UPDATE there): its cached document becomes a miss that no read can fill again with
+-- the version before the write (a tombstone at version + 1, both layers, every node). The write
+-- then sets version + WRITE_STEP, which published() stores over the tombstone. A node killed
+-- between the commit and published() thus leaves a miss, read from the database, instead of
+-- the old document served until its ttl (found by tools/crash: docs/reliability.md, "Crash
+-- safety"). A cache that is down changes nothing here: the write goes on.
+_M.WRITE_STEP = 2
+
+function _M.writing(id, version)
+    cache.drop("player:" .. id, version + 1)
+end
+
+
 -- After a write committed: the new document into both layers, and other nodes told.
 function _M.published(row)
     local now = time.now()
