@@ -635,6 +635,12 @@ void conf_free(struct conf *c)
     }
 }
 
+static int rate_cmp(const void *a, const void *b)
+{
+    return strcmp((*(const struct conf_rate *const *) a)->name,
+                  (*(const struct conf_rate *const *) b)->name);
+}
+
 void conf_dump(const struct conf *c, int fd)
 {
     for (size_t i = 0; i < NKEYS; i++) {
@@ -653,10 +659,18 @@ void conf_dump(const struct conf *c, int fd)
     for (int i = 0; i < c->nshards; i++)
         dprintf(fd, "shards[%d] = { regions = \"%s\", conninfo = (set) }\n", c->shards[i].id,
                 c->shards[i].regions);
+    /* by name: config.lua's classes come in the order Lua's table walk gives, which differs
+     * from one run to the next (found by fuzz_config) */
+    const struct conf_rate **by_name = xcalloc((size_t) c->nrate + 1, sizeof *by_name);
     for (int i = 0; i < c->nrate; i++)
+        by_name[i] = &c->rate[i];
+    qsort(by_name, (size_t) c->nrate, sizeof *by_name, rate_cmp);
+    for (int i = 0; i < c->nrate; i++) {
+        const struct conf_rate *r = by_name[i];
         dprintf(fd,
                 "ratelimit.%s = { limit = %d, period_ms = %d, burst = %d, batch = %d, by = "
                 "\"%s\" }\n",
-                c->rate[i].name, c->rate[i].limit, c->rate[i].period_ms, c->rate[i].burst,
-                c->rate[i].batch, c->rate[i].by_ip ? "ip" : "account");
+                r->name, r->limit, r->period_ms, r->burst, r->batch, r->by_ip ? "ip" : "account");
+    }
+    free(by_name);
 }

@@ -173,6 +173,32 @@ TEST(bounds)
     unlink(path);
 }
 
+/* `mmo config` lists rate classes by name, whatever order Lua's table walk gives them in */
+TEST(dump_lists_rate_classes_by_name)
+{
+    clear_env();
+    struct conf c;
+    char err[256];
+    const char *src = "return { ratelimit = { zeta = { limit = 1 }, alpha = { limit = 2 }, "
+                      "mid = { limit = 3 }, chat = { limit = 4 }, pi = { limit = 5 } } }";
+    for (int run = 0; run < 20; run++) {
+        ASSERT_OK(conf_load_text(&c, "cfg.lua", src, strlen(src), err, sizeof err));
+        FILE *f = tmpfile();
+        ASSERT(f != NULL);
+        conf_dump(&c, fileno(f));
+        conf_free(&c);
+        rewind(f);
+        char line[512], names[256] = "";
+        while (fgets(line, sizeof line, f))
+            if (strncmp(line, "ratelimit.", 10) == 0) {
+                strncat(names, line + 10, strcspn(line + 10, " "));
+                strcat(names, ",");
+            }
+        fclose(f);
+        ASSERT_STR(names, "alpha,api,auth,chat,mid,pi,zeta,");
+    }
+}
+
 int main(void)
 {
     RUN(defaults);
@@ -180,5 +206,6 @@ int main(void)
     RUN(refusals);
     RUN(the_shipped_config_loads);
     RUN(bounds);
+    RUN(dump_lists_rate_classes_by_name);
     return test_summary();
 }
