@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # tools/bench/lib.sh -- helpers of the bench scripts that start their own node, PostgreSQL and
 # Redis (sourced by tools/bench/soak). The caller sets ROOT, OUT, TMP and defines log and die.
 #
@@ -101,7 +102,9 @@ services_start() {
     proc_is "$PG_PID" "$SVC/pg/data" || die "postgres is not running after tools/dev svc start"
     proc_is "$REDIS_PID" "127.0.0.1:$REDIS_PORT" || die "redis is not running after tools/dev svc start"
     step createdb 30 "$(pg_config --bindir)/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres "$db"
+    # shellcheck disable=SC2034 # for the caller
     MMO_PG="host=127.0.0.1 port=$PG_PORT dbname=$db user=postgres connect_timeout=3"
+    # shellcheck disable=SC2034 # for the caller
     MMO_REDIS=127.0.0.1:$REDIS_PORT
 }
 

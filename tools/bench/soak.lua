@@ -16,13 +16,12 @@
 -- as fast as the node goes. done() prints "soak: status <code> <answers>" lines.
 -- luacheck: globals setup init request response delay done wrk index statuses
 
-local threads, started = {}, 0
+package.path = (debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "?.lua;" .. package.path
+local wrkutil = require "wrkutil"
 
-function setup(thread)
-    started = started + 1
-    thread:set("index", started)
-    threads[#threads + 1] = thread
-end
+local threads = {}
+-- in wrk's main Lua state, once per thread, before its init(): the thread's index (1-based)
+setup = wrkutil.numbering(threads)
 
 statuses = {}
 
@@ -31,15 +30,7 @@ local reqs, n, pause_ms = {}, 0, 0
 local pid, headers, prefix, seq = nil, nil, nil, 0
 
 function init()
-    local accounts, file = {}, os.getenv("BENCH_SOAK_ACCOUNTS")
-    assert(file, "BENCH_SOAK_ACCOUNTS is not set")
-    for line in io.lines(file) do
-        local id, token = line:match("^(%d+)%s+(%S+)%s*$")
-        if id then
-            accounts[#accounts + 1] = { id = id, token = token }
-        end
-    end
-    assert(#accounts >= 1, "BENCH_SOAK_ACCOUNTS has no account")
+    local accounts = wrkutil.accounts("BENCH_SOAK_ACCOUNTS")
     local me = accounts[(index - 1) % #accounts + 1]
     pid = me.id
     pause_ms = tonumber(os.getenv("BENCH_SOAK_DELAY_MS") or "0")
@@ -83,17 +74,5 @@ function response(status)
 end
 
 function done()
-    local st, keys = {}, {}
-    for _, t in ipairs(threads) do
-        for k, v in pairs(t:get("statuses") or {}) do
-            st[k] = (st[k] or 0) + v
-        end
-    end
-    for k in pairs(st) do
-        keys[#keys + 1] = k
-    end
-    table.sort(keys)
-    for _, k in ipairs(keys) do
-        io.write(string.format("soak: status %d %d\n", k, st[k]))
-    end
+    wrkutil.write_sums(threads, "statuses", "soak: status %d %d\n")
 end
