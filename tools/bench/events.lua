@@ -22,14 +22,12 @@
 local ITEMS = { "potion_small", "elixir_mana", "ore_iron", "herb_moonleaf" }
 local MONSTERS = { "wolf", "bat", "goblin", "skeleton", "troll" }
 
-local threads, started = {}, 0
+package.path = (debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "?.lua;" .. package.path
+local wrkutil = require "wrkutil"
 
--- in wrk's main Lua state, once per thread, before its init()
-function setup(thread)
-    started = started + 1
-    thread:set("index", started)
-    threads[#threads + 1] = thread
-end
+local threads = {}
+-- in wrk's main Lua state, once per thread, before its init(): the thread's index (1-based)
+setup = wrkutil.numbering(threads)
 
 -- per thread (globals, read by done() through thread:get)
 statuses = {}   -- HTTP status -> answers
@@ -42,16 +40,7 @@ local pid, headers, prefix, batch
 local seq = 0
 
 function init(args)
-    local file = os.getenv("BENCH_EVENTS_FILE")
-    assert(file, "BENCH_EVENTS_FILE is not set")
-    local accounts = {}
-    for line in io.lines(file) do
-        local id, token = line:match("^(%d+)%s+(%S+)%s*$")
-        if id then
-            accounts[#accounts + 1] = { id = id, token = token }
-        end
-    end
-    assert(#accounts >= 1, "BENCH_EVENTS_FILE has no account")
+    local accounts = wrkutil.accounts("BENCH_EVENTS_FILE")
     local me = accounts[(index - 1) % #accounts + 1]
     pid = me.id
     batch = tonumber(os.getenv("BENCH_EVENTS_BATCH") or "100")
@@ -101,33 +90,13 @@ function response(status, _, body)
 end
 
 function done()
-    local st, rf, f, a, r = {}, {}, 0, 0, 0
+    local f, a, r = 0, 0, 0
     for _, t in ipairs(threads) do
-        for k, v in pairs(t:get("statuses") or {}) do
-            st[k] = (st[k] or 0) + v
-        end
-        for k, v in pairs(t:get("refusals") or {}) do
-            rf[k] = (rf[k] or 0) + v
-        end
         f = f + (t:get("full") or 0)
         a = a + (t:get("accepted") or 0)
         r = r + (t:get("rejected") or 0)
     end
-    local keys = {}
-    for k in pairs(st) do
-        keys[#keys + 1] = k
-    end
-    table.sort(keys)
-    for _, k in ipairs(keys) do
-        io.write(format("events: status %d %d\n", k, st[k]))
-    end
+    wrkutil.write_sums(threads, "statuses", "events: status %d %d\n")
     io.write(format("events: full %d\nevents: accepted %d\nevents: rejected %d\n", f, a, r))
-    keys = {}
-    for k in pairs(rf) do
-        keys[#keys + 1] = k
-    end
-    table.sort(keys)
-    for _, k in ipairs(keys) do
-        io.write(format("events: refused %s %d\n", k, rf[k]))
-    end
+    wrkutil.write_sums(threads, "refusals", "events: refused %s %d\n")
 end

@@ -19,14 +19,12 @@
 
 local ITEMS = { "potion_small", "elixir_mana", "ore_iron", "herb_moonleaf" }
 
-local threads, started = {}, 0
+package.path = (debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "?.lua;" .. package.path
+local wrkutil = require "wrkutil"
 
--- in wrk's main Lua state, once per thread, before its init()
-function setup(thread)
-    started = started + 1
-    thread:set("index", started)
-    threads[#threads + 1] = thread
-end
+local threads = {}
+-- in wrk's main Lua state, once per thread, before its init(): the thread's index (1-based)
+setup = wrkutil.numbering(threads)
 
 -- per thread (globals, read by done() through thread:get)
 statuses = {}   -- HTTP status -> answers
@@ -35,16 +33,7 @@ refusals = {}   -- "status code" -> answers, for status >= 400
 local me, others, headers
 
 function init(args)
-    local file = os.getenv("BENCH_TRADERS_FILE")
-    assert(file, "BENCH_TRADERS_FILE is not set")
-    local traders = {}
-    for line in io.lines(file) do
-        local id, token = line:match("^(%d+)%s+(%S+)%s*$")
-        if id then
-            traders[#traders + 1] = { id = id, token = token }
-        end
-    end
-    assert(#traders >= 2, "BENCH_TRADERS_FILE needs at least two traders")
+    local traders = wrkutil.accounts("BENCH_TRADERS_FILE", 2)
     me = traders[(index - 1) % #traders + 1]
     others = {}
     for _, t in ipairs(traders) do
@@ -72,29 +61,6 @@ function response(status, _, body)
 end
 
 function done()
-    local st, rf = {}, {}
-    for _, t in ipairs(threads) do
-        for k, v in pairs(t:get("statuses") or {}) do
-            st[k] = (st[k] or 0) + v
-        end
-        for k, v in pairs(t:get("refusals") or {}) do
-            rf[k] = (rf[k] or 0) + v
-        end
-    end
-    local keys = {}
-    for k in pairs(st) do
-        keys[#keys + 1] = k
-    end
-    table.sort(keys)
-    for _, k in ipairs(keys) do
-        io.write(string.format("trades: status %d %d\n", k, st[k]))
-    end
-    keys = {}
-    for k in pairs(rf) do
-        keys[#keys + 1] = k
-    end
-    table.sort(keys)
-    for _, k in ipairs(keys) do
-        io.write(string.format("trades: refused %s %d\n", k, rf[k]))
-    end
+    wrkutil.write_sums(threads, "statuses", "trades: status %d %d\n")
+    wrkutil.write_sums(threads, "refusals", "trades: refused %s %d\n")
 end

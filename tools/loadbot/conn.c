@@ -493,6 +493,8 @@ static void on_text(struct bot *b, const char *msg, size_t len)
             b->join_refused = 1;
     } else if (is_t(v, ve, "pong")) {
         lb->c.pong++;
+    } else if (is_t(v, ve, "chat")) {
+        lb->c.chat_recv++;
     } else {
         lb->c.other_msgs++;
     }
@@ -794,6 +796,16 @@ void bot_move(struct bot *b, uint64_t now)
     if (b->ring_n < LB_RING)
         b->ring_n++;
     lb->c.moves_sent++;
+    send_text(b, msg, (size_t) n);
+}
+
+void bot_chat(struct bot *b)
+{
+    char msg[128];
+    int n = snprintf(msg, sizeof msg,
+                     "{\"t\":\"chat\",\"channel\":\"region\",\"text\":\"bot %lld says %llu\"}",
+                     (long long) b->id, (unsigned long long) b->lb->c.chat_sent);
+    b->lb->c.chat_sent++;
     send_text(b, msg, (size_t) n);
 }
 

@@ -48,6 +48,7 @@ struct lb_opts {
     double ramp_grace; /* seconds allowed after the last attempt for the stragglers */
     int quiet;         /* --quiet: no per-second lines */
     int move_in_ramp;  /* --move-in-ramp: moves from the welcome, not from the steady start */
+    double chat;       /* --chat: region chat messages per second per bot, with the moves */
     unsigned seed;
 };
 
@@ -83,6 +84,7 @@ struct lb_counters {
     uint64_t owed;         /* --radius: moved messages owed: bots within the radius per move */
     uint64_t bytes_in;
     uint64_t recv_calls, send_calls;
+    uint64_t chat_sent, chat_recv; /* --chat: "chat" messages sent and received */
 };
 
 void hist_add(struct lb_hist *h, uint64_t us);
@@ -127,6 +129,7 @@ struct bot {
     char *token; /* NULL in --peer mode */
     double x, y, heading;
     double next_move_us;
+    double next_chat_us; /* --chat: when this bot speaks next; 0: not scheduled yet */
     enum bot_state state;
     int fd;
     struct event *rev, *wev;
@@ -173,6 +176,7 @@ struct lb {
     struct lb_counters c;
     struct lb_codes error_codes, close_codes, fail_reasons;
     struct lb_hist sec_hist, steady_hist, all_hist;
+    struct lb_hist mark_hist; /* the seconds reported since the last SIGUSR1 mark */
     /* the same, up to the kernel's receive time of the bytes (SO_TIMESTAMPNS): loadbot's own
      * backlog left out */
     struct lb_hist sock_sec_hist, sock_steady_hist, sock_all_hist;
@@ -186,6 +190,8 @@ struct lb {
 void bot_start(struct bot *b);
 /* Send one move (a small step inside the walking area); b must be BOT_JOINED. */
 void bot_move(struct bot *b, uint64_t now);
+/* Send one region chat message; b must be BOT_JOINED. */
+void bot_chat(struct bot *b);
 /* Begin the close handshake (code 1000); a bot that is not open is closed at once. */
 void bot_close_begin(struct bot *b);
 /* Close the socket and free what the bot holds; state BOT_DONE. Idempotent. */

@@ -67,6 +67,8 @@ static void usage(FILE *f)
             "                         owed (joined bots within R), to report the share delivered\n"
             "  --peer                 the Node peer (tools/bench/ws-peer): no set-up calls,\n"
             "                         ids 1..N, join carries x and y, no token\n"
+            "  --chat R               region chat messages per second per bot, sent when\n"
+            "                         moves are (0; every bot in the region receives each)\n"
             "  --move-in-ramp         a bot moves as soon as it joined (default: all bots start\n"
             "                         moving when the ramp ends, each at a random phase)\n"
             "  --seed N               random seed (default: from the clock)\n"
@@ -136,6 +138,7 @@ static void parse_args(int argc, char **argv, struct lb_opts *o)
         O_SEED,
         O_RADIUS,
         O_MOVE_IN_RAMP,
+        O_CHAT,
         O_BOTS_FILE,
         O_HELP
     };
@@ -159,6 +162,7 @@ static void parse_args(int argc, char **argv, struct lb_opts *o)
         {"seed", 1, 0, O_SEED},
         {"radius", 1, 0, O_RADIUS},
         {"move-in-ramp", 0, 0, O_MOVE_IN_RAMP},
+        {"chat", 1, 0, O_CHAT},
         {"bots-file", 1, 0, O_BOTS_FILE},
         {"help", 0, 0, O_HELP},
         {0, 0, 0, 0},
@@ -220,6 +224,7 @@ static void parse_args(int argc, char **argv, struct lb_opts *o)
         case O_QUIET: o->quiet = 1; break;
         case O_RADIUS: o->radius = num_arg("--radius", optarg, 0, 100000); break;
         case O_MOVE_IN_RAMP: o->move_in_ramp = 1; break;
+        case O_CHAT: o->chat = num_arg("--chat", optarg, 0, 100); break;
         case O_BOTS_FILE: o->bots_file = optarg; break;
         case O_SEED: o->seed = (unsigned) num_arg("--seed", optarg, 0, 4294967295.0); break;
         case O_HELP:
@@ -229,6 +234,10 @@ static void parse_args(int argc, char **argv, struct lb_opts *o)
     }
     if (optind < argc) {
         fprintf(stderr, "loadbot: unexpected argument '%s'\n", argv[optind]);
+        exit(2);
+    }
+    if (o->peer && o->chat > 0) {
+        fprintf(stderr, "loadbot: --chat is for a node (the peer has no chat)\n");
         exit(2);
     }
 }
@@ -283,15 +292,24 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 }
 
 /* SIGUSR1: the counters so far, one line on stderr (for a script that measures the node
- * meanwhile, e.g. system calls per delivered message) */
+ * meanwhile, e.g. system calls per delivered message), and the latency of the moved messages
+ * of the seconds reported since the last mark (lat_n samples; tools/bench/soak) */
 static void on_usr1(evutil_socket_t sig, short what, void *arg)
 {
+    struct lb_hist *m = &L.mark_hist;
     fprintf(stderr,
             "loadbot mark {\"t_s\":%.6f,\"moves_sent\":%llu,\"moved_recv\":%llu,\"owed\":%llu,"
-            "\"appear\":%llu,\"vanish\":%llu,\"joined\":%d}\n",
+            "\"appear\":%llu,\"vanish\":%llu,\"joined\":%d,\"chat_sent\":%llu,"
+            "\"chat_recv\":%llu,\"errors\":%llu,\"closed\":%llu,\"lat_n\":%llu,"
+            "\"lat_p50_ms\":%.3f,\"lat_p99_ms\":%.3f,\"lat_max_ms\":%.3f}\n",
             (double) (now_us() - L.t0_us) / 1e6, (unsigned long long) L.c.moves_sent,
             (unsigned long long) L.c.moved_recv, (unsigned long long) L.c.owed,
-            (unsigned long long) L.c.appear, (unsigned long long) L.c.vanish, L.joined);
+            (unsigned long long) L.c.appear, (unsigned long long) L.c.vanish, L.joined,
+            (unsigned long long) L.c.chat_sent, (unsigned long long) L.c.chat_recv,
+            (unsigned long long) L.c.errors, (unsigned long long) L.c.closed,
+            (unsigned long long) m->n, (double) hist_quantile(m, 0.5) / 1000,
+            (double) hist_quantile(m, 0.99) / 1000, (double) m->max_us / 1000);
+    memset(m, 0, sizeof *m);
 }
 
 /* every 10 ms: start connections (ramp), send the moves that are due */
@@ -318,6 +336,22 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
                 b->next_move_us = (double) now + period;
         }
     }
+    if (L.o.chat > 0 && ((L.phase == PH_RAMP && L.o.move_in_ramp) || L.phase == PH_STEADY)) {
+        double period = 1e6 / L.o.chat;
+        for (int i = 0; i < L.nbots; i++) {
+            struct bot *b = &L.bots[i];
+            if (b->state != BOT_JOINED)
+                continue;
+            if (b->next_chat_us == 0) /* the first at a random phase */
+                b->next_chat_us = (double) now + lb_rand(&L) * period;
+            if (b->next_chat_us > (double) now)
+                continue;
+            bot_chat(b);
+            b->next_chat_us += period;
+            if (b->next_chat_us < (double) now)
+                b->next_chat_us = (double) now + period;
+        }
+    }
 }
 
 static double pct_of(uint64_t cpu_us, uint64_t wall_us)
@@ -342,6 +376,7 @@ static void on_report(evutil_socket_t fd, short what, void *arg)
             rss_max = rss;
     }
     hist_merge(&L.all_hist, h);
+    hist_merge(&L.mark_hist, h);
     hist_merge(&L.sock_all_hist, &L.sock_sec_hist);
     if (!L.o.quiet) {
         static const char *names[] = {"ramp", "steady", "closing", "done"};
@@ -525,13 +560,16 @@ static void summary(void)
                 "\"lat_p50_ms\":%.3f,\"lat_p99_ms\":%.3f,\"lat_p999_ms\":%.3f,\"lat_max_ms\":%.3f,"
                 "\"lat_mean_ms\":%.3f,\"sock_p50_ms\":%.3f,\"sock_p99_ms\":%.3f,"
                 "\"sock_p999_ms\":%.3f,\"sock_max_ms\":%.3f,\"appear\":%llu,\"vanish\":%llu,"
-                "\"pong\":%llu,\"corrects\":%llu,\"errors\":%llu",
+                "\"pong\":%llu,\"corrects\":%llu,\"errors\":%llu,\"chat_sent\":%llu,"
+                "\"chat_recv\":%llu",
                 p50, p99, p999, pmax, mean, s50, s99, s999, smax,
                 (unsigned long long) (b->c.appear - a->c.appear),
                 (unsigned long long) (b->c.vanish - a->c.vanish),
                 (unsigned long long) (b->c.pong - a->c.pong),
                 (unsigned long long) (b->c.corrects - a->c.corrects),
-                (unsigned long long) (b->c.errors - a->c.errors));
+                (unsigned long long) (b->c.errors - a->c.errors),
+                (unsigned long long) (b->c.chat_sent - a->c.chat_sent),
+                (unsigned long long) (b->c.chat_recv - a->c.chat_recv));
         codes_json(f, "error_codes", &L.error_codes);
         fprintf(f, ",\"closed\":%llu", (unsigned long long) (b->c.closed - a->c.closed));
         codes_json(f, "close_codes", &L.close_codes);
@@ -575,10 +613,12 @@ static void summary(void)
             "  at socket    move sent -> moved in loadbot's socket (kernel time, loadbot's backlog "
             "left out): p50 %.2f ms, p99 %.2f ms, p99.9 %.2f ms, max %.2f ms\n",
             s50, s99, s999, smax);
-    fprintf(f, "  other msgs   appear %llu, vanish %llu, pong %llu\n",
+    fprintf(f, "  other msgs   appear %llu, vanish %llu, pong %llu, chat sent %llu received %llu\n",
             (unsigned long long) (b->c.appear - a->c.appear),
             (unsigned long long) (b->c.vanish - a->c.vanish),
-            (unsigned long long) (b->c.pong - a->c.pong));
+            (unsigned long long) (b->c.pong - a->c.pong),
+            (unsigned long long) (b->c.chat_sent - a->c.chat_sent),
+            (unsigned long long) (b->c.chat_recv - a->c.chat_recv));
     fprintf(f, "  errors       %llu error messages",
             (unsigned long long) (b->c.errors - a->c.errors));
     codes_text(f, &L.error_codes);
