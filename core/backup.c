@@ -181,9 +181,42 @@ static int make_dirs(const char *dir)
 
 /* ---- external commands ------------------------------------------------------------------- */
 
+/* "--dbname=<conninfo>" for pg_dump/pg_restore without the password, which goes to *password
+ * (or NULL) to be passed as PGPASSWORD: a command line is visible to every user (ps). */
+static char *dbname_arg(const char *conninfo, char **password)
+{
+    *password = NULL;
+    char *perr = NULL;
+    struct buf b = {0};
+    buf_printf(&b, "--dbname=");
+    PQconninfoOption *opts = PQconninfoParse(conninfo, &perr);
+    if (opts == NULL) { /* as it is: libpq will say what is wrong with it */
+        PQfreemem(perr);
+        buf_add(&b, conninfo, strlen(conninfo));
+        return b.p;
+    }
+    for (PQconninfoOption *o = opts; o->keyword; o++) {
+        if (o->val == NULL || o->val[0] == '\0')
+            continue;
+        if (strcmp(o->keyword, "password") == 0) {
+            *password = xstrdup(o->val);
+            continue;
+        }
+        buf_printf(&b, "%s%s='", b.len > 9 ? " " : "", o->keyword);
+        for (const char *v = o->val; *v; v++) {
+            if (*v == '\'' || *v == '\\')
+                buf_add(&b, "\\", 1);
+            buf_add(&b, v, 1);
+        }
+        buf_add(&b, "'", 1);
+    }
+    PQconninfoFree(opts);
+    return b.p;
+}
+
 /* Run argv[0] (from $MMO_PG_BIN when set, else PATH) to completion, at most timeout_s
  * seconds; its stderr is ours. 0, or -1 after saying why. */
-static int run_tool(const char *what, char **argv, int timeout_s)
+static int run_tool(const char *what, char **argv, const char *password, int timeout_s)
 {
     char exe[1024];
     const char *bin = getenv("MMO_PG_BIN");
@@ -211,6 +244,8 @@ static int run_tool(const char *what, char **argv, int timeout_s)
         if (dn >= 0)
             dup2(dn, 0);
         setenv("PGCONNECT_TIMEOUT", "10", 0);
+        if (password)
+            setenv("PGPASSWORD", password, 1);
         execvp(exe, argv);
         int e = errno;
         ssize_t w = write(pfd[1], &e, sizeof e);
@@ -334,10 +369,10 @@ static int count_tables(PGconn *c, struct database *d)
 {
     PGresult *r = pg_query(
         c, d->shard,
-        "SELECT format('%I.%I', n.nspname, c.relname) AS t FROM pg_class c JOIN pg_namespace "
-        "n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN "
-        "('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp)' ORDER BY 1 "
-        "COLLATE \"C\"");
+        "SELECT t FROM (SELECT format('%I.%I', n.nspname, c.relname) AS t FROM pg_class c JOIN "
+        "pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') AND n.nspname "
+        "NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp)') s "
+        "ORDER BY t COLLATE \"C\"");
     if (r == NULL)
         return -1;
     d->nt = PQntuples(r);
@@ -403,13 +438,15 @@ static int dump_database(struct database *d, const char *dir, int timeout_s, int
         *migration = atoi(PQgetvalue(r, 0, 0));
         PQclear(r);
     }
-    char file[1100], db[16 + 4096];
+    char file[1100], what[32], *password;
     snprintf(file, sizeof file, "--file=%s", path);
-    snprintf(db, sizeof db, "--dbname=%s", d->conninfo);
-    char what[32];
     snprintf(what, sizeof what, "shard %d", d->shard);
+    char *db = dbname_arg(d->conninfo, &password);
     char *argv[] = {"pg_dump", "--format=custom", "--no-password", snapshot, file, db, NULL};
-    if (run_tool(what, argv, timeout_s) < 0)
+    int ran = run_tool(what, argv, password, timeout_s);
+    free(db);
+    free(password);
+    if (ran < 0)
         goto done;
     if (file_sha256(path, d->sha, &d->size) < 0) {
         say("cannot read %s: %s", path, strerror(errno));
@@ -1080,9 +1117,9 @@ static int restore_databases(const struct conf *c, const char *dir, const struct
     for (int i = 0; i < nd; i++) {
         const struct jv *file = jv_get(&dbs->items[i], "file", J_STR);
         char *path = path_join(dir, file->str);
-        char db[16 + 4096], what[32];
-        snprintf(db, sizeof db, "--dbname=%s", d[i].conninfo);
+        char what[32], *password;
         snprintf(what, sizeof what, "shard %d", d[i].shard);
+        char *db = dbname_arg(d[i].conninfo, &password);
         char *argv[] = {"pg_restore",
                         "--no-password",
                         "--exit-on-error",
@@ -1093,8 +1130,10 @@ static int restore_databases(const struct conf *c, const char *dir, const struct
                         force ? "--if-exists" : NULL,
                         force ? path : NULL,
                         NULL};
-        int r = run_tool(what, argv, timeout_s);
+        int r = run_tool(what, argv, password, timeout_s);
         free(path);
+        free(db);
+        free(password);
         if (r < 0)
             goto done;
         if (verify_database(pc[i], &d[i], &dbs->items[i]) < 0)

@@ -70,21 +70,19 @@ describe("backup and restore", function()
         return server.run(args, e)
     end
 
-    -- every table of database id: { ["public.players"] = md5 of its rows in order }
+    -- every table of database id: { ["public.players"] = md5 of its rows in order, and count }
+    -- (one psql: \gexec runs the query made for each table)
     local function tables(id)
+        local file = tmp .. "/tables.sql"
+        server.write(file, "select format('select %L, md5(coalesce(string_agg(r::text, " ..
+                     "chr(10) order by r::text), %L)) || %L || count(*) from %I.%I r', " ..
+                     "schemaname || '.' || tablename, '', ':', schemaname, tablename) from " ..
+                     "pg_tables where schemaname not in ('pg_catalog', 'information_schema')\n" ..
+                     "\\gexec\n")
         local out = {}
-        local list = psql(conninfo[id], "select format('%I.%I', schemaname, tablename) from " ..
-                          "pg_tables where schemaname not in ('pg_catalog', 'information_schema')")
-        local parts = {}
-        for t in list:gmatch("[^\n]+") do
-            parts[#parts + 1] = "select '" .. t .. "', md5(coalesce(string_agg(r::text, " ..
-                                "chr(10) order by r::text), '')) || ':' || count(*) from " .. t .. " r"
-        end
-        if #parts == 0 then
-            return out
-        end
-        for line in psql(conninfo[id], table.concat(parts, " union all ")):gmatch("[^\n]+") do
+        for line in sh("psql '" .. conninfo[id] .. "' -qtA -v ON_ERROR_STOP=1 -f " .. file):gmatch("[^\n]+") do
             local t, sum = line:match("^([^|]+)|(.*)$")
+            assert.truthy(t, line)
             out[t] = sum
         end
         return out
@@ -129,11 +127,14 @@ describe("backup and restore", function()
         return n == 0 and redis("dbsize") == "0"
     end
 
+    -- psql -c for each statement, in one psql (CREATE and DROP DATABASE refuse a transaction)
+    local function on_cluster(fmt)
+        sh("psql '" .. PG .. "' -qtA -c '" .. fmt:format(dbs[0]) .. "' -c '" .. fmt:format(dbs[1]) .. "'")
+    end
+
     local function wipe()
-        for id = 0, 1 do
-            psql(PG, "drop database if exists " .. dbs[id] .. " with (force)")
-            psql(PG, "create database " .. dbs[id])
-        end
+        on_cluster("drop database %s with (force)")
+        on_cluster("create database %s")
         redis("flushall")
         assert.is_true(empty())
     end
@@ -167,9 +168,7 @@ describe("backup and restore", function()
 
     setup(function()
         assert.truthy(ADMIN_PASSWORD and PG, "MMO_ADMIN_PASSWORD and MMO_PG (tools/dev test)")
-        for id = 0, 1 do
-            psql(PG, "create database " .. dbs[id])
-        end
+        on_cluster("create database %s")
         sh("redis-server --port " .. rport .. " --bind 127.0.0.1 --daemonize yes --dir " .. tmp ..
            " --save '' --appendonly no --pidfile " .. tmp .. "/redis.pid --logfile " .. tmp ..
            "/redis.log")
@@ -245,9 +244,7 @@ describe("backup and restore", function()
 
     teardown(function()
         redis("shutdown nosave")
-        for id = 0, 1 do
-            psql(PG, "drop database if exists " .. dbs[id] .. " with (force)")
-        end
+        on_cluster("drop database if exists %s with (force)")
         server.rm_rf(tmp)
     end)
 
@@ -300,7 +297,6 @@ describe("backup and restore", function()
         rc, out = mmo("restore " .. backup .. " --force")
         assert.equal(0, rc, out)
         same_world("after restore --force")
-        same_keys()
     end)
 
     it("lets a restored player sign in and see their items", function()
