@@ -881,17 +881,27 @@ static const char *json_string(const char *p, char **out)
             continue;
         }
         p++;
-        const char *esc = strchr("\"\\/bfnrt", *p);
+        const char *esc = *p ? strchr("\"\\/bfnrt", *p) : NULL;
         if (*p == 'u') {
-            unsigned cp;
-            if (sscanf(p + 1, "%4x", &cp) != 1)
-                goto bad;
-            char u[3] = {(char) cp, 0, 0};
-            size_t n = 1;
-            if (cp >= 0x80) { /* two bytes: all our escapes are below U+0800 */
-                u[0] = (char) (0xc0 | (cp >> 6 & 0x1f));
-                u[1] = (char) (0x80 | (cp & 0x3f));
-                n = 2;
+            unsigned cp = 0;
+            for (int i = 1; i <= 4; i++) {
+                int h = p[i] >= '0' && p[i] <= '9'   ? p[i] - '0'
+                        : p[i] >= 'a' && p[i] <= 'f' ? p[i] - 'a' + 10
+                        : p[i] >= 'A' && p[i] <= 'F' ? p[i] - 'A' + 10
+                                                     : -1;
+                if (h < 0)
+                    goto bad;
+                cp = cp << 4 | (unsigned) h;
+            }
+            char u[3];
+            size_t n;
+            if (cp < 0x80) { /* UTF-8; a surrogate half is kept as it is (we never write one) */
+                u[0] = (char) cp, n = 1;
+            } else if (cp < 0x800) {
+                u[0] = (char) (0xc0 | cp >> 6), u[1] = (char) (0x80 | (cp & 0x3f)), n = 2;
+            } else {
+                u[0] = (char) (0xe0 | cp >> 12), u[1] = (char) (0x80 | (cp >> 6 & 0x3f));
+                u[2] = (char) (0x80 | (cp & 0x3f)), n = 3;
             }
             buf_add(&b, u, n);
             p += 4;
@@ -978,9 +988,9 @@ static const struct jv *jv_get(const struct jv *o, const char *key, int type)
 
 /* ---- restore ----------------------------------------------------------------------------- */
 
-/* Every line of SHA256SUMS checked; every file the manifest names listed there with the
- * same sum and size. 0, or -1 after saying what does not match. */
-static int verify_sums(const char *dir, const struct jv *m, int *nfiles)
+/* Every line of SHA256SUMS checked against its file, manifest.json among them; *nfiles: how
+ * many. 0, or -1 after saying what does not match. */
+static int check_sums(const char *dir, int *nfiles)
 {
     char *sp = path_join(dir, SUMS);
     char *sums = read_all(sp, 1 << 20, NULL);
@@ -1017,7 +1027,14 @@ static int verify_sums(const char *dir, const struct jv *m, int *nfiles)
         say("%s does not list %s", SUMS, MANIFEST);
         rc = -1;
     }
-    /* the files of the manifest, against their sums and sizes there */
+    *nfiles = n;
+    return rc;
+}
+
+/* Every file the manifest names, against its sum and size there. 0, or -1 after saying. */
+static int check_manifest_files(const char *dir, const struct jv *m)
+{
+    int rc = 0;
     const struct jv *dbs = jv_get(m, "databases", J_ARR);
     for (int i = -1; rc == 0 && dbs && i < dbs->n; i++) {
         const struct jv *e = i < 0 ? jv_get(m, "redis", J_OBJ) : &dbs->items[i];
@@ -1042,7 +1059,6 @@ static int verify_sums(const char *dir, const struct jv *m, int *nfiles)
         say("%s: no databases", MANIFEST);
         rc = -1;
     }
-    *nfiles = n;
     return rc;
 }
 
@@ -1162,9 +1178,14 @@ int restore_run(const struct conf *c, const char *dir, int force, int timeout_s)
         say("%s: not a directory (give the backup-* folder that mmo backup made)", dir);
         return 1;
     }
+    /* checksums before anything else: a changed byte and nothing is read further or written */
+    int nfiles = 0;
+    if (check_sums(dir, &nfiles) < 0) {
+        say("nothing restored");
+        return 1;
+    }
     char *mp = path_join(dir, MANIFEST);
-    size_t mlen = 0;
-    char *text = read_all(mp, MAX_MANIFEST, &mlen);
+    char *text = read_all(mp, MAX_MANIFEST, NULL);
     free(mp);
     if (text == NULL) {
         say("%s/%s: %s (not a backup folder?)", dir, MANIFEST, strerror(errno));
@@ -1173,13 +1194,12 @@ int restore_run(const struct conf *c, const char *dir, int force, int timeout_s)
     struct jv m;
     const char *end = json_value(text, &m, 0);
     free(text);
-    int rc = 1, nfiles = 0;
+    int rc = 1;
     if (end == NULL || m.type != J_OBJ) {
         say("%s/%s is not valid JSON", dir, MANIFEST);
         goto done;
     }
-    /* checksums before anything else: a changed byte and nothing is written */
-    if (verify_sums(dir, &m, &nfiles) < 0) {
+    if (check_manifest_files(dir, &m) < 0) {
         say("nothing restored");
         goto done;
     }

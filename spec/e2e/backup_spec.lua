@@ -275,6 +275,16 @@ describe("backup and restore", function()
         assert.truthy(out:find("shard1.pgdump: checksum mismatch", 1, true), out)
         assert.truthy(out:find("nothing restored", 1, true), out)
         assert.is_true(empty())
+        -- the manifest is covered too: a row count changed there
+        copy = tmp .. "/tampered-manifest"
+        sh("cp -r " .. backup .. " " .. copy)
+        sh("sed -i 's/\"public.players\": \\([0-9]*\\)/\"public.players\": 9\\1/' " .. copy ..
+           "/manifest.json")
+        assert.is_true(tonumber(sh("grep -c '\"public.players\": 9' " .. copy .. "/manifest.json")) > 0)
+        rc, out = mmo("restore " .. copy)
+        assert.equal(1, rc, out)
+        assert.truthy(out:find("manifest.json: checksum mismatch", 1, true), out)
+        assert.is_true(empty())
     end)
 
     it("restores every table of both shards and every Redis key", function()
