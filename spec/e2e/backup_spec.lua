@@ -15,16 +15,11 @@ local PASSWORD = "correct horse battery staple"
 math.randomseed(os.time() + math.floor(os.clock() * 1e6))
 
 
-local function sh(cmd)
-    local p = io.popen(cmd .. " 2>&1")
-    local out = p:read("*a")
-    p:close()
-    return (out:gsub("%s+$", ""))
-end
+local sh = server.sh
 
 
 local function psql(conninfo, sql)
-    return sh("psql '" .. conninfo .. "' -qtAc \"" .. sql .. "\"")
+    return server.psql(sql, conninfo)
 end
 
 
