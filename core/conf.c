@@ -5,6 +5,7 @@
  * so config.lua can compute values but cannot touch the file system or the environment.
  * Defaults, the file and the environment are applied in that order. */
 #include "conf.h"
+#include "luacap.h"
 #include "mem.h"
 
 #include <ctype.h>
@@ -393,7 +394,9 @@ static int read_section(lua_State *L, struct conf *c, const char *section, const
                 return -1;
             }
             lua_Number n = lua_tonumber(L, -1);
-            if (n != (lua_Number) (long long) n) {
+            /* the range first: converting a double beyond long long is undefined (and NaN
+             * fails both comparisons) */
+            if (!(n > -1e18 && n < 1e18) || n != (lua_Number) (long long) n) {
                 snprintf(err, cap, "%s: %s.%s must be an integer", path, section, name);
                 return -1;
             }
@@ -413,15 +416,29 @@ static int read_section(lua_State *L, struct conf *c, const char *section, const
     return 0;
 }
 
-static int read_file(struct conf *c, const char *path, char *err, size_t cap)
+/* config.lua is data: these bound what running it may take */
+#define CONF_MAX_FILE     (1u << 20)  /* bytes of source */
+#define CONF_MEMORY       (64u << 20) /* its VM's memory cap */
+#define CONF_INSTRUCTIONS 10000000    /* its instruction budget */
+
+/* Run config.lua's text (path names it in messages) and read the table it returns into c. */
+static int read_text(struct conf *c, const char *path, const char *text, size_t len, char *err,
+                     size_t cap)
 {
-    lua_State *L = luaL_newstate(); /* no libraries: config.lua is data */
+    struct luacap vm;
+    char chunkname[600];
     int rc = -1;
+    if (len > 0 && text[0] == LUA_SIGNATURE[0]) {
+        snprintf(err, cap, "%s: bytecode is not allowed, only Lua source", path);
+        return -1;
+    }
+    lua_State *L = luacap_open(&vm, CONF_MEMORY, CONF_INSTRUCTIONS, "config.lua is data");
     if (L == NULL) {
         snprintf(err, cap, "%s: cannot create a Lua state", path);
         return -1;
     }
-    if (luaL_loadfile(L, path) != 0) {
+    snprintf(chunkname, sizeof chunkname, "@%s", path);
+    if (luaL_loadbuffer(L, text, len, chunkname) != 0) {
         snprintf(err, cap, "%s", lua_tostring(L, -1));
         goto done;
     }
@@ -429,7 +446,13 @@ static int read_file(struct conf *c, const char *path, char *err, size_t cap)
     lua_newtable(L);
     lua_setfenv(L, -2);
     if (lua_pcall(L, 0, 1, 0) != 0) {
-        snprintf(err, cap, "%s", lua_tostring(L, -1));
+        if (vm.refused)
+            snprintf(err, cap, "%s: memory cap exceeded (%u MiB): config.lua is data", path,
+                     CONF_MEMORY >> 20);
+        else if (vm.steps > vm.budget)
+            snprintf(err, cap, "%s: %s", path, lua_tostring(L, -1));
+        else
+            snprintf(err, cap, "%s", lua_isstring(L, -1) ? lua_tostring(L, -1) : "(error)");
         goto done;
     }
     if (!lua_istable(L, -1)) {
@@ -535,7 +558,9 @@ static int apply_env(struct conf *c, char *err, size_t cap)
     return 0;
 }
 
-int conf_load(struct conf *c, const char *path, char *err, size_t cap)
+/* conf_load and conf_load_text: the file at path, or text when it is not NULL */
+static int load(struct conf *c, const char *path, const char *text, size_t len, char *err,
+                size_t cap)
 {
     memset(c, 0, sizeof *c);
     for (size_t i = 0; i < NKEYS; i++)
@@ -549,12 +574,21 @@ int conf_load(struct conf *c, const char *path, char *err, size_t cap)
         r->batch = RATE_DEFAULTS[i].batch;
         r->by_ip = RATE_DEFAULTS[i].by_ip;
     }
-    if (path) {
+    if (text) {
+        if (read_text(c, path, text, len, err, cap) < 0)
+            return -1;
+    } else if (path) {
         if (access(path, R_OK) != 0) {
             snprintf(err, cap, "%s: %s", path, strerror(errno));
             return -1;
         }
-        if (read_file(c, path, err, cap) < 0)
+        size_t n;
+        char *src = luacap_read_file(path, CONF_MAX_FILE, &n, err, cap);
+        if (src == NULL)
+            return -1;
+        int rc = read_text(c, path, src, n, err, cap);
+        free(src);
+        if (rc < 0)
             return -1;
     }
     if (apply_env(c, err, cap) < 0)
@@ -567,6 +601,17 @@ int conf_load(struct conf *c, const char *path, char *err, size_t cap)
         return -1;
     }
     return 0;
+}
+
+int conf_load(struct conf *c, const char *path, char *err, size_t cap)
+{
+    return load(c, path, NULL, 0, err, cap);
+}
+
+int conf_load_text(struct conf *c, const char *name, const char *text, size_t len, char *err,
+                   size_t cap)
+{
+    return load(c, name, text, len, err, cap);
 }
 
 void conf_free(struct conf *c)

@@ -125,6 +125,10 @@ int conf_rate_find(const struct conf *c, const char *name);
 /* Fill c with defaults, then config file `path` (NULL: no file), then the environment.
  * Returns 0, or -1 with a one-line message in err (cap bytes). Call conf_free() either way. */
 int conf_load(struct conf *c, const char *path, char *err, size_t cap);
+/* As conf_load, with config.lua's text given (len bytes; name stands for its path in
+ * messages). config.lua runs with no libraries, at most 64 MiB and 10 million instructions. */
+int conf_load_text(struct conf *c, const char *name, const char *text, size_t len, char *err,
+                   size_t cap);
 void conf_free(struct conf *c);
 /* Print every key with its current value, as `section.key = value` lines (for `mmo config`). */
 void conf_dump(const struct conf *c, int fd);

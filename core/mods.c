@@ -30,6 +30,7 @@
 #include "bindings.h"
 #include "err.h"
 #include "log.h"
+#include "luacap.h"
 #include "mem.h"
 #include "metrics.h"
 
@@ -890,34 +891,11 @@ int mods_emit(struct mods *m, const char *event, const char *json, size_t len)
 
 /* ---- loading -------------------------------------------------------------------------- */
 
-static char *read_file(const char *path, size_t max, size_t *len, char *err, size_t cap)
-{
-    FILE *f = fopen(path, "rb");
-    if (f == NULL) {
-        snprintf(err, cap, "%s: cannot read: %s", path, strerror(errno));
-        return NULL;
-    }
-    char *buf = xmalloc(max + 1);
-    size_t n = fread(buf, 1, max + 1, f);
-    int bad = ferror(f);
-    fclose(f);
-    if (bad || n > max) {
-        if (bad)
-            snprintf(err, cap, "%s: cannot read", path);
-        else
-            snprintf(err, cap, "%s: larger than %zu KiB", path, max >> 10);
-        free(buf);
-        return NULL;
-    }
-    *len = n;
-    return buf;
-}
-
 static void load_mod(struct mods *set, struct mod *md)
 {
     char err[600];
     size_t len;
-    char *src = read_file(md->path, MAX_FILE, &len, err, sizeof err);
+    char *src = luacap_read_file(md->path, MAX_FILE, &len, err, sizeof err);
     if (src == NULL) {
         stop_mod(md, MOD_FAILED, err, NULL);
         return;
@@ -966,47 +944,6 @@ static int name_ok(const char *s, size_t n)
 }
 
 /* ---- manifests ----------------------------------------------------------------------------- */
-
-/* the manifest VM's allocator and hook: a cap on its memory, a budget of instructions */
-struct capped {
-    size_t mem, cap;
-    long steps;
-    int refused;
-};
-
-static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
-{
-    struct capped *c = ud;
-    if (ptr == NULL)
-        osize = 0;
-    if (nsize == 0) {
-        free(ptr);
-        c->mem -= osize;
-        return NULL;
-    }
-    if (nsize > osize && c->mem - osize + nsize > c->cap) {
-        c->refused = 1;
-        return NULL;
-    }
-    void *p = realloc(ptr, nsize);
-    if (p == NULL)
-        return NULL;
-    c->mem = c->mem - osize + nsize;
-    return p;
-}
-
-static void manifest_hook(lua_State *L, lua_Debug *ar)
-{
-    void *ud;
-    lua_getallocf(L, &ud);
-    struct capped *c = ud;
-    c->steps += HOOK_STEP;
-    if (c->steps > MANIFEST_INSTRUCTIONS) {
-        lua_pushfstring(L, "instruction budget exceeded (%d): a manifest is data",
-                        MANIFEST_INSTRUCTIONS);
-        lua_error(L);
-    }
-}
 
 static void names_free(struct names *l)
 {
@@ -1192,19 +1129,18 @@ static int eval_manifest(lua_State *L)
 static int read_manifest(struct mod *md, char *err, size_t cap)
 {
     size_t len;
-    char *src = read_file(md->manifest, MANIFEST_FILE, &len, err, cap);
+    char *src = luacap_read_file(md->manifest, MANIFEST_FILE, &len, err, cap);
     if (src == NULL)
         return -1;
     int rc = -1;
-    struct capped c = {0, MANIFEST_MEMORY, 0, 0};
+    struct luacap c;
     lua_State *L = NULL;
     if (len > 0 && src[0] == LUA_SIGNATURE[0]) {
         snprintf(err, cap, "%s: bytecode is not allowed, only Lua source", md->manifest);
-    } else if ((L = lua_newstate(capped_alloc, &c)) == NULL) {
+    } else if ((L = luacap_open(&c, MANIFEST_MEMORY, MANIFEST_INSTRUCTIONS,
+                                "a manifest is data")) == NULL) {
         snprintf(err, cap, "%s: cannot make a Lua VM", md->manifest);
     } else {
-        luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
-        lua_sethook(L, manifest_hook, LUA_MASKCOUNT, HOOK_STEP);
         char chunkname[1100];
         snprintf(chunkname, sizeof chunkname, "@%s", md->manifest);
         struct manifest_src m = {src, len, chunkname, md};

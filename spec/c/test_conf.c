@@ -83,6 +83,9 @@ TEST(refusals)
         "return { http = { port = 'x' } }",               /* wrong type */
         "return { http = { port = 70000 } }",             /* out of range */
         "return { http = { port = 1.5 } }",               /* not an integer */
+        "return { http = { port = 9e30 } }",              /* beyond long long (UB once) */
+        "return { http = { port = 0/0 } }",               /* NaN */
+        "return { http = { port = -1/0 } }",              /* -inf */
         "return 42",                                      /* not a table */
         "return { http = { port = 1 }",                   /* syntax */
         "return { log = { level = os.getenv('HOME') } }", /* no libraries */
@@ -132,11 +135,50 @@ TEST(the_shipped_config_loads)
     conf_free(&c);
 }
 
+/* config.lua is data: a loop, a memory hog and bytecode end in an error naming the file, and a
+ * config given as text (the fuzz target's way in) reads as the same file would. */
+TEST(bounds)
+{
+    clear_env();
+    struct conf c;
+    char err[256];
+    static const struct {
+        const char *src, *want;
+    } bad[] = {
+        {"while true do end",
+         "cfg.lua: instruction budget exceeded (10000000): config.lua is data"},
+        {"local s = 'x' for i = 1, 40 do s = s .. s end return {}",
+         "cfg.lua: memory cap exceeded (64 MiB): config.lua is data"},
+        {"\033LJ\002", "cfg.lua: bytecode is not allowed, only Lua source"},
+        {"return {", "cfg.lua:1: unexpected symbol near '<eof>'"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int rc = conf_load_text(&c, "cfg.lua", bad[i].src, strlen(bad[i].src), err, sizeof err);
+        conf_free(&c);
+        if (rc != -1)
+            FAIL_AT("accepted: %s", bad[i].src);
+        ASSERT_STR(err, bad[i].want);
+    }
+    const char *ok =
+        "local p = 9000 + 100 return { http = { port = p }, log = { level = 'debug' } }";
+    ASSERT_OK(conf_load_text(&c, "cfg.lua", ok, strlen(ok), err, sizeof err));
+    ASSERT_EQ(c.http_port, 9100);
+    ASSERT_STR(c.log_level, "debug");
+    conf_free(&c);
+    char *path = write_tmp("while true do end");
+    ASSERT_EQ(conf_load(&c, path, err, sizeof err), -1);
+    ASSERT(strstr(err, path) == err);
+    ASSERT(strstr(err, "instruction budget exceeded") != NULL);
+    conf_free(&c);
+    unlink(path);
+}
+
 int main(void)
 {
     RUN(defaults);
     RUN(file_then_environment);
     RUN(refusals);
     RUN(the_shipped_config_loads);
+    RUN(bounds);
     return test_summary();
 }
