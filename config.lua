@@ -63,6 +63,12 @@ return {
     shutdown = {
         drain_ms = 10000,               -- SIGTERM: time given to requests in flight
     },
+    backup = {
+        dir = "var/backups",            -- `mmo backup` writes backup-<UTC time>/ here unless
+                                        -- given a directory (docs/operators.md, "Backups")
+        timeout_s = 3600,               -- bound on each pg_dump/pg_restore, query and
+                                        -- Redis call of `mmo backup` and `mmo restore`
+    },
     ws = {
         max_connections = 20000,        -- WebSocket connections; beyond, the upgrade gets 503
         max_message_bytes = 65536,      -- a bigger message closes the connection (1009)

@@ -71,6 +71,8 @@ static const struct key KEYS[] = {
     K_STR("control", "socket", control_socket, "var/run/mmo-{node}.sock"),
     K_STR("log", "level", log_level, "info"),
     K_INT("shutdown", "drain_ms", shutdown_drain_ms, "10000", 0, 600000),
+    K_STR("backup", "dir", backup_dir, "var/backups"),
+    K_INT("backup", "timeout_s", backup_timeout_s, "3600", 1, 604800),
     K_STR("auth", "jwt_secret", auth_jwt_secret, ""),
     K_STR("auth", "jwt_kid", auth_jwt_kid, "k1"),
     K_STR("auth", "jwt_old_keys", auth_jwt_old_keys, ""),

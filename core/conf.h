@@ -67,6 +67,9 @@ struct conf {
     char *log_level;
     /* shutdown */
     int shutdown_drain_ms;
+    /* backup (core/backup.h) */
+    char *backup_dir;     /* where `mmo backup` writes when given no directory */
+    int backup_timeout_s; /* bound on each external command, query and Redis call */
     /* auth */
     char *auth_jwt_secret; /* "" -> a random one per start (logged as a warning) */
     char *auth_jwt_kid;

@@ -5,6 +5,7 @@
  * let requests in flight finish (at most shutdown.drain_ms), end the remaining tasks, then
  * free everything and exit 0. A second signal skips the wait. */
 #include "auth.h"
+#include "backup.h"
 #include "check.h"
 #include "conf.h"
 #include "control.h"
@@ -54,6 +55,11 @@ static const char USAGE[] =
     "  config     print the configuration in effect (file + environment)\n"
     "  queue      the game event stream and its dead letters: queue [stats], queue dead\n"
     "             [--limit N], queue show ID, queue requeue ID|--all, queue drop ID|--all\n"
+    "  backup     back up the main database, every shard and Redis into one dated folder:\n"
+    "             backup [DIR] (default backup.dir), backup-<UTC time>/ with a manifest and\n"
+    "             checksums; its path is the last line printed\n"
+    "  restore    restore DIR (a backup-* folder) into empty databases and an empty Redis,\n"
+    "             checksums first, then row and key counts; --force over existing data\n"
     "  reload     make the running node load its scripts anew (control.socket); on a\n"
     "             broken script it keeps the running set and prints file:line: message\n"
     "  rollback   make the running node return to its previous script set\n"
@@ -433,6 +439,8 @@ int main(int argc, char **argv)
             continue;
         if (strcmp(cmd, "queue") == 0 && (a[0] != '-' || strcmp(a, "--all") == 0))
             continue; /* its subcommand and ids */
+        if ((strcmp(cmd, "backup") == 0 || strcmp(cmd, "restore") == 0) && a[0] != '-')
+            continue; /* the directory */
         if (strcmp(a, "--config") == 0 || strcmp(a, "--sql") == 0 ||
             (strcmp(cmd, "queue") == 0 && strcmp(a, "--limit") == 0)) {
             if (i + 1 >= argc) {
@@ -441,7 +449,8 @@ int main(int argc, char **argv)
             }
             i++;
         } else if (strcmp(a, "--dry-run") != 0 && strcmp(a, "--status") != 0 &&
-                   !(strcmp(cmd, "check") == 0 && strcmp(a, "--strict") == 0)) {
+                   !(strcmp(cmd, "check") == 0 && strcmp(a, "--strict") == 0) &&
+                   !(strcmp(cmd, "restore") == 0 && strcmp(a, "--force") == 0)) {
             fprintf(stderr, "mmo: unknown option %s (see mmo --help)\n", a);
             return 2;
         }
@@ -507,6 +516,25 @@ int main(int argc, char **argv)
     } else if (strcmp(cmd, "reload") == 0 || strcmp(cmd, "rollback") == 0 ||
                strcmp(cmd, "scripts") == 0) {
         rc = control_cli(&n.conf, cmd);
+    } else if (strcmp(cmd, "backup") == 0 || strcmp(cmd, "restore") == 0) {
+        /* the one word after the command: the directory */
+        const char *dir = NULL;
+        int words = 0;
+        for (int i = 2; i < argc; i++) {
+            if (strcmp(argv[i], "--config") == 0 || strcmp(argv[i], "--sql") == 0)
+                i++;
+            else if (argv[i][0] != '-' && words++ == 0)
+                dir = argv[i];
+        }
+        if (words > 1 || (cmd[0] == 'r' && dir == NULL)) {
+            fprintf(stderr, "usage: mmo backup [DIR] | mmo restore DIR [--force]\n");
+            rc = 2;
+        } else if (cmd[0] == 'b') {
+            rc = backup_run(&n.conf, dir ? dir : n.conf.backup_dir, n.conf.backup_timeout_s);
+        } else {
+            rc =
+                restore_run(&n.conf, dir, has_flag(argc, argv, "--force"), n.conf.backup_timeout_s);
+        }
     } else if (strcmp(cmd, "config") == 0) {
         conf_dump(&n.conf, 1);
         rc = 0;

@@ -434,12 +434,18 @@ function _M.letters(n)
 end
 
 
--- One SQL statement run with psql against $MMO_PG; its output, trailing space trimmed.
-function _M.psql(sql)
-    local p = io.popen("psql '" .. os.getenv("MMO_PG") .. "' -qtAc \"" .. sql .. "\" 2>&1")
+-- A shell command's output (stdout and stderr), trailing space trimmed.
+function _M.sh(cmd)
+    local p = io.popen(cmd .. " 2>&1")
     local out = p:read("*a")
     p:close()
     return (out:gsub("%s+$", ""))
+end
+
+
+-- One SQL statement run with psql against conninfo (default $MMO_PG); its output, trimmed.
+function _M.psql(sql, conninfo)
+    return _M.sh("psql '" .. (conninfo or os.getenv("MMO_PG")) .. "' -qtAc \"" .. sql .. "\"")
 end
 
 
