@@ -163,6 +163,29 @@ function _M.db_tx(req)
 end
 
 
+-- one row, committed durably (synchronous_commit on, whatever the test cluster's default):
+-- 201 only once PostgreSQL has it; 503 when it is away (faults_spec)
+function _M.db_put(req)
+    local name = req.body and req.body.name
+    http.check(db.tx(function(q)
+        http.check(q("set local synchronous_commit = on"))
+        http.check(q("insert into spec_tx(name) values ($1)", name))
+    end))
+    return 201, { name = name }
+end
+
+
+-- allocates without bound, as a runaway handler would: the Lua memory limit must stop it
+function _M.hog()
+    local t = {}
+    local i = 0
+    while true do
+        i = i + 1
+        t[i] = string.rep("x", 65536) .. i
+    end
+end
+
+
 function _M.db_count(req)
     local rows = http.check(db.query("select count(*)::int as n from spec_tx where name = $1",
                                      req.query.name))
