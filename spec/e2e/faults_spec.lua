@@ -298,7 +298,7 @@ describe("fault injection", function()
             assert.truthy(rss1 < rss0 * 1.25 + 16, "RSS " .. rss0 .. " -> " .. rss1 .. " MiB")
         end)
 
-        it("answers 503 to what needs Redis, keeps its WebSocket clients, and recovers when Redis comes back", function()
+        it("answers 503 to what needs Redis, keeps its WebSocket clients, recovers when it is back", function()
             local res = node:request("POST", "/api/players",
                                      { token = acct.token, body = { name = "F" .. server.letters(7),
                                                                     class = "mage", region = "r1" } })
@@ -384,5 +384,186 @@ describe("fault injection", function()
                  #answers, n503, slowest, t_back - t_restart, rec, rss0, rss1)
             assert.truthy(rss1 < rss0 * 1.25 + 16, "RSS " .. rss0 .. " -> " .. rss1 .. " MiB")
         end)
+    end)
+    describe("PostgreSQL slowed by a lock", function()
+        local node
+
+        setup(function()
+            node = server.start { env = { MMO_POSTGRES_QUERY_TIMEOUT_MS = "1000", ASAN_OPTIONS = ASAN } }
+            assert.equal(200, node:request("POST", "/test/db/tx",
+                                           { body = { name = "flt-" .. server.letters(12) } }).status)
+        end)
+
+        teardown(function()
+            assert.equal(0, node:stop())
+        end)
+
+        it("answers 503 within the query timeout to what needs the table, serves the rest, recovers", function()
+            local rss0 = rss(node.pid)
+            -- a session of its own holds the table for 4 s, then lets it go
+            sh("psql '" .. os.getenv("MMO_PG") .. "' -qc 'BEGIN; LOCK TABLE spec_tx IN ACCESS " ..
+               "EXCLUSIVE MODE; SELECT pg_sleep(4); COMMIT' >/dev/null 2>&1 &")
+            local function locked()
+                return server.psql("select count(*) from pg_locks where relation = " ..
+                                   "'spec_tx'::regclass and mode = 'AccessExclusiveLock' and granted")
+                       == "1"
+            end
+            assert.truthy(server.eventually(locked, 5), "the lock was not taken")
+            local waiting, t0 = {}, server.now()
+            for i = 1, 4 do
+                waiting[i] = node:connect()
+                waiting[i]:send(server.format_request("GET", "/test/db/count?name=x"))
+            end
+            -- meanwhile the rest is served at once
+            for _, path in ipairs({ "/healthz", "/test/db/ping", "/test/cache/ping", "/test/echo" }) do
+                local t = server.now()
+                assert.equal(200, node:request("GET", path).status, path)
+                assert.truthy(server.now() - t < 0.5, path .. " took " .. (server.now() - t))
+            end
+            local slowest = 0
+            for i = 1, 4 do
+                is_error_shape(waiting[i]:read_response(), 503, "unavailable")
+                waiting[i]:close()
+                slowest = math.max(slowest, server.now() - t0)
+            end
+            assert.truthy(slowest >= 0.9 and slowest < 1.8, "the 503 took " .. slowest .. " s")
+            -- PostgreSQL gave up the statements too: nothing of the node waits on the lock
+            -- PostgreSQL ends the statements too (statement_timeout: query_timeout_ms + 1 s;
+            -- the node dropped their connections at its own timeout)
+            assert.truthy(server.eventually(function()
+                return server.psql("select count(*) from pg_stat_activity where wait_event_type " ..
+                                   "= 'Lock' and query like '%spec_tx where%'") == "0"
+            end, 2), "statements still waiting on the lock in PostgreSQL")
+            assert.truthy(server.eventually(function() return not locked() end, 8), "lock still held")
+            local t_free = server.now()
+            assert.truthy(server.eventually(function()
+                return node:request("GET", "/test/db/count?name=x").status == 200
+            end, 5), "not served after the lock went")
+            local rec = server.now() - t_free
+            local rss1 = rss(node.pid)
+            note("postgres locked: 4 requests 503 after %.2f s (query_timeout_ms 1000), others " ..
+                 "served meanwhile; served %.2f s after the lock went; RSS %.0f -> %.0f MiB",
+                 slowest, rec, rss0, rss1)
+            assert.truthy(rss1 < rss0 + 16, "RSS " .. rss0 .. " -> " .. rss1 .. " MiB")
+        end)
+    end)
+
+    it("keeps serving with its log on a full disk (/dev/full), and drops the lines", function()
+        local port = server.free_port()
+        local node = server.start { stdout = "/dev/full",
+                                    env = { MMO_PORT = tostring(port), ASAN_OPTIONS = ASAN } }
+        local rss0, cpu0, t0 = rss(node.pid), cpu(node.pid), server.now()
+        local n = 0
+        for _ = 1, 50 do
+            -- a line from Lua, a Lua error (a traceback logged), a plain answer
+            assert.equal(200, node:request("GET", "/test/log").status)
+            is_error_shape(node:request("GET", "/test/boom"), 500, "internal_error")
+            assert.equal(200, node:request("GET", "/test/echo").status)
+            n = n + 3
+        end
+        local busy = cpu(node.pid) - cpu0
+        local took = server.now() - t0
+        server.sleep(1)
+        local idle = cpu(node.pid) - cpu0 - busy
+        assert.truthy(idle < 0.2, "used " .. idle .. " s of CPU in 1 s idle")
+        assert.equal(200, node:request("GET", "/readyz").status)
+        local rss1 = rss(node.pid)
+        assert.equal(0, node:stop())
+        -- stderr (the log file here) got nothing: the lines were dropped, not diverted
+        assert.equal("", node:logs())
+        note("log on /dev/full: %d requests in %.1f s (CPU %.2f s), CPU %.2f s in 1 s idle after; " ..
+             "RSS %.0f -> %.0f MiB; exit 0", n, took, busy, idle, rss0, rss1)
+        assert.truthy(rss1 < rss0 + 16, "RSS " .. rss0 .. " -> " .. rss1 .. " MiB")
+    end)
+
+    it("takes what it can with 96 file descriptors, does not spin, and accepts again after", function()
+        -- (about 30 in use at rest; at start it needs more for a moment)
+        local node = server.start { nofile = 96, env = { ASAN_OPTIONS = ASAN } }
+        local old = node:connect()
+        local function ask(c, path)
+            assert(c:send(server.format_request("GET", path)))
+            return assert(c:read_response())
+        end
+        assert.equal(200, ask(old, "/test/db/ping").status)
+        local fds0, rss0 = open_fds(node.pid), rss(node.pid)
+        local flood = {}
+        for i = 1, 150 do
+            flood[i] = node:connect(5)
+        end
+        assert.truthy(server.eventually(function()
+            return node:logs():find("accept: Too many open files", 1, true)
+        end, 5), "never out of descriptors")
+        local warned0 = select(2, node:logs():gsub("accept: Too many open files", ""))
+        local cpu0, t0 = cpu(node.pid), server.now()
+        server.sleep(2)
+        local used = cpu(node.pid) - cpu0
+        local warned = select(2, node:logs():gsub("accept: Too many open files", "")) - warned0
+        assert.truthy(used < 0.5, "used " .. used .. " s of CPU in 2 s")
+        assert.truthy(warned <= 2 / 0.1 + 5, warned .. " accept warnings in 2 s")
+        -- the client from before is served, PostgreSQL and Redis too
+        assert.equal(200, ask(old, "/test/db/ping").status)
+        assert.equal(200, ask(old, "/test/cache/ping").status)
+        -- a connection it took is served; the last ones wait in the listen backlog
+        assert.equal(200, ask(flood[1], "/healthz").status)
+        local last = flood[150]
+        assert(last:send(server.format_request("GET", "/healthz")))
+        assert.falsy(last:fill(0.5), "a connection past the limit was answered")
+        local fds_full = open_fds(node.pid)
+        for i = 1, 100 do
+            flood[i]:close()
+        end
+        -- descriptors back: the waiting connection is taken and answered
+        local res = assert(last:read_response())
+        assert.equal(200, res.status)
+        local t_back = server.now()
+        local fresh = node:connect()
+        assert.equal(200, ask(fresh, "/test/db/ping").status)
+        fresh:close()
+        for i = 101, 150 do
+            flood[i]:close()
+        end
+        old:close()
+        local rss1 = rss(node.pid)
+        assert.equal(0, node:stop())
+        note("ulimit -n 96: %d fds at rest, %d with 150 more connections; CPU %.2f s in 2 s out of " ..
+             "descriptors, %d accept warnings; the waiting connection answered %.2f s after the " ..
+             "start; RSS %.0f -> %.0f MiB", fds0, fds_full, used, warned, t_back - t0, rss0, rss1)
+        assert.truthy(rss1 < rss0 + 16, "RSS " .. rss0 .. " -> " .. rss1 .. " MiB")
+    end)
+
+    it("fails a handler that allocates without bound, goes on, and gives the memory back", function()
+        local node = server.start { env = { MMO_SCRIPTS_MEMORY_LIMIT_MB = "64", ASAN_OPTIONS = ASAN } }
+        for _ = 1, 20 do
+            assert.equal(200, node:request("GET", "/test/echo").status)
+        end
+        assert.equal(200, node:request("GET", "/test/gc").status)
+        local lua0, rss0 = lua_memory(node), rss(node.pid)
+        local rss_first, took
+        for round = 1, 3 do
+            -- a request parked on PostgreSQL while the hog runs
+            local parked = node:connect()
+            parked:send(server.format_request("GET", "/test/db/sleep_then_cache?s=0.3"))
+            local t = server.now()
+            is_error_shape(node:request("GET", "/test/hog", { timeout = 30 }), 500, "internal_error")
+            took = server.now() - t
+            assert.equal(200, parked:read_response().status)
+            parked:close()
+            assert.equal(200, node:request("GET", "/test/echo").status)
+            assert.equal(200, node:request("GET", "/healthz").status)
+            if round == 1 then
+                rss_first = rss(node.pid)
+            end
+        end
+        assert.truthy(node:logs():find("reached the Lua memory limit", 1, true))
+        local lua1 = lua_memory(node)
+        assert.truthy(lua1 < lua0 + 8, "Lua memory " .. lua0 .. " -> " .. lua1 .. " MiB")
+        local rss1 = server.eventually(function()
+            local r = rss(node.pid)
+            return r < rss0 + 24 and r
+        end, 3) or rss(node.pid)
+        assert.equal(0, node:stop())
+        note("Lua hog, limit 64 MiB: 500 after %.2f s, 3 times; Lua memory %.1f -> %.1f MiB; RSS %.0f " ..
+             "-> %.0f after the first -> %.0f MiB after the third", took, lua0, lua1, rss0, rss_first, rss1)
+        assert.truthy(rss1 < rss0 + 24, "RSS " .. rss0 .. " -> " .. rss1 .. " MiB")
     end)
 end)
