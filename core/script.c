@@ -85,22 +85,12 @@ static void preload(lua_State *L, const char *name, lua_CFunction fn)
 static void *vm_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
     struct script_mem *m = ud;
-    if (ptr == NULL)
-        osize = 0;
-    if (nsize == 0) {
-        free(ptr);
-        m->used -= osize;
-        return NULL;
-    }
-    if (m->cap && m->armed && nsize > osize && m->used - osize + nsize > m->cap) {
+    size_t held = ptr ? osize : 0;
+    if (m->cap && m->armed && nsize > held && m->used - held + nsize > m->cap) {
         m->refused = 1;
         return NULL;
     }
-    void *p = realloc(ptr, nsize);
-    if (p == NULL)
-        return NULL;
-    m->used = m->used - osize + nsize;
-    return p;
+    return mem_lua_realloc(&m->used, ptr, osize, nsize);
 }
 
 lua_State *script__open_vm(struct lb_ctx *ctx, struct script_mem *mem, const char *path, char *err,

@@ -234,6 +234,16 @@ local function account(node)
 end
 
 
+-- a node, and spec_tx (the table of /test/db/tx, /test/db/put and /test/db/count)
+local function start_with_table(env)
+    env.ASAN_OPTIONS = ASAN
+    local node = server.start { env = env }
+    assert.equal(200, node:request("POST", "/test/db/tx",
+                                   { body = { name = "flt-" .. server.letters(12) } }).status)
+    return node
+end
+
+
 describe("fault injection", function()
     if not STATE then
         pending("needs MMO_DEV_STATE (tools/dev test sets it): the services' pid files")
@@ -244,12 +254,9 @@ describe("fault injection", function()
         local node, acct
 
         setup(function()
-            node = server.start { env = { MMO_POSTGRES_QUERY_TIMEOUT_MS = "2000",
-                                          MMO_REDIS_TIMEOUT_MS = "1000", ASAN_OPTIONS = ASAN } }
+            node = start_with_table { MMO_POSTGRES_QUERY_TIMEOUT_MS = "2000",
+                                      MMO_REDIS_TIMEOUT_MS = "1000" }
             acct = account(node)
-            -- spec_tx, the table /test/db/put writes to
-            assert.equal(200, node:request("POST", "/test/db/tx",
-                                           { body = { name = "flt-" .. server.letters(12) } }).status)
         end)
 
         teardown(function()
@@ -408,13 +415,12 @@ describe("fault injection", function()
             assert.truthy(rss1 < rss0 * 1.25 + 16, "RSS " .. rss0 .. " -> " .. rss1 .. " MiB")
         end)
     end)
+
     describe("PostgreSQL slowed by a lock", function()
         local node
 
         setup(function()
-            node = server.start { env = { MMO_POSTGRES_QUERY_TIMEOUT_MS = "1000", ASAN_OPTIONS = ASAN } }
-            assert.equal(200, node:request("POST", "/test/db/tx",
-                                           { body = { name = "flt-" .. server.letters(12) } }).status)
+            node = start_with_table { MMO_POSTGRES_QUERY_TIMEOUT_MS = "1000" }
         end)
 
         teardown(function()
