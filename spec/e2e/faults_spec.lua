@@ -202,6 +202,35 @@ local function all_back(answers, kinds, from)
 end
 
 
+-- Load through an outage of service `name`: n clients (pick) warm up for a second; 1.5 s on,
+-- kill(); half a second later meanwhile() (if given) checks what must go on; 2 s after the kill
+-- `tools/dev svc NAME start` in the background; the load goes on until every kind is back.
+-- Returns the answers, the times {kill, restart, back} and the RSS before.
+local function outage(node, n, pick, kill, name, kinds, meanwhile)
+    load(node, n, 1, pick, function() end) -- warm
+    local rss0 = rss(node.pid)
+    local t0, t = server.now(), {}
+    local checked, started = not meanwhile, nil
+    local answers = load(node, n, 40, pick, function()
+        local now = server.now()
+        if not t.kill and now > t0 + 1.5 then
+            kill()
+            t.kill = server.now()
+        elseif t.kill and not checked and now > t.kill + 0.5 then
+            meanwhile()
+            checked = true
+        elseif t.kill and checked and not started and now > t.kill + 2 then
+            started = start_in_background(name)
+            t.restart = now
+        elseif started and not t.back and started() then
+            t.back = server.now()
+        end
+    end, function(sofar) return all_back(sofar, kinds, t.back) end)
+    assert.truthy(t.back, name .. " was not back before the load ended")
+    return answers, t, rss0
+end
+
+
 -- time from `from` to the first 2xx of kind sent after it; and that every answer of kind sent
 -- a second after that was a 2xx
 local function recovered(answers, kind, from)
@@ -279,23 +308,8 @@ describe("fault injection", function()
                 end
                 return { "GET", "/test/db/ping", nil, kind = "ping" }
             end
-            load(node, 8, 1, pick, function() end) -- warm
-            local rss0 = rss(node.pid)
-            local t0 = server.now()
-            local t_kill, t_back, t_restart, done
-            local answers = load(node, 8, 40, pick, function()
-                local now = server.now()
-                if not t_kill and now > t0 + 1.5 then
-                    kill_pg()
-                    t_kill = server.now()
-                elseif t_kill and not done and now > t_kill + 2 then
-                    done = start_in_background("pg")
-                    t_restart = now
-                elseif done and not t_back and done() then
-                    t_back = server.now()
-                end
-            end, function(sofar) return all_back(sofar, { "ping", "put", "login", "me" }, t_back) end)
-            assert.truthy(t_back, "PostgreSQL was not back before the load ended")
+            local answers, t, rss0 = outage(node, 8, pick, kill_pg, "pg", { "ping", "put", "login", "me" })
+            local t_kill, t_restart, t_back = t.kill, t.restart, t.back
             local n503, slowest = all_2xx_or_503(answers, 2 + 1.5)
             -- while it was away: 503 to what needs it
             local away = 0
@@ -349,38 +363,24 @@ describe("fault injection", function()
                 end
                 return { "GET", "/test/db/ping", nil, kind = "db" }
             end
-            load(node, 6, 1, pick, function() end) -- warm
-            local rss0 = rss(node.pid)
-            local t0 = server.now()
-            local t_kill, t_back, t_restart, done, ws_checked
-            local answers = load(node, 6, 40, pick, function()
-                local now = server.now()
-                if not t_kill and now > t0 + 1.5 then
-                    kill_redis()
-                    t_kill = server.now()
-                elseif t_kill and not ws_checked and now > t_kill + 0.5 then
-                    -- the WebSocket clients are still served meanwhile
-                    for _, c in ipairs(clients) do
-                        c:send({ t = "ping" })
-                        assert.is_table(c:expect("pong", 3), "a WebSocket client lost its pong")
-                    end
-                    -- a new one is let in, or refused with 503 in the error shape
-                    local c, status, refusal = ws.connect(node, acct.token)
-                    if c then
-                        c:close()
-                    else
-                        is_error_shape(refusal, 503)
-                        assert.equal(503, status)
-                    end
-                    ws_checked = true
-                elseif ws_checked and not done and now > t_kill + 2 then
-                    done = start_in_background("redis")
-                    t_restart = now
-                elseif done and not t_back and done() then
-                    t_back = server.now()
+            -- meanwhile, the WebSocket clients are still served
+            local function meanwhile()
+                for _, c in ipairs(clients) do
+                    c:send({ t = "ping" })
+                    assert.is_table(c:expect("pong", 3), "a WebSocket client lost its pong")
                 end
-            end, function(sofar) return all_back(sofar, { "cache", "me", "db" }, t_back) end)
-            assert.truthy(t_back, "Redis was not back before the load ended")
+                -- a new one is let in, or refused with 503 in the error shape
+                local c, status, refusal = ws.connect(node, acct.token)
+                if c then
+                    c:close()
+                else
+                    is_error_shape(refusal, 503)
+                    assert.equal(503, status)
+                end
+            end
+            local answers, t, rss0 = outage(node, 6, pick, kill_redis, "redis", { "cache", "me", "db" },
+                                            meanwhile)
+            local t_kill, t_restart, t_back = t.kill, t.restart, t.back
             local n503, slowest = all_2xx_or_503(answers, 1 + 1.5)
             local away = 0
             for _, a in ipairs(answers) do
@@ -507,7 +507,7 @@ describe("fault injection", function()
     end)
 
     it("takes what it can with 96 file descriptors, does not spin, and accepts again after", function()
-        -- (about 30 in use at rest; at start it needs more for a moment)
+        -- (31-70 in use at rest as the pools fill; at start it needs more for a moment)
         local node = server.start { nofile = 96, env = { ASAN_OPTIONS = ASAN } }
         finally(function() node:kill() end)
         local old = node:connect()
