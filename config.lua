@@ -51,6 +51,9 @@ return {
         routes = "routes",              -- module holding the route table
         watch = 0,                      -- 1: reload by itself when a script changes (dev)
         load_budget_ms = 5000,          -- a load running longer (a loop at load time) fails
+        memory_limit_mb = 1024,         -- Lua memory of the handlers' VM: a handler that
+                                        -- allocates past it fails (500), the node goes on
+                                        -- (0: no limit)
     },
     control = {
         -- the Unix socket `mmo reload`, `mmo rollback` and `mmo scripts` talk to (mode 0600);

@@ -62,7 +62,8 @@ struct conf {
     char *scripts_routes;       /* module name of the route table */
     int scripts_watch;          /* 1: reload when a file under the scripts path changes (inotify) */
     int scripts_load_budget_ms; /* a load (start, reload) that runs longer is refused */
-    char *control_socket;       /* Unix socket of `mmo reload` ("{node}": the node id; "": none) */
+    int scripts_memory_limit_mb; /* the handlers' Lua VM: an allocation past it fails (0: none) */
+    char *control_socket;        /* Unix socket of `mmo reload` ("{node}": the node id; "": none) */
     /* log */
     char *log_level;
     /* shutdown */

@@ -15,22 +15,12 @@
 static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
     struct luacap *c = ud;
-    if (ptr == NULL)
-        osize = 0;
-    if (nsize == 0) {
-        free(ptr);
-        c->mem -= osize;
-        return NULL;
-    }
-    if (nsize > osize && c->mem - osize + nsize > c->cap) {
+    size_t held = ptr ? osize : 0;
+    if (nsize > held && c->mem - held + nsize > c->cap) {
         c->refused = 1;
         return NULL;
     }
-    void *p = realloc(ptr, nsize);
-    if (p == NULL)
-        return NULL;
-    c->mem = c->mem - osize + nsize;
-    return p;
+    return mem_lua_realloc(&c->mem, ptr, osize, nsize);
 }
 
 static void budget_hook(lua_State *L, lua_Debug *ar)

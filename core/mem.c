@@ -56,3 +56,18 @@ void mem__assert_fail(const char *expr, const char *file, int line)
             expr, file, line);
     abort();
 }
+
+void *mem_lua_realloc(size_t *used, void *ptr, size_t osize, size_t nsize)
+{
+    if (ptr == NULL)
+        osize = 0;
+    if (nsize == 0) {
+        free(ptr);
+        *used -= osize;
+        return NULL;
+    }
+    void *p = realloc(ptr, nsize);
+    if (p != NULL)
+        *used = *used - osize + nsize;
+    return p;
+}

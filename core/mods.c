@@ -160,25 +160,15 @@ static void set_fault(struct mod *md, const char *fmt, ...)
 static void *mod_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
     struct mod *md = ud;
-    if (ptr == NULL)
-        osize = 0;
-    if (nsize == 0) {
-        free(ptr);
-        md->mem -= osize;
-        return NULL;
-    }
-    if (nsize > osize && md->mem - osize + nsize > md->mem_cap) {
+    size_t held = ptr ? osize : 0;
+    if (nsize > held && md->mem - held + nsize > md->mem_cap) {
         if (md->mem_cap % (1u << 20) == 0)
             set_fault(md, "memory cap exceeded (%zu MiB)", md->mem_cap >> 20);
         else
             set_fault(md, "memory cap exceeded (%zu bytes)", md->mem_cap);
         return NULL;
     }
-    void *p = realloc(ptr, nsize);
-    if (p == NULL)
-        return NULL;
-    md->mem = md->mem - osize + nsize;
-    return p;
+    return mem_lua_realloc(&md->mem, ptr, osize, nsize);
 }
 
 static struct mod *mod_of(lua_State *L)

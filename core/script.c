@@ -81,9 +81,22 @@ static void preload(lua_State *L, const char *name, lua_CFunction fn)
     lua_pop(L, 2);
 }
 
-lua_State *script__open_vm(struct lb_ctx *ctx, const char *path, char *err, size_t cap)
+/* the VM's allocator: counts its bytes; past the cap, refuses while a task runs */
+static void *vm_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
-    lua_State *L = luaL_newstate();
+    struct script_mem *m = ud;
+    size_t held = ptr ? osize : 0;
+    if (m->cap && m->armed && nsize > held && m->used - held + nsize > m->cap) {
+        m->refused = 1;
+        return NULL;
+    }
+    return mem_lua_realloc(&m->used, ptr, osize, nsize);
+}
+
+lua_State *script__open_vm(struct lb_ctx *ctx, struct script_mem *mem, const char *path, char *err,
+                           size_t cap)
+{
+    lua_State *L = lua_newstate(vm_alloc, mem);
     if (L == NULL) {
         snprintf(err, cap, "cannot create the Lua VM");
         return NULL;
@@ -313,7 +326,8 @@ struct script *script_new(struct lb_ctx *ctx, char *err, size_t cap)
     s->watch_fd = -1;
     ctx->script = s;
     s->encode_ref = s->decode_ref = s->traceback_ref = s->base_ref = LUA_NOREF;
-    s->L = script__open_vm(ctx, ctx->conf->scripts_path, err, cap);
+    s->mem.cap = (size_t) ctx->conf->scripts_memory_limit_mb << 20;
+    s->L = script__open_vm(ctx, &s->mem, ctx->conf->scripts_path, err, cap);
     if (s->L == NULL) {
         ctx->script = NULL;
         free(s);

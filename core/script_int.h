@@ -76,8 +76,19 @@ struct script_set {
     int retired;       /* neither current nor previous: freed when its last task ends */
 };
 
+/* What the handlers' VM holds, and its cap (scripts.memory_limit_mb): an allocation past the
+ * cap fails only while a task runs (armed), inside lua_resume, where it is an error the task
+ * dies of; outside, the core's own pushes (a request, a query's rows) always succeed, as an
+ * allocation failure there would be a panic. */
+struct script_mem {
+    size_t used, cap; /* bytes; cap 0: none */
+    int armed;        /* tasks running (nested resumes count) */
+    int refused;      /* an allocation was refused since the last collection */
+};
+
 struct script {
     lua_State *L;
+    struct script_mem mem;
     struct lb_ctx *ctx;
     struct script_set *cur;     /* serves new requests, messages and timers */
     struct script_set *prev;    /* the one before (rollback) */
@@ -143,7 +154,9 @@ struct task *task__new(struct script *s, task_done_cb *done, void *ud, const cha
 void task__start(struct task *t, int nargs);
 void task__kill_all(struct script *s);
 
-/* script.c: open the VM with the standard libraries, the bindings and the locked globals. */
-lua_State *script__open_vm(struct lb_ctx *ctx, const char *path, char *err, size_t cap);
+/* script.c: open the VM with the standard libraries, the bindings and the locked globals; its
+ * allocator counts into mem (and keeps to mem->cap). */
+lua_State *script__open_vm(struct lb_ctx *ctx, struct script_mem *mem, const char *path, char *err,
+                           size_t cap);
 
 #endif

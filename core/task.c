@@ -49,8 +49,13 @@ struct task *task__new(struct script *s, task_done_cb *done, void *ud, const cha
         t->co = s->pool[s->npool];
         t->ref = s->pool_refs[s->npool];
     } else {
+        /* on the main thread, maybe from inside a running task (lb_spawn): never refused, as an
+         * error raised on a thread that is not running has nowhere to go */
+        int armed = s->mem.armed;
+        s->mem.armed = 0;
         t->co = lua_newthread(s->L);
         t->ref = luaL_ref(s->L, LUA_REGISTRYINDEX);
+        s->mem.armed = armed;
     }
     lua_setexdata(t->co, t);
     if (request_id) {
@@ -94,11 +99,32 @@ static void task_release(struct task *t, int reusable)
     free(t);
 }
 
+/* A task died of the memory limit: collect what it left now (LuaJIT does not collect when an
+ * allocation is refused, so its garbage would stay until the next cycle and the next handler
+ * would meet a VM still full). */
+static void after_refusal(struct script *s, const char *request_id)
+{
+    if (!s->mem.refused || s->mem.armed > 0)
+        return;
+    size_t before = s->mem.used;
+    lua_gc(s->L, LUA_GCCOLLECT, 0);
+    s->mem.refused = 0;
+    log_write(LOG_WARN, "lua", request_id, NULL,
+              "a handler reached the Lua memory limit (scripts.memory_limit_mb, %zu MiB): "
+              "collected, %zu MiB -> %zu MiB",
+              s->mem.cap >> 20, before >> 20, s->mem.used >> 20);
+}
+
 /* Resume t->co with nargs values on its stack; run it to its next wait or its end. */
 static void task_step(struct task *t, int nargs)
 {
+    struct script *s = t->s;
+    char request_id[sizeof t->request_id];
+    memcpy(request_id, t->request_id, sizeof request_id);
     t->running = 1;
+    s->mem.armed++;
     int rc = lua_resume(t->co, nargs);
+    s->mem.armed--;
     t->running = 0;
     if (rc == LUA_YIELD) {
         if (t->waiting)
@@ -109,15 +135,14 @@ static void task_step(struct task *t, int nargs)
                                "yield by themselves");
         t->done(t, TASK_ERROR, t->ud);
         task_release(t, 0);
-        return;
-    }
-    if (rc == 0) {
+    } else if (rc == 0) {
         t->done(t, TASK_OK, t->ud);
         task_release(t, 1);
     } else {
         t->done(t, TASK_ERROR, t->ud);
         task_release(t, 0);
     }
+    after_refusal(s, request_id);
 }
 
 void task__start(struct task *t, int nargs)

@@ -65,7 +65,9 @@ end
 -- Start a node. opts.env: extra environment; opts.scripts: scripts path (default: the test
 -- scripts first, then the real ones); opts.routes: route module (default test_routes);
 -- opts.args: extra arguments; opts.expect_fail: return the exit code and log instead of
--- waiting for the listening line.
+-- waiting for the listening line; opts.nofile: the node's limit of open files (ulimit -n);
+-- opts.stdout: where its stdout (the log) goes instead of the log file (stderr stays there),
+-- e.g. "/dev/full": then opts.env.MMO_PORT must name the port (see free_port).
 function _M.start(opts)
     opts = opts or {}
     local log = os.tmpname()
@@ -108,8 +110,10 @@ function _M.start(opts)
             "( while kill -0 ", SELF_PID, " 2>/dev/null; do sleep 1; kill -0 $$ 2>/dev/null ",
             "|| exit 0; done; kill -TERM $$ 2>/dev/null ) </dev/null >/dev/null 2>&1 &\n",
             "cd ", sh_quote(ROOT), " || exit 99\n",
+            opts.nofile and ("ulimit -n " .. tonumber(opts.nofile) .. " || exit 98\n") or "",
             "exec env ", table.concat(parts, " "), " ", sh_quote(BIN), " serve ",
-            table.concat(opts.args or {}, " "), "\n")
+            table.concat(opts.args or {}, " "),
+            opts.stdout and (" >" .. sh_quote(opts.stdout)) or "", "\n")
     f:close()
     os.execute("( sh " .. launcher .. " >" .. log .. " 2>&1; echo $? >" .. log .. ".rc ) " ..
                ">/dev/null 2>&1 &")
@@ -129,6 +133,9 @@ function _M.start(opts)
     while socket.gettime() < deadline do
         local text = read_file(log)
         local port = text:match("listening on http://[%d%.]+:(%d+)")
+        if opts.stdout then -- the listening line went elsewhere
+            port = env.MMO_PORT ~= "0" and env.MMO_PORT
+        end
         if port then
             node.port = tonumber(port)
             -- listening comes before PostgreSQL and Redis are connected: wait for /readyz, so
@@ -397,6 +404,15 @@ function _M.run(args, env)
     os.remove(out)
     local rc = tonumber(text:match("(%d+)%s*$"))
     return rc, text:gsub("%d+%s*$", "")
+end
+
+
+-- A port free on 127.0.0.1 now (for a node whose log cannot be read for it)
+function _M.free_port()
+    local s = assert(socket.bind("127.0.0.1", 0))
+    local _, port = s:getsockname()
+    s:close()
+    return tonumber(port)
 end
 
 

@@ -163,6 +163,31 @@ function _M.db_tx(req)
 end
 
 
+-- one row, committed durably (synchronous_commit on, whatever the test cluster's default):
+-- 201 only once PostgreSQL has it; 503 when it is away (faults_spec)
+function _M.db_put(req)
+    local name = req.body and req.body.name
+    http.check(db.tx(function(q)
+        http.check(q("set local synchronous_commit = on"))
+        http.check(q("insert into spec_tx(name) values ($1)", name))
+    end))
+    return 201, { name = name }
+end
+
+
+-- allocates as a runaway handler would, until the Lua memory limit stops it (or 256 MiB, so
+-- that a node without the limit answers 200 rather than take the machine's memory)
+function _M.hog()
+    local t = {}
+    local i = 0
+    while i < 4096 do
+        i = i + 1
+        t[i] = string.rep("x", 65536) .. i
+    end
+    return 200, { n = #t }
+end
+
+
 function _M.db_count(req)
     local rows = http.check(db.query("select count(*)::int as n from spec_tx where name = $1",
                                      req.query.name))
