@@ -33,15 +33,27 @@ end
 
 -- The player's shard row and the live world follow a membership change (guild_id 0: none).
 -- Returns true, or nil when the shard could not be written (the caller undoes the change).
+-- The cached document is made a miss before the commit (players.writing): a node killed
+-- between the commit and published() must not leave the old guild served from the cache.
 function _M.mirror(player_id, guild_id)
-    local rows = players.db_of(player_id).query(
-        "update players set guild_id = $2, version = version + 1 where id = $1 returning " ..
-        players.COLUMNS, player_id, guild_id > 0 and guild_id or nil)
-    if not rows then
+    local row
+    local ok = players.db_of(player_id).tx(function(q)
+        local cur = q("select version from players where id = $1 for update", player_id)
+        if not cur or not cur[1] then
+            return cur and true -- no such player: nothing to mirror
+        end
+        players.writing(player_id, cur[1].version)
+        local rows = q("update players set guild_id = $2, version = version + " ..
+                       players.WRITE_STEP .. " where id = $1 returning " .. players.COLUMNS,
+                       player_id, guild_id > 0 and guild_id or nil)
+        row = rows and rows[1]
+        return true
+    end)
+    if not ok then
         return nil
     end
-    if rows[1] then
-        players.published(rows[1])
+    if row then
+        players.published(row)
     end
     world.set_guild(player_id, guild_id)
     return true
