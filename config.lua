@@ -51,9 +51,10 @@ return {
         routes = "routes",              -- module holding the route table
         watch = 0,                      -- 1: reload by itself when a script changes (dev)
         load_budget_ms = 5000,          -- a load running longer (a loop at load time) fails
-        memory_limit_mb = 1024,         -- Lua memory of the handlers' VM: a handler that
-                                        -- allocates past it fails (500), the node goes on
-                                        -- (0: no limit)
+        memory_limit_mb = 0,            -- Lua memory of the handlers' VM: a handler that
+                                        -- allocates past it fails (500), the node goes on.
+                                        -- 0: no limit, and LuaJIT's own allocator, much faster
+                                        -- (docs/scripting.md); e.g. 1024 to turn it on
     },
     control = {
         -- the Unix socket `mmo reload`, `mmo rollback` and `mmo scripts` talk to (mode 0600);

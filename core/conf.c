@@ -68,7 +68,7 @@ static const struct key KEYS[] = {
     K_STR("scripts", "routes", scripts_routes, "routes"),
     K_INT("scripts", "watch", scripts_watch, "0", 0, 1),
     K_INT("scripts", "load_budget_ms", scripts_load_budget_ms, "5000", 100, 600000),
-    K_INT("scripts", "memory_limit_mb", scripts_memory_limit_mb, "1024", 0, 1048576),
+    K_INT("scripts", "memory_limit_mb", scripts_memory_limit_mb, "0", 0, 1048576),
     K_STR("control", "socket", control_socket, "var/run/mmo-{node}.sock"),
     K_STR("log", "level", log_level, "info"),
     K_INT("shutdown", "drain_ms", shutdown_drain_ms, "10000", 0, 600000),

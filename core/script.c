@@ -96,7 +96,8 @@ static void *vm_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 lua_State *script__open_vm(struct lb_ctx *ctx, struct script_mem *mem, const char *path, char *err,
                            size_t cap)
 {
-    lua_State *L = lua_newstate(vm_alloc, mem);
+    /* no cap: LuaJIT's own allocator (faster than malloc for its many small blocks) */
+    lua_State *L = mem->cap ? lua_newstate(vm_alloc, mem) : luaL_newstate();
     if (L == NULL) {
         snprintf(err, cap, "cannot create the Lua VM");
         return NULL;
