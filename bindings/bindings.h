@@ -33,4 +33,8 @@ void lua_events_shutdown(void);
 /* Register every mmo.* module in package.preload. */
 void bindings_preload(lua_State *L);
 
+/* Register only the JSON modules (cjson, cjson.safe, mmo.json) in package.preload: for VMs
+ * that get no other binding (mod sandboxes, tests, fuzz targets). */
+void bindings_preload_json(lua_State *L);
+
 #endif

@@ -26,6 +26,17 @@ int lb_push_err(lua_State *L, int rc)
     return 2;
 }
 
+static void preload_all(lua_State *L, const luaL_Reg *modules)
+{
+    lua_getfield(L, LUA_GLOBALSINDEX, "package");
+    lua_getfield(L, -1, "preload");
+    for (const luaL_Reg *m = modules; m->name; m++) {
+        lua_pushcfunction(L, m->func);
+        lua_setfield(L, -2, m->name);
+    }
+    lua_pop(L, 2);
+}
+
 void bindings_preload(lua_State *L)
 {
     static const luaL_Reg MODULES[] = {
@@ -45,11 +56,19 @@ void bindings_preload(lua_State *L)
         {"mmo.events", luaopen_mmo_events},
         {NULL, NULL},
     };
-    lua_getfield(L, LUA_GLOBALSINDEX, "package");
-    lua_getfield(L, -1, "preload");
-    for (const luaL_Reg *m = MODULES; m->name; m++) {
-        lua_pushcfunction(L, m->func);
-        lua_setfield(L, -2, m->name);
-    }
-    lua_pop(L, 2);
+    preload_all(L, MODULES);
+}
+
+int luaopen_cjson(lua_State *L);
+int luaopen_cjson_safe(lua_State *L);
+
+void bindings_preload_json(lua_State *L)
+{
+    static const luaL_Reg MODULES[] = {
+        {"cjson", luaopen_cjson},
+        {"cjson.safe", luaopen_cjson_safe},
+        {"mmo.json", luaopen_mmo_json},
+        {NULL, NULL},
+    };
+    preload_all(L, MODULES);
 }

@@ -958,16 +958,22 @@ static void conn_free(struct http_conn *c)
         log_info("http", "all connections closed");
 }
 
+/* a connection the server will not take: 503 in the error shape, then closed */
+static void refuse_accept(struct http_server *s, evutil_socket_t fd, const char *message)
+{
+    char id[40];
+    snprintf(id, sizeof id, "%s%llx", s->req_prefix, (unsigned long long) ++s->req_seq);
+    send_and_close(s, fd, 503, "overloaded", message, id);
+    close(fd);
+    s->st.refused++;
+}
+
 static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int slen,
                       void *arg)
 {
     struct http_server *s = arg;
     if (s->nconns >= s->o.max_connections || s->draining) {
-        char id[40];
-        snprintf(id, sizeof id, "%s%llx", s->req_prefix, (unsigned long long) ++s->req_seq);
-        send_and_close(s, fd, 503, "overloaded", "too many connections", id);
-        close(fd);
-        s->st.refused++;
+        refuse_accept(s, fd, "too many connections");
         return;
     }
     char ip[46] = "";
@@ -976,11 +982,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     else if (sa->sa_family == AF_INET6)
         inet_ntop(AF_INET6, &((struct sockaddr_in6 *) (void *) sa)->sin6_addr, ip, sizeof ip);
     if (!ipcap_take(s->o.ipcap, ip)) {
-        char id[40];
-        snprintf(id, sizeof id, "%s%llx", s->req_prefix, (unsigned long long) ++s->req_seq);
-        send_and_close(s, fd, 503, "overloaded", "too many connections from this address", id);
-        close(fd);
-        s->st.refused++;
+        refuse_accept(s, fd, "too many connections from this address");
         return;
     }
     int one = 1;

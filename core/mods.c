@@ -54,9 +54,6 @@
 extern const unsigned char mods__sandbox_lua[];
 extern const size_t mods__sandbox_lua_len;
 
-int luaopen_cjson(lua_State *L);
-int luaopen_cjson_safe(lua_State *L);
-
 #define HOOK_STEP             100 /* instructions between two looks at the budget */
 #define PATTERN_LIMIT         1e7 /* bound on the steps of a Lua pattern run in C (mods_sandbox.lua) */
 #define PATTERN_STEPS         16         /* such steps per instruction of the budget */
@@ -444,15 +441,6 @@ static void open_lib(lua_State *L, lua_CFunction fn)
     lua_call(L, 0, 0);
 }
 
-static void preload(lua_State *L, const char *name, lua_CFunction fn)
-{
-    lua_getfield(L, LUA_GLOBALSINDEX, "package");
-    lua_getfield(L, -1, "preload");
-    lua_pushcfunction(L, fn);
-    lua_setfield(L, -2, name);
-    lua_pop(L, 2);
-}
-
 static const char DECODER[] = "local safe = require 'cjson.safe'\n"
                               "local dec = safe.new()\n"
                               "dec.decode_invalid_numbers(false)\n"
@@ -468,9 +456,7 @@ static int setup_vm(lua_State *L)
     open_lib(L, luaopen_table);
     open_lib(L, luaopen_math);
     open_lib(L, luaopen_package);
-    preload(L, "cjson", luaopen_cjson);
-    preload(L, "cjson.safe", luaopen_cjson_safe);
-    preload(L, "mmo.json", luaopen_mmo_json);
+    bindings_preload_json(L);
 
     lua_getfield(L, LUA_GLOBALSINDEX, "require");
     lua_pushliteral(L, "mmo.json");

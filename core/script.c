@@ -31,9 +31,6 @@
 #include <strings.h>
 #include <sys/stat.h>
 
-int luaopen_cjson(lua_State *L);
-int luaopen_cjson_safe(lua_State *L);
-
 static const char *ROLE_NAMES[] = {"public", "player", "moderator", "designer", "admin"};
 
 /* Lua run once in every new VM, after the libraries are loaded: lock the globals. */
@@ -72,15 +69,6 @@ static void build_path(luaL_Buffer *b, const char *dirs)
     }
 }
 
-static void preload(lua_State *L, const char *name, lua_CFunction fn)
-{
-    lua_getfield(L, LUA_GLOBALSINDEX, "package");
-    lua_getfield(L, -1, "preload");
-    lua_pushcfunction(L, fn);
-    lua_setfield(L, -2, name);
-    lua_pop(L, 2);
-}
-
 /* the VM's allocator: counts its bytes; past the cap, refuses while a task runs */
 static void *vm_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
@@ -116,8 +104,7 @@ lua_State *script__open_vm(struct lb_ctx *ctx, struct script_mem *mem, const cha
     lua_setfield(L, -2, "cpath");
     lua_pop(L, 1);
 
-    preload(L, "cjson", luaopen_cjson);
-    preload(L, "cjson.safe", luaopen_cjson_safe);
+    bindings_preload_json(L);
     bindings_preload(L);
 
     /* cjson registers a global "cjson": load it now, then drop the global */

@@ -7,6 +7,7 @@
  * request is answered at once with 200 and a small body, as a route that does no I/O would.
  * Short timeouts (200 ms) bound a stuck connection; one that never closes is a hang that
  * libFuzzer reports. Slower than an in-memory target (a connection per input). */
+#include "fuzzio.h"
 #include "http.h"
 
 #include <arpa/inet.h>
@@ -94,26 +95,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         perror("fuzz_http: connect"); /* the harness's own failure, not the server's */
         abort();
     }
-    /* the input fits the socket buffer (max_len), so this does not block */
-    size_t off = 0;
-    while (off < size) {
-        ssize_t n = send(fd, data + off, size - off, MSG_NOSIGNAL);
-        if (n <= 0)
-            break; /* the server may close early (400, 413, 431) */
-        off += (size_t) n;
-    }
-    shutdown(fd, SHUT_WR);
-    char buf[4096];
-    for (;;) {
-        event_base_loop(B, EVLOOP_NONBLOCK);
-        ssize_t n = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
-        if (n > 0)
-            continue;
-        if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
-            break; /* the server closed the connection */
-        /* nothing yet: wait for the server's next event (I/O or one of its timers) */
-        event_base_loop(B, EVLOOP_ONCE);
-    }
+    fuzz_feed(B, fd, data, size, NULL);
     close(fd);
     while (http_server_connections(S) > 0)
         event_base_loop(B, EVLOOP_ONCE);

@@ -13,9 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-int luaopen_cjson(lua_State *L);
-int luaopen_cjson_safe(lua_State *L);
-
 static const char CHECK[] =
     "local json = require 'mmo.json'\n"
     "local function eq(a, b)\n"
@@ -55,15 +52,7 @@ static void setup(void)
 {
     L = luaL_newstate();
     luaL_openlibs(L);
-    lua_getfield(L, LUA_GLOBALSINDEX, "package");
-    lua_getfield(L, -1, "preload");
-    lua_pushcfunction(L, luaopen_cjson);
-    lua_setfield(L, -2, "cjson");
-    lua_pushcfunction(L, luaopen_cjson_safe);
-    lua_setfield(L, -2, "cjson.safe");
-    lua_pushcfunction(L, luaopen_mmo_json);
-    lua_setfield(L, -2, "mmo.json");
-    lua_pop(L, 2);
+    bindings_preload_json(L);
     if (luaL_loadbuffer(L, CHECK, sizeof CHECK - 1, "=fuzz_json") != 0 ||
         lua_pcall(L, 0, 1, 0) != 0) {
         fprintf(stderr, "fuzz_json: %s\n", lua_tostring(L, -1));

@@ -9,6 +9,7 @@
  * half-closed; the loop runs until the connection's closed callback has fired. Each message
  * is echoed, as a handler that answers would. Limits are small (1 KiB messages, a burst of 8)
  * so the refusals are reachable; 200 ms timeouts bound a stuck connection. */
+#include "fuzzio.h"
 #include "http.h"
 #include "ws.h"
 
@@ -80,20 +81,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     closed = 0;
     if (ws_accept(S, &d, KEY, strlen(KEY)) == NULL)
         abort(); /* one connection at a time, a valid key: never refused */
-    /* the rest fits the socket buffer (max_len), so this does not block */
-    if (size > early && send(sv[1], data + early, size - early, MSG_NOSIGNAL) < 0)
-        abort();
-    shutdown(sv[1], SHUT_WR);
-    char buf[4096];
-    while (!closed) {
-        event_base_loop(B, EVLOOP_NONBLOCK);
-        ssize_t n = recv(sv[1], buf, sizeof buf, MSG_DONTWAIT);
-        if (n > 0 || closed)
-            continue;
-        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-            break;
-        event_base_loop(B, EVLOOP_ONCE); /* the connection's next event or timer */
-    }
+    /* the rest goes through the socket; then the loop runs until on_closed has fired */
+    fuzz_feed(B, sv[1], data + early, size - early, &closed);
     close(sv[1]);
     while (!closed || ws_server_count(S) > 0)
         event_base_loop(B, EVLOOP_ONCE);

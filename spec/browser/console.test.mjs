@@ -320,16 +320,21 @@ test("a moderator kicks a live session: its WebSocket closes with 4004", async (
     await botPage.context().close();
 });
 
+// On the console's players page: search for query, open the result named name, wait for its card.
+async function openPlayer(page, query, name) {
+    await page.fill("#player-search input[name=name]", query);
+    await page.click("#player-search button[type=submit]");
+    await page.locator("#player-results button", { hasText: name }).click();
+    await waitText(page, "#player-card h2", new RegExp("^" + name + "$"));
+}
+
 test("an admin finds a player by name and grants it an item; a moderator may search, not grant", async () => {
     const res = await must(200, "POST", "/api/admin/bots", { token: admin, body: { count: 1, prefix: "g" + letters(5), region: "r1" } });
     const bot = res.bots[0];
     const doc = await must(200, "GET", `/api/players/${bot.player_id}`, { token: admin });
     const page = await open(browser);
     await signIn(page, "admin", ADMIN_PASSWORD, "players");
-    await page.fill("#player-search input[name=name]", doc.name.slice(0, 5).toUpperCase());
-    await page.click("#player-search button[type=submit]");
-    await page.locator("#player-results button", { hasText: doc.name }).click();
-    await waitText(page, "#player-card h2", new RegExp("^" + doc.name + "$"));
+    await openPlayer(page, doc.name.slice(0, 5).toUpperCase(), doc.name);
     await page.fill("#grant-form input[name=item]", "potion_small");
     await page.fill("#grant-form input[name=qty]", "3");
     await page.click("#grant-form button[type=submit]");
@@ -343,10 +348,7 @@ test("an admin finds a player by name and grants it an item; a moderator may sea
     const mod = await account(["player", "moderator"], admin);
     const mpage = await open(browser);
     await signIn(mpage, mod.username, mod.password, "players");
-    await mpage.fill("#player-search input[name=name]", doc.name);
-    await mpage.click("#player-search button[type=submit]");
-    await mpage.locator("#player-results button", { hasText: doc.name }).click();
-    await waitText(mpage, "#player-card h2", new RegExp("^" + doc.name + "$"));
+    await openPlayer(mpage, doc.name, doc.name);
     assert.equal(await mpage.locator("#grant-form").count(), 0);
     await mpage.context().close();
 });

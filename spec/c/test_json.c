@@ -6,22 +6,11 @@
 #include <lauxlib.h>
 #include <lualib.h>
 
-int luaopen_cjson(lua_State *L);
-int luaopen_cjson_safe(lua_State *L);
-
 static lua_State *vm(void)
 {
     lua_State *L = luaL_newstate();
     luaL_openlibs(L);
-    lua_getfield(L, LUA_GLOBALSINDEX, "package");
-    lua_getfield(L, -1, "preload");
-    lua_pushcfunction(L, luaopen_cjson);
-    lua_setfield(L, -2, "cjson");
-    lua_pushcfunction(L, luaopen_cjson_safe);
-    lua_setfield(L, -2, "cjson.safe");
-    lua_pushcfunction(L, luaopen_mmo_json);
-    lua_setfield(L, -2, "mmo.json");
-    lua_pop(L, 2);
+    bindings_preload_json(L);
     return L;
 }
 

@@ -1268,21 +1268,12 @@ TEST(calls_errors_time_and_states_are_metrics)
 
 /* ---- the game's side: require "mmo.events" ---------------------------------------------- */
 
-int luaopen_cjson(lua_State *L);
-int luaopen_cjson_safe(lua_State *L);
-
 static lua_State *game_vm(struct lb_ctx *ctx)
 {
     lua_State *L = luaL_newstate();
     luaL_openlibs(L);
     lb_set_ctx(L, ctx);
-    lua_getfield(L, LUA_GLOBALSINDEX, "package");
-    lua_getfield(L, -1, "preload");
-    lua_pushcfunction(L, luaopen_cjson);
-    lua_setfield(L, -2, "cjson");
-    lua_pushcfunction(L, luaopen_cjson_safe);
-    lua_setfield(L, -2, "cjson.safe");
-    lua_pop(L, 2);
+    bindings_preload_json(L);
     bindings_preload(L);
     return L;
 }
