@@ -2,15 +2,20 @@
 --
 -- Ingest (POST /api/events, the WebSocket event message): each event is checked and made the
 -- server's by rules/validation.lua (its type's schema, the clock, the size; the player must be
--- the caller's), then the accepted ones are appended to the Redis stream STREAM in one
--- pipelined round trip; the caller hears "accepted" only after Redis answered for them.
+-- the caller's), then the accepted ones are appended to the Redis stream STREAM as one entry
+-- (field "es": a JSON array of the events; "e": a single event), in one round trip; the caller
+-- hears "accepted" only after Redis answered for them. One entry per batch rather than per
+-- event: Redis and the node do a hundredth of the per-entry work (docs/performance.md).
 --
 -- Consume (the timer pipeline.consume in every node): XREADGROUP of the group GROUP, as the
 -- consumer named after this node, a batch at a time; first what this consumer had read and not
 -- acknowledged before it stopped (id 0), then new entries (>). Every CLAIM_EVERY seconds the
 -- pending entries are looked at (XPENDING): one idle for CLAIM_IDLE_MS x 2^(deliveries - 1)
 -- (a dead node's, or one whose job failed: exponential backoff) is claimed (XCLAIM) and tried
--- again; one delivered MAX_TRIES times goes to the dead-letter stream DEAD instead.
+-- again; one delivered MAX_TRIES times goes to the dead-letter stream DEAD instead. An entry
+-- is acknowledged once every event in it is done: written, or buried in the dead letters; one
+-- event that failed keeps its whole entry pending, and the entry's other events, written
+-- already, are duplicates when it comes back (no second effect).
 -- Each event's handler (scripts/jobs/<type>.lua, effect(e, ctx) -> {xp =, items =}) runs;
 -- the effects are summed per player and written on each player's shard in one transaction
 -- together with the events' ids (processed_events, key (account, id)): an id already there
@@ -34,6 +39,7 @@ local time = require "mmo.time"
 local validation = require "rules.validation"
 local world = require "mmo.world"
 
+local concat = table.concat
 local ipairs = ipairs
 local pairs = pairs
 local pcall = pcall
@@ -49,14 +55,16 @@ local _M = {}
 _M.STREAM = "mmo:events"
 _M.GROUP = "workers"
 _M.DEAD = "mmo:events:dead"
-_M.BATCH = 8000          -- entries per XREADGROUP: under a backlog, the larger the batch the
-                         -- fewer rows per event (a batch's xp is summed per player)
+_M.BATCH = 8000          -- events per XREADGROUP (about: entries hold one to 1,000): under a
+                         -- backlog, the larger the batch the fewer rows per event (a batch's
+                         -- xp is summed per player)
 _M.BUDGET_S = 1          -- a consume run stops starting batches after this long (the
                          -- timer waits its period after each run: a longer run idles less)
 _M.CLAIM_EVERY = 5
-_M.MAX_LAG = 2000000     -- events accepted and not yet read by any worker: past it, ingest
-                         -- answers 503 (busy) until the workers catch up (Redis memory stays
-                         -- bounded when no worker runs)
+_M.MAX_LAG = 2000000     -- events accepted and not yet read by any worker (the group's lag
+                         -- in entries x the events per entry this node appends): past it,
+                         -- ingest answers 503 (busy) until the workers catch up (Redis memory
+                         -- stays bounded when no worker runs)
 _M.CLAIM_IDLE_MS = 30000    -- the first retry; then x2 each time, at most x64
 _M.MAX_TRIES = 5
 
@@ -72,8 +80,13 @@ local S = state.global("pipeline", { version = 1, init = function()
         last_claim = 0,           -- when pending entries of dead consumers were last claimed
         own_pending_done = false, -- this node's own pending entries were read back once
         own_pending_from = "0",   -- reading them: after this id (one that fails stays pending)
+        per_entry = 1,            -- events per entry, as this node appended them (average)
+        read_per_entry = 100,     -- events per entry in this node's last read (100 before any:
+                                  -- a request's usual batch)
     }
 end })
+S.per_entry = S.per_entry or 1 -- (a state from before these two: kept across a reload)
+S.read_per_entry = S.read_per_entry or 100
 local stats = S.stats
 _M.stats = stats
 
@@ -108,7 +121,8 @@ local function count(t, what, n)
 end
 
 
--- The group's lag as last seen: asked again at most once a second (one round trip). Unknown
+-- The group's lag as last seen, in events (the lag in entries x the events per entry this
+-- node appends): asked again at most once a second (one round trip). Unknown
 -- (Redis away, no group yet, a lag Redis cannot tell) counts as 0: the append itself fails
 -- when Redis is away.
 local function lag_now()
@@ -116,7 +130,7 @@ local function lag_now()
     if now - (S.lag_at or -math.huge) >= 1 then
         S.lag_at = now
         local st = _M.status()
-        S.lag = st and type(st.group.lag) == "number" and st.group.lag or 0
+        S.lag = st and type(st.group.lag) == "number" and st.group.lag * S.per_entry or 0
     end
     return S.lag or 0
 end
@@ -170,7 +184,7 @@ function _M.ingest(account_id, sid, events)
     if lag_now() > _M.MAX_LAG then
         return nil, "busy"
     end
-    local cmds, idx = {}, {}
+    local enc, idx = {}, {}
     local where = {} -- player id -> its position (a batch is mostly one player's)
     for _, it in ipairs(ok_list) do
         local e = it.e
@@ -182,24 +196,27 @@ function _M.ingest(account_id, sid, events)
             end
             e.account_id, e.sid, e.received = account_id, sid, now
             e.region = pos and pos.region or nil
-            cmds[#cmds + 1] = { "XADD", _M.STREAM, "*", "e",
-                                json.encode(e) }
-            idx[#cmds] = it.index
+            enc[#enc + 1] = json.encode(e)
+            idx[#enc] = it.index
         else
             rejected[#rejected + 1] = { index = it.index, code = "forbidden",
                                         message = "player_id: not one of your players" }
         end
     end
     local accepted = 0
-    if #cmds > 0 then
-        local res, perr = cache.pipeline(cmds, { replies = false }) -- the ids are not read
+    if #enc > 0 then
+        -- one entry for the batch (each event encoded once: the array is their concatenation)
+        local cmd = #enc == 1 and { "XADD", _M.STREAM, "*", "e", enc[1] } or
+                    { "XADD", _M.STREAM, "*", "es", "[" .. concat(enc, ",") .. "]" }
+        local res, perr = cache.pipeline({ cmd }, { replies = false }) -- the id is not read
         if not res then
             return nil, perr
         end
-        for i, r in ipairs(res) do
-            if r == true then
-                accepted = accepted + 1
-            else
+        if res[1] == true then
+            accepted = #enc
+            S.per_entry = S.per_entry * 0.9 + #enc * 0.1
+        else
+            for i = 1, #enc do
                 rejected[#rejected + 1] = { index = idx[i], code = "unavailable",
                                             message = "the stream did not take it; send it again" }
             end
@@ -300,27 +317,83 @@ local function breathe(i)
 end
 
 
--- entries of a reply: { {id, fields}, ... } -> { {sid = stream id, e = event | nil,
--- j = job | nil, tries = deliveries so far}, ... }
+-- entries of a reply: { {id, fields}, ... } -> the items to do, one per event or job:
+-- { {sid = stream id, e = event | nil, j = job | nil, tries = deliveries so far,
+-- entry = {sid =, left = items not done yet}}, ... }. An entry is acknowledged when its left
+-- falls to 0 (done). An entry without anything readable is one item with neither e nor j.
 local function entries_of(list, tries)
     local out = {}
-    for n, it in ipairs(list or {}) do
-        breathe(n)
+    local n = 0
+    for _, it in ipairs(list or {}) do
         local id, fields = it[1], it[2]
-        local e, j
+        local es, j
         if type(fields) == "table" then
             for i = 1, #fields, 2 do
-                if fields[i] == "e" then
-                    e = json.decode(fields[i + 1])
-                elseif fields[i] == "j" then
+                local f = fields[i]
+                if f == "es" then
+                    local v = json.decode(fields[i + 1])
+                    es = type(v) == "table" and v or nil
+                elseif f == "e" then
+                    es = { json.decode(fields[i + 1]) }
+                elseif f == "j" then
                     j = json.decode(fields[i + 1])
                 end
             end
         end
-        out[#out + 1] = { sid = id, e = type(e) == "table" and e or nil,
-                          j = type(j) == "table" and j or nil, tries = tries and tries[id] or 1 }
+        local entry = { sid = id, left = 0 }
+        local t = tries and tries[id] or 1
+        j = type(j) == "table" and j or nil
+        if j or not es or #es == 0 then
+            es = { false }
+        end
+        for _, e in ipairs(es) do
+            n = n + 1
+            breathe(n)
+            entry.left = entry.left + 1
+            out[#out + 1] = { sid = id, e = not j and type(e) == "table" and e or nil, j = j,
+                              tries = t, entry = entry }
+        end
+    end
+    if #list > 0 then
+        S.read_per_entry = n / #list
     end
     return out
+end
+
+
+-- How many entries to read for about BATCH events (as many events per entry as last time).
+local function entries_per_batch()
+    return math.max(1, math.min(_M.BATCH, math.floor(_M.BATCH / S.read_per_entry)))
+end
+
+
+-- items (entries_of) cut into batches of about BATCH events, whole entries each: a read that
+-- held more events than expected is still written in transactions of the usual size.
+local function batches_of(items)
+    if #items <= _M.BATCH * 1.5 then
+        return { items }
+    end
+    local out, cur = {}, {}
+    for _, it in ipairs(items) do
+        if #cur >= _M.BATCH and it.entry ~= cur[#cur].entry then
+            out[#out + 1] = cur
+            cur = {}
+        end
+        cur[#cur + 1] = it
+    end
+    out[#out + 1] = cur
+    return out
+end
+
+
+-- An item done (written, or in the dead letters): its entry, when that was its last item, is
+-- added to ack.
+local function settle(it, ack)
+    local entry = it.entry
+    entry.left = entry.left - 1
+    if entry.left == 0 then
+        ack[#ack + 1] = entry.sid
+    end
 end
 
 
@@ -522,32 +595,35 @@ local function announce(a)
 end
 
 
--- An entry to the dead letters: its event or job and the last error there, acknowledged here.
+-- An event or job to the dead letters, with the last error there; then done (its entry is
+-- acknowledged with the batch's). False when Redis did not take it: it stays pending.
 local function bury(it, why)
     local kind = it.e and it.e.type or it.j and ("job:" .. tostring(it.j.name)) or "?"
     local res = cache.pipeline({
         { "XADD", _M.DEAD, "MAXLEN", "~", 100000, "*", "entry", it.sid,
           it.j and "j" or "e", json.encode(it.j or it.e or {}), "error", tostring(why),
           "tries", it.tries },
-        { "XACK", _M.STREAM, _M.GROUP, it.sid },
     })
-    if res then
-        stats.dead = stats.dead + 1
-        count(kind, "dead")
-        log.warn("to the dead letters", { entry = it.sid, kind = kind, error = tostring(why),
-                                          tries = it.tries })
+    if not (res and res[1] and not (type(res[1]) == "table" and res[1].err)) then
+        return false
     end
+    stats.dead = stats.dead + 1
+    count(kind, "dead")
+    log.warn("to the dead letters", { entry = it.sid, kind = kind, error = tostring(why),
+                                      tries = it.tries })
+    return true
 end
 
 
--- A failed entry stays pending, to be claimed again after its backoff; after its last try
--- (MAX_TRIES, or the job's attempts) it goes to the dead letters.
-local function failed(it, why)
+-- A failed event or job keeps its entry pending, to be claimed again after its backoff; after
+-- its last try (MAX_TRIES, or the job's attempts) it goes to the dead letters (done: added to
+-- ack when it was its entry's last item).
+local function failed(it, why, ack)
     stats.failed = stats.failed + 1
     count(it.e and it.e.type or it.j and ("job:" .. tostring(it.j.name)) or "?", "failed")
     local limit = it.j and type(it.j.attempts) == "number" and it.j.attempts or _M.MAX_TRIES
-    if it.tries >= limit then
-        bury(it, why)
+    if it.tries >= limit and bury(it, why) then
+        settle(it, ack)
     end
 end
 
@@ -556,7 +632,7 @@ end
 -- claimed for this consumer. Returns entries to process.
 local function claim_due()
     local p = cache.cmd("XPENDING", _M.STREAM, _M.GROUP, "IDLE", _M.CLAIM_IDLE_MS, "-", "+",
-                        _M.BATCH)
+                        entries_per_batch())
     if type(p) ~= "table" or #p == 0 then
         return {}
     end
@@ -609,9 +685,9 @@ local function prepare(entries)
         if it.j then
             jobs_to_run[#jobs_to_run + 1] = it
         elseif not e then
-            ack[#ack + 1] = it.sid -- an entry without an event (trimmed or foreign): dropped
+            settle(it, ack) -- an entry without an event (trimmed or foreign): dropped
         elseif not j then
-            failed(it, "no job handles type " .. tostring(e.type))
+            failed(it, "no job handles type " .. tostring(e.type), ack)
         else
             if not cat then
                 cat = catalogue()
@@ -626,7 +702,7 @@ local function prepare(entries)
                 local l = by_shard[s]
                 l[#l + 1] = it
             else
-                failed(it, ok and "the job returned no effect" or ef)
+                failed(it, ok and "the job returned no effect" or ef, ack)
             end
         end
     end
@@ -649,7 +725,7 @@ local function write(b, committed)
         else
             done[#done + 1] = told
             for _, it in ipairs(list) do
-                ack[#ack + 1] = it.sid
+                settle(it, ack)
                 if it.fresh then
                     stats.processed = stats.processed + 1
                     count(it.e.type, "processed")
@@ -674,11 +750,11 @@ local function write(b, committed)
             called(tostring(it.j.name), t0, ok)
         end
         if ok then
-            ack[#ack + 1] = it.sid
+            settle(it, ack)
             stats.processed = stats.processed + 1
             count("job:" .. tostring(it.j.name), "processed")
         else
-            failed(it, why)
+            failed(it, why, ack)
         end
     end
     for name, c in pairs(calls) do
@@ -788,9 +864,10 @@ function _M.consume()
         if st then
             trim(st)
         end
-        local due = claim_due()
-        if #due > 0 then
-            process(due)
+        for _, b in ipairs(batches_of(claim_due())) do
+            if #b > 0 then
+                process(b)
+            end
         end
     end
     local last, before -- the flights of the last two batches
@@ -798,8 +875,8 @@ function _M.consume()
         -- first what this consumer read before and never acknowledged (a restart), page by
         -- page, then new
         local from = S.own_pending_done and ">" or S.own_pending_from
-        local r, err = cache.cmd("XREADGROUP", "GROUP", _M.GROUP, CONSUMER, "COUNT", _M.BATCH,
-                                 "STREAMS", _M.STREAM, from)
+        local r, err = cache.cmd("XREADGROUP", "GROUP", _M.GROUP, CONSUMER, "COUNT",
+                                 entries_per_batch(), "STREAMS", _M.STREAM, from)
         if not r then
             if type(err) == "string" and err:find("NOGROUP", 1, true) then
                 S.group_ready = false
@@ -818,10 +895,12 @@ function _M.consume()
                 -- backoff): read from "0" again, it would come back at once, for ever
                 S.own_pending_from = list[#list][1]
             end
-            local b = prepare(entries_of(list))
-            wait_for(before, "done")
-            wait_for(last, "committed")
-            before, last = last, fly(b)
+            for _, items in ipairs(batches_of(entries_of(list))) do
+                local b = prepare(items)
+                wait_for(before, "done")
+                wait_for(last, "committed")
+                before, last = last, fly(b)
+            end
         end
     until time.monotonic() - t0 > _M.BUDGET_S
     -- a run ends with its batches written: the next run (or a reload) starts from nothing

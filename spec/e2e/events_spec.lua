@@ -225,6 +225,9 @@ describe("game events", function()
         end, 20), "the failing event did not reach the dead letters")
         assert.truthy(server.eventually(drained, 10))
         assert.equal(0, qty(me.player_id, "no_such_item"))
+        -- the two came as one stream entry, delivered five times for the failing one: the
+        -- good one had its effect once all the same
+        assert.equal(90, xp(me.player_id))
         -- an operator reads it, adds the item, requeues it: it has its effect, once
         local res2 = node:request("GET", "/api/admin/queues/dead?limit=1000", { token = admin })
         assert.equal(200, res2.status, res2.body)
@@ -396,6 +399,43 @@ describe("game events", function()
         assert.truthy(ok, "the worker did not consume it")
     end)
 
+    it("writes a backlog of large entries in batches of about BATCH events, whole entries each",
+       function()
+        node:stop()
+        node = server.start { env = { MMO_PIPELINE_WORKER = "0" } }
+        admin = login_admin()
+        local me = bots(1)[1]
+        local run = "chunk-" .. letters(8)
+        for i = 1, 10 do -- single events: an entry each
+            assert.equal(202, send(me.token, { kill(run .. "-s" .. i, me.player_id, 1) }).status)
+        end
+        for r = 1, 20 do -- then requests of 100: an entry of 100 events each
+            local events = {}
+            for i = 1, 100 do
+                events[i] = kill(run .. "-" .. r .. "-" .. i, me.player_id, 1)
+            end
+            assert.equal(202, send(me.token, events).status)
+        end
+        -- a worker with batches of 300 events: its first read (3 entries: 100 events each
+        -- before it knows better) finds one event per entry, so its second takes 300 entries,
+        -- 7 singles and the 20 hundreds (2,007 events): written in 7 batches, not one
+        local dir = server.tmpdir()
+        patched(dir, "lib/pipeline.lua", { ["_M%.BATCH = %d+"] = "_M.BATCH = 300" })
+        local worker = server.start { scripts = dir .. ";" .. server.ROOT .. "/spec/e2e/scripts;" ..
+                                                server.ROOT .. "/scripts",
+                                      env = { MMO_NODE_ID = "spec-chunk" } }
+        local ok = server.eventually(function() return xp(me.player_id) == 2010 * 10 end, 30)
+        local res = worker:request("GET", "/api/admin/queues", { token = admin })
+        worker:stop()
+        server.rm_rf(dir)
+        assert.truthy(ok, "the backlog was not written: xp " .. tostring(xp(me.player_id)))
+        assert.equal(200, res.status, res.body)
+        assert.equal(2010, res.json.node.processed)
+        assert.is_true(res.json.node.batches >= 8, "batches: " .. res.json.node.batches)
+        assert.equal("2010", psql("select count(*) from processed_events where id like '" ..
+                                  run .. "-%'"))
+    end)
+
     it("answers 503 to new events while the workers are too far behind, and takes them after", function()
         local dir = server.tmpdir()
         patched(dir, "lib/pipeline.lua", { ["_M%.MAX_LAG = %d+"] = "_M.MAX_LAG = 3" })
@@ -419,8 +459,8 @@ describe("game events", function()
         end, 15), "the ingest never said busy")
         local res = batch(1)
         assert.equal(503, res.status, res.body)
-        local lag = queues().group.lag
-        assert.is_true(lag > 3, "lag " .. tostring(lag))
+        local lag = queues().group.lag -- in entries, of two events each (batch(2))
+        assert.is_true(2 * lag > 3, "lag " .. tostring(lag))
         -- a worker catches up: events are taken again
         local worker = server.start { env = { MMO_NODE_ID = "spec-worker-2" } }
         local ok = server.eventually(function() return batch(1).status == 202 end, 20)
