@@ -2,6 +2,8 @@
  *
  *   json.encode(value)  -> string          raises on what JSON cannot hold (functions, NaN,
  *                                          userdata, sparse arrays, cycles / depth > 128)
+ *   json.size(value)    -> n               #json.encode(value), without making the string
+ *                                          (raises as encode does)
  *   json.decode(text)   -> value | nil, err never raises; NaN, Infinity, hex numbers refused
  *   json.null                              a JSON null (cjson.null), both ways
  *   json.array(t)       -> t               marks t as an array, so an empty one encodes as []
@@ -115,11 +117,23 @@ static int put_number(double d)
         put(buf, (size_t) o);
         return 0;
     }
+    /* the last such number written, kept: a batch's documents often share one (a server
+     * timestamp with a fraction), and printf and strtod cost far more than the rest */
+    static double last;
+    static char last_text[32];
+    static size_t last_len;
+    if (last_len > 0 && d == last) {
+        put(last_text, last_len);
+        return 0;
+    }
     /* the shortest of %.15g, %.16g, %.17g that reads back to d */
     for (int prec = 15; prec <= 17; prec++) {
         int n = snprintf(buf, sizeof buf, "%.*g", prec, d);
         if (prec == 17 || strtod(buf, NULL) == d) {
             put(buf, (size_t) n);
+            last = d;
+            memcpy(last_text, buf, (size_t) n);
+            last_len = (size_t) n;
             return 0;
         }
     }
@@ -244,6 +258,16 @@ static void encode(lua_State *L, int idx, int depth)
     luaL_error(L, "json: cannot encode a value of type %s", luaL_typename(L, idx));
 }
 
+/* one huge document does not pin its buffer forever */
+static void shrink(void)
+{
+    if (B.cap > (1u << 20)) {
+        free(B.p);
+        B.p = NULL;
+        B.cap = 0;
+    }
+}
+
 static int l_encode(lua_State *L)
 {
     luaL_checkany(L, 1);
@@ -251,11 +275,18 @@ static int l_encode(lua_State *L)
     B.len = 0;
     encode(L, 1, 0);
     lua_pushlstring(L, B.p ? B.p : "", B.len);
-    if (B.cap > (1u << 20)) { /* one huge document does not pin its buffer forever */
-        free(B.p);
-        B.p = NULL;
-        B.cap = 0;
-    }
+    shrink();
+    return 1;
+}
+
+static int l_size(lua_State *L)
+{
+    luaL_checkany(L, 1);
+    lua_settop(L, 1);
+    B.len = 0;
+    encode(L, 1, 0);
+    lua_pushnumber(L, (lua_Number) B.len);
+    shrink();
     return 1;
 }
 
@@ -283,6 +314,8 @@ int luaopen_mmo_json(lua_State *L)
     lua_createtable(L, 0, 6);
     lua_pushcfunction(L, l_encode);
     lua_setfield(L, -2, "encode");
+    lua_pushcfunction(L, l_size);
+    lua_setfield(L, -2, "size");
     lua_pushcfunction(L, l_array);
     lua_setfield(L, -2, "array");
     lua_newtable(L);

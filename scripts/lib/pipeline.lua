@@ -39,7 +39,6 @@ local time = require "mmo.time"
 local validation = require "rules.validation"
 local world = require "mmo.world"
 
-local concat = table.concat
 local ipairs = ipairs
 local pairs = pairs
 local pcall = pcall
@@ -148,8 +147,8 @@ function _M.ingest(account_id, sid, events)
     for i, e in ipairs(events) do
         local size = 0
         if type(e) == "table" and type(e.data) == "table" then
-            local enc_ok, enc = pcall(json.encode, e.data)
-            size = enc_ok and #enc or 1e9
+            local enc_ok, n = pcall(json.size, e.data)
+            size = enc_ok and n or 1e9
         end
         local clean, code, msg = validation.event(e, now, size)
         if clean then
@@ -184,7 +183,7 @@ function _M.ingest(account_id, sid, events)
     if lag_now() > _M.MAX_LAG then
         return nil, "busy"
     end
-    local enc, idx = {}, {}
+    local list, idx = json.array({}), {}
     local where = {} -- player id -> its position (a batch is mostly one player's)
     for _, it in ipairs(ok_list) do
         local e = it.e
@@ -196,27 +195,28 @@ function _M.ingest(account_id, sid, events)
             end
             e.account_id, e.sid, e.received = account_id, sid, now
             e.region = pos and pos.region or nil
-            enc[#enc + 1] = json.encode(e)
-            idx[#enc] = it.index
+            list[#list + 1] = e
+            idx[#list] = it.index
         else
             rejected[#rejected + 1] = { index = it.index, code = "forbidden",
                                         message = "player_id: not one of your players" }
         end
     end
     local accepted = 0
-    if #enc > 0 then
-        -- one entry for the batch (each event encoded once: the array is their concatenation)
-        local cmd = #enc == 1 and { "XADD", _M.STREAM, "*", "e", enc[1] } or
-                    { "XADD", _M.STREAM, "*", "es", "[" .. concat(enc, ",") .. "]" }
+    if #list > 0 then
+        -- one entry for the batch, encoded in one call: one string, not one per event (LuaJIT
+        -- interns every string, and a batch's encoded events differ in few places)
+        local cmd = #list == 1 and { "XADD", _M.STREAM, "*", "e", json.encode(list[1]) } or
+                    { "XADD", _M.STREAM, "*", "es", json.encode(list) }
         local res, perr = cache.pipeline({ cmd }, { replies = false }) -- the id is not read
         if not res then
             return nil, perr
         end
         if res[1] == true then
-            accepted = #enc
-            S.per_entry = S.per_entry * 0.9 + #enc * 0.1
+            accepted = #list
+            S.per_entry = S.per_entry * 0.9 + #list * 0.1
         else
-            for i = 1, #enc do
+            for i = 1, #list do
                 rejected[#rejected + 1] = { index = idx[i], code = "unavailable",
                                             message = "the stream did not take it; send it again" }
             end
@@ -426,6 +426,24 @@ local function republish(n, list, again, published)
 end
 
 
+-- xp_for_level(1 .. MAX_LEVEL) of rules/player.lua as a PostgreSQL array ("{0,100,...}"), for
+-- the level computed in SQL: the level for xp is the count of these that xp reaches (they rise
+-- with the level, as level_for_xp's search assumes). Made again when the rules change (a
+-- reload gives a new rules table).
+local thresholds_for, thresholds_text
+local function thresholds()
+    if thresholds_for ~= player then
+        local t = {}
+        for n = 1, player.MAX_LEVEL do
+            t[n] = string.format("%d", player.xp_for_level(n))
+        end
+        thresholds_for = player -- lint: allow-module-state (a cache)
+        thresholds_text = "{" .. table.concat(t, ",") .. "}" -- lint: allow-module-state
+    end
+    return thresholds_text
+end
+
+
 -- Write one shard's share of a batch: the events' ids, and the effects of those not seen
 -- before, in one transaction. Returns the number of new events and what to announce once
 -- committed (for announce), or nil, err.
@@ -513,29 +531,25 @@ local function write_shard(n, list)
             xp_rows[#xp_rows + 1] = { pid = pid, add_xp = v }
         end
         if #xp_rows > 0 then
-            -- (the recordset's columns are named apart from players', which RETURNING lists)
-            local up = q("update players p set xp = p.xp + s.add_xp, version = p.version + 1 " ..
-                         "from json_to_recordset($1) as s(pid bigint, add_xp bigint) " ..
-                         "where p.id = s.pid returning " .. players.COLUMNS, xp_rows)
+            -- the new level in the same statement, from rules/player.lua's thresholds (the
+            -- level is the count of thresholds the new xp reached: width_bucket); the old one
+            -- from the row as it was (o: the statement's snapshot) tells who went up. (The
+            -- recordset's columns are named apart from players', which RETURNING lists.)
+            local up = q("update players p set xp = p.xp + s.add_xp, version = p.version + 1, " ..
+                         "level = greatest(1, width_bucket(p.xp + s.add_xp, $2::bigint[])) " ..
+                         "from json_to_recordset($1) as s(pid bigint, " ..
+                         "add_xp bigint) join players o on o.id = s.pid where p.id = s.pid " ..
+                         "returning o.level as old_level, " .. players.columns("p"),
+                         xp_rows, thresholds())
             if not up then
                 return nil
             end
-            local levels = json.array({})
             for _, r in ipairs(up) do
-                local lvl = player.level_for_xp(r.xp)
-                if lvl ~= r.level then
-                    levels[#levels + 1] = { id = r.id, level = lvl }
-                    if lvl > r.level then
-                        leveled[#leveled + 1] = levels[#levels]
-                    end
-                    r.level = lvl
+                if r.level > r.old_level then
+                    leveled[#leveled + 1] = { id = r.id, level = r.level }
                 end
+                r.old_level = nil
                 published[#published + 1] = r
-            end
-            if #levels > 0 and not q("update players p set level = s.level from " ..
-                                     "json_to_recordset($1) as s(id bigint, level int) " ..
-                                     "where p.id = s.id", levels) then
-                return nil
             end
         end
         if #items > 0 then

@@ -27,10 +27,17 @@ local _M = {}
 _M.SHARDS = 64
 _M.CACHE_TTL_MS = 60000
 
-_M.COLUMNS = "id, account_id, name, class, level, xp, hp, mp, region, x, y, moved_at, " ..
-             "home_region, appearance, buffs, guild_id, version, " ..
-             "to_char(created_at at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') " ..
-             "as created_at"
+-- A player row's columns as a query selects them; columns(alias) the same of table alias
+-- (a query that joins players twice).
+function _M.columns(alias)
+    local a = alias and alias .. "." or ""
+    return a .. table.concat({ "id", "account_id", "name", "class", "level", "xp", "hp", "mp",
+                               "region", "x", "y", "moved_at", "home_region", "appearance",
+                               "buffs", "guild_id", "version" }, ", " .. a) ..
+           ", to_char(" .. a .. "created_at at time zone 'UTC', " ..
+           "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') as created_at"
+end
+_M.COLUMNS = _M.columns()
 
 
 -- The shards of this node (fixed by config.lua at start): read once, when the module loads.

@@ -96,6 +96,24 @@ TEST(refusals)
     lua_close(L);
 }
 
+TEST(repeated_numbers_and_size)
+{
+    lua_State *L = vm();
+    /* the last non-integer written is kept: the same value again, then others, stay exact */
+    ASSERT(run(
+        L, J "return j.encode({ 1764370000.123456, 1764370000.123456, 0.1, 1764370000.123456 })",
+        "[1764370000.123456,1764370000.123456,0.1,1764370000.123456]"));
+    ASSERT(run(L, J "return j.encode({ 0.5, -0.5, 0.5, 1.5 })", "[0.5,-0.5,0.5,1.5]"));
+    /* size is the encoded length, without the string; it refuses what encode refuses */
+    ASSERT(run(L,
+               J "local v = { a = { 1, 2.25, 'x\\ny' }, b = j.null, c = j.array({}) }\n"
+                 "return j.size(v) == #j.encode(v) and j.size('') == 2 and 'same'",
+               "same"));
+    ASSERT(raises(L, J "return j.size({ f = print })", "function"));
+    ASSERT(run(L, J "return j.encode({ 1 })", "[1]"));
+    lua_close(L);
+}
+
 TEST(decode_never_raises)
 {
     lua_State *L = vm();
@@ -112,6 +130,7 @@ int main(void)
     RUN(scalars);
     RUN(tables);
     RUN(refusals);
+    RUN(repeated_numbers_and_size);
     RUN(decode_never_raises);
     return test_summary();
 }

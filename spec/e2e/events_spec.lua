@@ -434,6 +434,10 @@ describe("game events", function()
         assert.is_true(res.json.node.batches >= 8, "batches: " .. res.json.node.batches)
         assert.equal("2010", psql("select count(*) from processed_events where id like '" ..
                                   run .. "-%'"))
+        -- the level the batches wrote (in SQL, from the rule's thresholds) is the rule's
+        local rule = require "rules.player"
+        assert.equal(rule.level_for_xp(20100),
+                     tonumber(psql("select level from players where id = " .. me.player_id)))
     end)
 
     it("answers 503 to new events while the workers are too far behind, and takes them after", function()
