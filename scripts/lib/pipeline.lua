@@ -446,8 +446,10 @@ end
 
 -- Write one shard's share of a batch: the events' ids, and the effects of those not seen
 -- before, in one transaction. Returns the number of new events and what to announce once
--- committed (for announce), or nil, err.
-local function write_shard(n, list)
+-- committed (for announce), or nil, err. hooks.inserted() is called once the ids are in (or
+-- failed), and hooks.may_update() before the effects are written (it waits for the batch
+-- before this one to commit: see fly).
+local function write_shard(n, list, hooks)
     local rows = json.array({})
     for i, it in ipairs(list) do
         breathe(i)
@@ -480,9 +482,11 @@ local function write_shard(n, list)
                       "on conflict do nothing returning account_id, id) " ..
                       "select t.account_id, t.id from t where not exists (select 1 from ins " ..
                       "where ins.account_id = t.account_id and ins.id = t.id)", rows)
+        hooks.inserted()
         if not old then
             return nil
         end
+        hooks.may_update()
         local seen = {} -- account -> { [id] = true }: ids seen before, or earlier in the batch
         again = nil
         for _, r in ipairs(old) do
@@ -725,14 +729,27 @@ local function prepare(entries)
 end
 
 
--- Write a prepared batch: each shard's transaction, then committed() (the next batch's
--- transactions may begin), then what they changed is announced, the jobs run, and the entries
--- written are acknowledged. Returns how many entries the batch had.
-local function write(b, committed)
+-- Write a prepared batch: each shard's transaction (hooks: see write_shard), then
+-- hooks.committed() (the next batch may write its effects), then what they changed is
+-- announced, the jobs run, and the entries written are acknowledged. Returns how many entries
+-- the batch had.
+local function write(b, hooks)
     local ack, calls, called = b.ack, b.calls, b.called
     local done = {}
+    -- inserted when every shard's ids are in: the next batch then inserts nothing a shard of
+    -- this one has still to insert (it could wait on the next one's uncommitted ids)
+    local left = 0
+    for _ in pairs(b.by_shard) do
+        left = left + 1
+    end
+    local shard_hooks = { may_update = hooks.may_update, inserted = function()
+        left = left - 1
+        if left == 0 then
+            hooks.inserted()
+        end
+    end }
     for s, list in pairs(b.by_shard) do
-        local fresh, told = write_shard(s, list)
+        local fresh, told = write_shard(s, list, shard_hooks)
         if not fresh then
             -- nothing of this shard's share was written: left pending, claimed again later
             log.warn("game events not written: " .. tostring(told), { shard = s, events = #list })
@@ -750,7 +767,7 @@ local function write(b, committed)
             end
         end
     end
-    committed()
+    hooks.committed()
     for _, a in ipairs(done) do
         announce(a)
     end
@@ -795,31 +812,45 @@ local function write(b, committed)
 end
 
 
+local function nothing() end
+local ALONE = { inserted = nothing, may_update = nothing, committed = nothing }
+
 -- Process entries at once, in this task.
 local function process(entries)
-    return write(prepare(entries), function() end)
+    return write(prepare(entries), ALONE)
 end
 
 
 -- Batches overlap: while one batch's transaction runs in PostgreSQL, the next one is read
--- from Redis and its jobs run here. Transactions stay one at a time (two at once could lock
--- the same players' rows in opposite orders), and at most two batches are being written.
--- A batch is written in a task of its own; its flight says how far it got.
+-- from Redis and its jobs run here; and once the one before has inserted its events' ids,
+-- the next one begins its transaction and inserts its own (the larger part of a batch's time
+-- in PostgreSQL) while the one before writes its effects and commits. Effects are written one
+-- batch at a time, in order: two batches updating at once could lock the same players' rows
+-- in opposite orders. Waits go one way only (a later batch waits for an earlier one: for its
+-- commit before its effects, and inside PostgreSQL for an id the earlier one inserted: the
+-- next batch inserts once the one before has inserted on every shard), so they cannot
+-- deadlock. At most two batches are being written. A batch is written in a task of its
+-- own; its flight says how far it got.
 local function wait_for(flight, what)
     while flight and not flight[what] do
         time.sleep(0.0005)
     end
 end
 
-local function fly(b)
-    local flight = { committed = false, done = false }
+local function fly(b, prev)
+    local flight = { inserted = false, committed = false, done = false }
+    local hooks = {
+        inserted = function() flight.inserted = true end,
+        may_update = function() wait_for(prev, "committed") end,
+        committed = function() flight.inserted, flight.committed = true, true end,
+    }
     time.after(0, function()
-        local ok, err = pcall(write, b, function() flight.committed = true end)
+        local ok, err = pcall(write, b, hooks)
         if not ok then
             log.error("a batch of game events failed: " .. tostring(err) ..
                       " (its entries stay pending and are claimed again)")
         end
-        flight.committed, flight.done = true, true
+        flight.inserted, flight.committed, flight.done = true, true, true
     end)
     return flight
 end
@@ -912,8 +943,8 @@ function _M.consume()
             for _, items in ipairs(batches_of(entries_of(list))) do
                 local b = prepare(items)
                 wait_for(before, "done")
-                wait_for(last, "committed")
-                before, last = last, fly(b)
+                wait_for(last, "inserted")
+                before, last = last, fly(b, last)
             end
         end
     until time.monotonic() - t0 > _M.BUDGET_S
