@@ -691,6 +691,10 @@ static void recover(struct mod *md)
     md->recover = 0;
     md->fault[0] = '\0';
     lua_sethook(md->L, NULL, 0, 0);
+    /* the garbage first: a bomb can leave the cap so full that the call into the VM (lua_cpcall
+     * allocates) or the sandbox's reset cannot get its few bytes. A full collection raises
+     * nothing here: a mod's VM has no finalizers (no userdata, no FFI). */
+    lua_gc(md->L, LUA_GCCOLLECT, 0);
     int st = lua_cpcall(md->L, reset_vm, NULL);
     lua_sethook(md->L, hook, LUA_MASKCOUNT, HOOK_STEP);
     if (st != 0 || md->fault[0]) {
