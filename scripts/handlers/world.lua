@@ -53,13 +53,17 @@ function _M.leases()
         return
     end
     S.last_renew = now
-    local taken, err = leases.tick(regions.all())
+    local taken, released = leases.tick(regions.all())
     if not taken then
-        log.warn("region leases not renewed: " .. tostring(err))
+        log.warn("region leases not renewed: " .. tostring(released))
         return
     end
     if #taken > 0 then
         log.info("region leases taken", { regions = json.array(taken), holder = leases.self() })
+    end
+    if #released > 0 then
+        log.info("region leases handed over to the nodes they are now assigned to",
+                 { regions = json.array(released), holder = leases.self() })
     end
 end
 

@@ -5,6 +5,17 @@
 -- next node to try takes them. Take-or-renew and release are one script each, so that a node
 -- never extends or deletes a lease another node took meanwhile.
 --
+-- Regions are spread over the live nodes: every node says it is alive at each tick (a sorted
+-- set, LIVE, scored by Redis' clock; a node not heard of for lease_ms is dropped), and all
+-- compute the same assignment from the same list (assign: each region to the node that
+-- prefers it most, by a hash of region and node id, floor or ceil of regions / nodes each). A
+-- node takes and renews the regions assigned to it and hands back those it holds that are
+-- now another's (a node that joined); it takes a region assigned elsewhere only when that
+-- region has stayed free for a whole lease (its node does not take it), and then keeps it for
+-- FALLBACK_LEASES leases before it lets that node try again. A node that stops
+-- leaves the list and gives its leases back at once; one that dies is out of the list and its
+-- leases lapse after lease_ms, and the others take its regions at their next tick.
+--
 -- The instance (random, per start of the scripts) tells two runs of the same node id apart:
 -- a restarted node waits for its old leases to lapse like any other node.
 local cache = require "mmo.cache"
@@ -13,7 +24,11 @@ local state = require "mmo.state"
 local time = require "mmo.time"
 local world = require "mmo.world"
 
+local bit = require "bit"
+
+local floor = math.floor
 local ipairs = ipairs
+local sort = table.sort
 local type = type
 
 
@@ -40,6 +55,19 @@ end
 return 0
 ]]
 
+-- this node alive now (Redis' clock, in ms); those not heard of for ARGV[2] ms dropped; the
+-- live holders returned
+_M.HEARTBEAT = [[
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+return redis.call('ZRANGE', KEYS[1], 0, -1)
+]]
+
+_M.LIVE = "nodes:live"
+_M.FALLBACK_LEASES = 10 -- a region taken for a node that did not take it is kept this many leases
+
 local settings = world.settings()
 
 -- kept across reloads (mmo.state): the holder name this node run uses must not change while
@@ -49,8 +77,14 @@ local S = state.global("leases", { version = 1, init = function()
         self = settings.node .. "/" .. crypto.random(6),
         known = {},      -- region id -> { holder = "<node>/<instance>" | nil, checked = time }
         generation = {}, -- region id -> how many times this node took its lease (safe handles)
+        live = {},       -- the live holders as last heard
+        free_since = {}, -- region id -> when this node first saw it free (monotonic)
+        fallback = {},   -- region id -> until when this node keeps it for its absent node
     }
 end })
+S.free_since = S.free_since or {} -- (a state from before these: kept across a reload)
+S.fallback = S.fallback or {}
+S.live = S.live or {}
 local SELF = S.self
 
 
@@ -70,43 +104,146 @@ function _M.node_of(holder)
 end
 
 
--- Take or renew the lease of every region; what Redis answered is remembered. Returns the
--- regions taken by this call (for the log), or nil, err when Redis did not answer.
-function _M.tick(regions)
-    local cmds = {}
-    for i, r in ipairs(regions) do
-        cmds[i] = { "EVAL", _M.TAKE_OR_RENEW, 1, _M.key(r.id), SELF, settings.lease_ms }
+-- A region's preference for a node: FNV-1a over "<region>\0<node id>" (the node id, not the
+-- holder, so that a node started again is preferred for the same regions).
+local function score(region, node)
+    local h = 2166136261
+    local str = region .. "\0" .. node
+    for i = 1, #str do
+        h = bit.tobit(bit.bxor(h, str:byte(i)) * 16777619)
     end
-    local res, err = cache.pipeline(cmds)
-    if not res then
-        return nil, err
-    end
-    local now, taken = time.monotonic(), {}
-    for i, r in ipairs(regions) do
-        local a = res[i]
-        if type(a) == "table" and a[2] then
-            S.known[r.id] = { holder = a[2], checked = now }
-            if a[1] == 2 then
-                taken[#taken + 1] = r.id
-                S.generation[r.id] = (S.generation[r.id] or 0) + 1
-            end
-        end
-    end
-    return taken
+    return h
 end
 
 
--- Give back every lease this node holds (when it stops).
+-- The assignment of regions (ids) to holders: { [region id] = holder }. Each region, in order
+-- of id, goes to the holder whose node prefers it most (score) among those below their share:
+-- floor(#ids / #holders) each, and one more for as many of them as the division leaves over.
+-- The same lists give the same assignment on every node.
+function _M.assign(ids, holders)
+    local out = {}
+    if #holders == 0 then
+        return out
+    end
+    local sorted = {}
+    for i, id in ipairs(ids) do
+        sorted[i] = id
+    end
+    sort(sorted)
+    local share, extra = floor(#sorted / #holders), #sorted % #holders
+    local load, full = {}, 0 -- full: holders at share + 1
+    for _, id in ipairs(sorted) do
+        local best, best_score
+        for _, h in ipairs(holders) do
+            local l = load[h] or 0
+            if l < share or (l == share and full < extra) then
+                local sc = score(id, _M.node_of(h) or h)
+                if not best or sc > best_score or (sc == best_score and h < best) then
+                    best, best_score = h, sc
+                end
+            end
+        end
+        out[id] = best
+        load[best] = (load[best] or 0) + 1
+        if load[best] == share + 1 then
+            full = full + 1
+        end
+    end
+    return out
+end
+
+
+-- Say this node is alive (one round trip: the live nodes come back), then take, renew, hand
+-- back or look at the lease of every region as the assignment over the live nodes says (a
+-- second one); what Redis answered is remembered. Returns the regions taken by this call and
+-- those handed back (for the log), or nil, err when Redis did not answer.
+function _M.tick(regions)
+    local beat, err = cache.pipeline({ { "EVAL", _M.HEARTBEAT, 1, _M.LIVE, SELF,
+                                         settings.lease_ms } })
+    if not beat then
+        return nil, err
+    end
+    if type(beat[1]) ~= "table" or beat[1].err then
+        return nil, beat[1] and beat[1].err or "no answer"
+    end
+    S.live = beat[1]
+    local now = time.monotonic()
+    local ids = {}
+    for i, r in ipairs(regions) do
+        ids[i] = r.id
+    end
+    local mine = _M.assign(ids, S.live)
+    local cmds, what = {}, {}
+    for i, r in ipairs(regions) do
+        local k = S.known[r.id]
+        local fs, fb = S.free_since[r.id], S.fallback[r.id]
+        local held = k and k.holder == SELF
+        if mine[r.id] == SELF or (held and fb and now < fb) or
+           (fs and now - fs >= settings.lease_ms / 1000) then
+            -- ours; or another's that stayed free for a whole lease (its node does not take
+            -- it), then kept for FALLBACK_LEASES leases before its node gets another chance
+            what[i] = "take"
+            cmds[i] = { "EVAL", _M.TAKE_OR_RENEW, 1, _M.key(r.id), SELF, settings.lease_ms }
+        elseif held then
+            what[i] = "release" -- now another node's: handed back
+            cmds[i] = { "EVAL", _M.RELEASE, 1, _M.key(r.id), SELF }
+        else
+            what[i] = "look"
+            cmds[i] = { "GET", _M.key(r.id) }
+        end
+    end
+    local res
+    res, err = cache.pipeline(cmds)
+    if not res then
+        return nil, err
+    end
+    local taken, released = {}, {}
+    for i, r in ipairs(regions) do
+        local a = res[i]
+        local holder
+        if what[i] == "take" then
+            if type(a) == "table" and a[2] then
+                holder = a[2]
+                if a[1] == 2 then
+                    taken[#taken + 1] = r.id
+                    S.generation[r.id] = (S.generation[r.id] or 0) + 1
+                    if mine[r.id] ~= SELF then
+                        S.fallback[r.id] = now + _M.FALLBACK_LEASES * settings.lease_ms / 1000
+                    end
+                end
+            end
+            if mine[r.id] == SELF then
+                S.fallback[r.id] = nil
+            end
+        elseif what[i] == "release" then
+            S.fallback[r.id] = nil
+            if a == 1 then
+                released[#released + 1] = r.id
+            end
+        else
+            holder = type(a) == "string" and a or nil
+        end
+        if a ~= nil and not (type(a) == "table" and a.err) then
+            S.known[r.id] = { holder = holder, checked = now }
+            if holder == nil then
+                S.free_since[r.id] = S.free_since[r.id] or now
+            else
+                S.free_since[r.id] = nil
+            end
+        end
+    end
+    return taken, released
+end
+
+
+-- Give back every lease this node holds, and leave the live list (when it stops).
 function _M.release_all(regions)
-    local cmds = {}
+    local cmds = { { "ZREM", _M.LIVE, SELF } }
     for _, r in ipairs(regions) do
         cmds[#cmds + 1] = { "EVAL", _M.RELEASE, 1, _M.key(r.id), SELF }
     end
     S.known = {}
-    if #cmds > 0 then
-        return cache.pipeline(cmds)
-    end
-    return true
+    return cache.pipeline(cmds)
 end
 
 

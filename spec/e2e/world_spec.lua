@@ -1,6 +1,6 @@
 -- End-to-end: the world's regions and their owner leases (API.md "World", DESIGN "Game state and
--- ownership"): one node owns every region; a node that stops gives its leases back at once; a
--- node that dies loses them after lease_ms, and another node takes them over.
+-- ownership"): one node owns every region; several share them out; a node that stops gives its
+-- leases back at once; a node that dies loses them after lease_ms, and the others take them.
 local server = require "helpers.server"
 local ws = require "helpers.ws"
 
@@ -95,30 +95,97 @@ describe("world regions", function()
         assert.equal("", redis("GET", "region:owner:r2"))
     end)
 
-    it("hands the regions to another node: at once when the owner stops, after the lease " ..
-       "when it dies", function()
+    -- true when every region has an owner among nodes, and each node owns share of them
+    local function spread(node, token, nodes, share)
+        return function()
+            local count = {}
+            for _, o in pairs(owners(node, token)) do
+                if not o then
+                    return false
+                end
+                count[o] = (count[o] or 0) + 1
+            end
+            for _, n in ipairs(nodes) do
+                if count[n] ~= share then
+                    return false
+                end
+            end
+            return true
+        end
+    end
+
+    it("spreads the regions over the live nodes; hands them over at once when a node stops, " ..
+       "and within 5 s when it dies", function()
         local env = { MMO_WORLD_LEASE_MS = "3000" }
         env.MMO_NODE_ID = "node-a"
         local a = server.start { env = env }
         local p = player(a, "r1")
         assert.truthy(server.eventually(all_owned_by(a, p.token, "node-a"), 12))
+        -- b joins: a hands it its share (4 regions, two each), and both see the same owners
         env.MMO_NODE_ID = "node-b"
         local b = server.start { env = env }
-        -- b sees a as the owner, and takes nothing
-        assert.truthy(server.eventually(all_owned_by(b, p.token, "node-a"), 5))
+        assert.truthy(server.eventually(spread(b, p.token, { "node-a", "node-b" }, 2), 8),
+                      "the regions were not spread over the two nodes")
+        assert.truthy(server.eventually(function()
+            local oa, ob = owners(a, p.token), owners(b, p.token)
+            for id, o in pairs(oa) do
+                if ob[id] ~= o then
+                    return false
+                end
+            end
+            return true
+        end, 3), "the two nodes do not agree on the owners")
+        assert.truthy(redis("ZRANGE", "nodes:live", 0, -1):find("node-b/", 1, true))
+        -- a stops: its regions go to b at once
         assert.equal(0, a:stop())
-        local t0 = os.time()
+        assert.falsy(redis("ZRANGE", "nodes:live", 0, -1):find("node-a/", 1, true))
+        local t0 = server.now()
         assert.truthy(server.eventually(all_owned_by(b, p.token, "node-b"), 3),
                       "node-b did not take the released regions")
-        assert.is_true(os.time() - t0 <= 2)
-        -- a starts again and waits; then b dies without a word: a takes over after the lease
+        assert.is_true(server.now() - t0 <= 2)
+        -- a starts again and gets its share back; then b dies without a word: a takes its
+        -- regions once b's lease and its place in the live list lapse (3 s), within 5 s
         env.MMO_NODE_ID = "node-a"
         a = server.start { env = env }
-        assert.truthy(server.eventually(all_owned_by(a, p.token, "node-b"), 5))
+        assert.truthy(server.eventually(spread(a, p.token, { "node-a", "node-b" }, 2), 8))
         b:kill()
+        t0 = server.now()
         assert.truthy(server.eventually(all_owned_by(a, p.token, "node-a"), 8),
                       "node-a did not take over the dead node's regions")
+        local took = server.now() - t0
+        assert.is_true(took < 5, "the takeover took " .. took .. " s")
         assert.equal(0, a:stop())
+    end)
+
+    it("spreads the regions over three nodes, and over two when one dies", function()
+        local env = { MMO_WORLD_LEASE_MS = "3000" }
+        local nodes = {}
+        for _, id in ipairs({ "node-x", "node-y", "node-z" }) do
+            env.MMO_NODE_ID = id
+            nodes[#nodes + 1] = server.start { env = env }
+        end
+        local p = player(nodes[1], "r3")
+        -- four regions over three nodes: at most two each, every one owned, one owner each
+        assert.truthy(server.eventually(function()
+            local count, n = {}, 0
+            for _, o in pairs(owners(nodes[1], p.token)) do
+                if not o then
+                    return false
+                end
+                count[o] = (count[o] or 0) + 1
+                n = n + 1
+            end
+            return n == 4 and count["node-x"] and count["node-y"] and count["node-z"] and
+                   count["node-x"] <= 2 and count["node-y"] <= 2 and count["node-z"] <= 2
+        end, 10), "the regions were not spread over three nodes: " ..
+                  require("cjson").encode(owners(nodes[1], p.token)) .. " " ..
+                  redis("ZRANGE", "nodes:live", 0, -1, "WITHSCORES"))
+        nodes[3]:kill()
+        assert.truthy(server.eventually(spread(nodes[1], p.token, { "node-x", "node-y" }, 2), 8),
+                      "the dead node's regions were not spread over the two left: " ..
+                      require("cjson").encode(owners(nodes[1], p.token)))
+        assert.equal(0, nodes[1]:stop())
+        assert.equal(0, nodes[2]:stop())
     end)
 
     it("refuses a lease shorter than 3 s at start", function()

@@ -1,22 +1,47 @@
--- lib/leases.lua against a fake Redis that runs the two scripts' logic, with a fake clock.
+-- lib/leases.lua against a fake Redis that runs its scripts' logic (leases, the live list),
+-- with a fake clock shared by Redis and the nodes.
 local script = require "helpers.script"
 
 
 describe("lib.leases", function()
-    local store, clock, leases
+    local store, live, clock, leases
 
-    -- a Redis of one process: keys with an expiry, and the two scripts the module sends
-    local function fake_cache(self_checks)
+    local function expired(key)
+        local cur = store[key]
+        if cur and cur.until_ <= clock.t then
+            store[key] = nil
+        end
+        return store[key]
+    end
+
+    -- a Redis of one process: keys with an expiry, the sorted set of live nodes, and the
+    -- scripts the module sends
+    local function fake_cache()
         return {
             pipeline = function(cmds)
                 local out = {}
                 for i, c in ipairs(cmds) do
-                    local _, body, _, key, holder, px = unpack(c)
-                    local cur = store[key]
-                    if cur and cur.until_ <= clock.t then
-                        cur, store[key] = nil, nil
-                    end
-                    if body == leases.TAKE_OR_RENEW then
+                    if c[1] == "GET" then
+                        local cur = expired(c[2])
+                        out[i] = cur and cur.v or false
+                    elseif c[1] == "ZREM" then
+                        live[c[3]] = nil
+                        out[i] = 1
+                    elseif c[2] == leases.HEARTBEAT then
+                        live[c[5]] = clock.t
+                        local list = {}
+                        for h, t in pairs(live) do
+                            if t < clock.t - c[6] / 1000 then
+                                live[h] = nil
+                            else
+                                list[#list + 1] = h
+                            end
+                        end
+                        table.sort(list)
+                        out[i] = list
+                    elseif c[2] == leases.TAKE_OR_RENEW then
+                        local key, holder, px = c[4], c[5], c[6]
+                        local cur = expired(key)
                         if cur and cur.v == holder then
                             cur.until_ = clock.t + px / 1000
                             out[i] = { 1, holder }
@@ -27,7 +52,9 @@ describe("lib.leases", function()
                             out[i] = { 0, cur.v }
                         end
                     else
-                        assert(body == leases.RELEASE)
+                        assert(c[2] == leases.RELEASE)
+                        local key, holder = c[4], c[5]
+                        local cur = expired(key)
                         if cur and cur.v == holder then
                             store[key] = nil
                             out[i] = 1
@@ -36,16 +63,13 @@ describe("lib.leases", function()
                         end
                     end
                 end
-                if self_checks then
-                    self_checks(cmds)
-                end
                 return out
             end,
         }
     end
 
     local function load(node)
-        return script.load("lib.leases", {
+        local m = script.load("lib.leases", {
             ["mmo.cache"] = fake_cache(),
             ["mmo.time"] = { monotonic = function() return clock.t end },
             ["mmo.world"] = { settings = function()
@@ -53,63 +77,167 @@ describe("lib.leases", function()
             end },
             ["mmo.crypto"] = { random = function() return node .. "-run" end },
         })
+        leases = leases or m -- the scripts' text, for the fake Redis
+        return m
     end
 
     local R = { { id = "r1" }, { id = "r2" } }
+    local R4 = { { id = "r1" }, { id = "r2" }, { id = "r3" }, { id = "r4" } }
+
+    local function held_by(node)
+        local n = 0
+        for _, v in pairs(store) do
+            if v.v:match("^(.*)/") == node and v.until_ > clock.t then
+                n = n + 1
+            end
+        end
+        return n
+    end
 
     before_each(function()
-        store, clock = {}, { t = 100 }
+        store, live, clock, leases = {}, {}, { t = 100 }, nil
     end)
 
     it("takes free regions, renews its own, and says who holds what", function()
-        leases = load("a")
-        assert.same({ "r1", "r2" }, leases.tick(R))
-        assert.is_true(leases.mine("r1"))
-        assert.equal("a", leases.node_of(leases.holder("r2")))
+        local a = load("a")
+        assert.same({ "r1", "r2" }, a.tick(R))
+        assert.truthy(live["a/a-run"])
+        assert.is_true(a.mine("r1"))
+        assert.equal("a", a.node_of(a.holder("r2")))
         clock.t = clock.t + 2
-        assert.same({}, leases.tick(R)) -- renewed, not taken again
-        clock.t = clock.t + 2.5         -- 4.5 s after taking: alive only because renewed
-        assert.truthy(store["region:owner:r1"])
+        assert.same({}, a.tick(R)) -- renewed, not taken again
+        clock.t = clock.t + 2.5    -- 4.5 s after taking: alive only because renewed
+        assert.truthy(expired("region:owner:r1"))
     end)
 
-    it("leaves another node's regions alone until its lease lapses", function()
+    it("spreads the regions over the live nodes: a node that joins gets its share handed over",
+       function()
+        local a, b = load("a"), load("b")
+        a.tick(R4)
+        assert.equal(4, held_by("a"))
+        assert.same({}, b.tick(R4)) -- its share is still a's
+        clock.t = clock.t + 0.6
+        local taken, released = a.tick(R4)
+        assert.same({}, taken)
+        assert.equal(2, #released)
+        taken = b.tick(R4)
+        assert.equal(2, #taken)
+        assert.equal(2, held_by("a"))
+        assert.equal(2, held_by("b"))
+        -- and it stays so
+        for _ = 1, 5 do
+            clock.t = clock.t + 0.6
+            a.tick(R4)
+            b.tick(R4)
+        end
+        assert.equal(2, held_by("a"))
+        assert.equal(2, held_by("b"))
+    end)
+
+    local function two_nodes()
+        local a, b = load("a"), load("b")
+        for _ = 1, 2 do
+            a.tick(R4)
+            b.tick(R4)
+            clock.t = clock.t + 0.6
+        end
+        assert.equal(2, held_by("a"))
+        assert.equal(2, held_by("b"))
+        return a, b
+    end
+
+    it("takes a dead node's regions once its lease and its place in the list have lapsed",
+       function()
+        local a = two_nodes() -- b's last tick was 0.6 s ago
+        clock.t = clock.t + 1.7
+        a.tick(R4)
+        assert.equal(2, held_by("a")) -- b's leases still run
+        clock.t = clock.t + 0.8       -- past b's lease and its heartbeat (3 s)
+        a.tick(R4)
+        assert.equal(4, held_by("a"))
+    end)
+
+    it("gives its leases back and leaves the list when it stops", function()
+        local a, b = two_nodes()
+        b.release_all(R4)
+        assert.is_nil(live["b/b-run"])
+        assert.equal(0, held_by("b"))
+        a.tick(R4)
+        assert.equal(4, held_by("a"))
+    end)
+
+    it("takes a region whose node does not take it after a lease, and keeps it a while",
+       function()
+        local a, b = load("a"), load("b")
+        a.tick(R4)
+        b.tick(R4)
+        clock.t = clock.t + 0.6
+        a.tick(R4) -- hands b's share back; b never takes it (its heartbeat goes on)
+        assert.equal(2, held_by("a"))
+        local function step()
+            clock.t = clock.t + 0.6
+            live["b/b-run"] = clock.t
+            a.tick(R4)
+        end
+        for _ = 1, 4 do
+            step()
+        end
+        assert.equal(2, held_by("a"))
+        step()
+        step() -- free for more than a lease: taken
+        assert.equal(4, held_by("a"))
+        for _ = 1, 10 do
+            step()
+        end
+        assert.equal(4, held_by("a")) -- kept, not handed back and forth
+    end)
+
+    it("assigns every region, the same share to each (give or take one), whatever the order",
+       function()
         local a = load("a")
-        leases = a
-        a.tick(R)
-        local b = load("b")
-        leases = b
-        assert.same({}, b.tick(R))
-        assert.is_false(b.mine("r1"))
-        assert.equal("a", b.node_of(b.holder("r1")))
-        clock.t = clock.t + 3.1 -- a stopped renewing
-        assert.same({ "r1", "r2" }, b.tick(R))
-        assert.equal("b", b.node_of(b.holder("r1")))
+        local ids = { "r4", "r1", "r3", "r2", "r5" }
+        local one = a.assign(ids, { "x/1", "y/1", "z/1" })
+        local two = a.assign(ids, { "z/1", "x/1", "y/1" })
+        assert.same(one, two)
+        local count = {}
+        for _, id in ipairs(ids) do
+            assert.truthy(one[id])
+            count[one[id]] = (count[one[id]] or 0) + 1
+        end
+        for _, h in ipairs({ "x/1", "y/1", "z/1" }) do
+            assert.is_true(count[h] == 1 or count[h] == 2) -- 5 over 3: one or two each
+        end
+        -- fewer regions than nodes: one each at most
+        local few = a.assign({ "r1", "r2" }, { "x/1", "y/1", "z/1" })
+        assert.are_not.equal(few.r1, few.r2)
+        -- a node started again (a new instance) is preferred for the same regions
+        local again = a.assign(ids, { "x/2", "y/1", "z/1" })
+        for _, id in ipairs(ids) do
+            assert.equal(one[id]:match("^(.*)/"), again[id]:match("^(.*)/"))
+        end
+        assert.same({}, a.assign(ids, {}))
     end)
 
     it("forgets what it saw once that is older than the lease", function()
-        leases = load("a")
-        leases.tick(R)
+        local a = load("a")
+        a.tick(R)
         clock.t = clock.t + 3.5
-        assert.is_nil(leases.holder("r1"))
-        assert.is_false(leases.mine("r1"))
+        assert.is_nil(a.holder("r1"))
+        assert.is_false(a.mine("r1"))
     end)
 
     it("releases only its own leases", function()
         local a = load("a")
-        leases = a
-        a.tick({ R[1] })
-        local b = load("b")
-        leases = b
-        b.tick(R) -- takes r2 only
-        leases = a
+        a.tick(R)
+        store["region:owner:r2"].v = "b/b-run" -- r2 went to b meanwhile
         a.release_all(R)
-        assert.is_nil(store["region:owner:r1"])
+        assert.is_nil(expired("region:owner:r1"))
         assert.equal("b/b-run", store["region:owner:r2"].v)
     end)
 
     it("tells node ids from holders, whatever the node id holds", function()
-        leases = load("a")
-        assert.equal("node/with/slashes", leases.node_of("node/with/slashes/x1"))
-        assert.is_nil(leases.node_of(nil))
+        local a = load("a")
+        assert.equal("node/with/slashes", a.node_of("node/with/slashes/x1"))
+        assert.is_nil(a.node_of(nil))
     end)
 end)
