@@ -25,6 +25,10 @@ return {
         idle_timeout_ms = 75000,        -- keep-alive connections idle longer are closed
         write_timeout_ms = 30000,       -- a client that stops reading its answers is cut off
         backlog = 4096,                 -- listen(2) backlog
+        reuseport = 0,                  -- 1: SO_REUSEPORT, so that several nodes share the port
+                                        -- (the kernel spreads connections; tools/dev up --nodes)
+        admin_port = 0,                 -- a second listener, this node's alone (the same routes;
+                                        -- reach one node of several sharing the port); 0: none
         rate_class = "api",             -- rate-limit class of routes that name none
         web_root = "web",               -- the console (/admin/) and client (/play/): files under
                                         -- <web_root>/admin and /play, read once at start

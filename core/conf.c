@@ -54,6 +54,8 @@ static const struct key KEYS[] = {
     K_INT("http", "idle_timeout_ms", http_idle_timeout_ms, "75000", 10, 86400000),
     K_INT("http", "write_timeout_ms", http_write_timeout_ms, "30000", 10, 3600000),
     K_INT("http", "backlog", http_backlog, "4096", 1, 65535),
+    K_INT("http", "reuseport", http_reuseport, "0", 0, 1),
+    K_INT("http", "admin_port", http_admin_port, "0", 0, 65535),
     K_STR("postgres", "conninfo", pg_conninfo, "postgresql://postgres@127.0.0.1:5432/mmo"),
     K_INT("postgres", "pool_size", pg_pool_size, "8", 1, 256),
     K_INT("postgres", "connect_timeout_ms", pg_connect_timeout_ms, "3000", 10, 600000),

@@ -45,6 +45,8 @@ struct conf {
     int http_idle_timeout_ms;
     int http_write_timeout_ms;
     int http_backlog;
+    int http_reuseport;  /* SO_REUSEPORT: several nodes on one port (tools/dev up --nodes) */
+    int http_admin_port; /* a second listener of this node's own (0: none) */
     /* postgres */
     char *pg_conninfo;
     int pg_pool_size;

@@ -97,6 +97,7 @@ struct node {
     struct web *web;
     struct ipcap *ipcap; /* connections per client address (HTTP and WebSocket) */
     struct http_server *http;
+    struct http_server *admin; /* http.admin_port's listener, or NULL */
     struct event *sig_term, *sig_int, *sig_hup, *drain_timer;
     int draining;
     struct timeval drain_deadline;
@@ -118,8 +119,10 @@ static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
     struct node *n = arg;
     struct timeval now;
     event_base_gettimeofday_cached(n->base, &now);
-    int inflight = http_server_inflight(n->http);
-    if (inflight == 0 && http_server_connections(n->http) == 0 && realtime_count(n->rt) == 0 &&
+    int inflight = http_server_inflight(n->http) + (n->admin ? http_server_inflight(n->admin) : 0);
+    int conns =
+        http_server_connections(n->http) + (n->admin ? http_server_connections(n->admin) : 0);
+    if (inflight == 0 && conns == 0 && realtime_count(n->rt) == 0 &&
         script_ws_closing(n->script) == 0) {
         event_base_loopexit(n->base, NULL);
         return;
@@ -150,6 +153,8 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
     log_info("main", "signal %d: draining (at most %d ms)", (int) sig, n->conf.shutdown_drain_ms);
     ops_set_draining(n->ops);
     http_server_drain(n->http);
+    if (n->admin)
+        http_server_drain(n->admin);
     realtime_drain(n->rt);  /* WebSocket close handshakes; their close handlers save positions */
     script_stop(n->script); /* routes.lua's on_stop: region leases released */
     struct timeval now,
@@ -193,6 +198,7 @@ static void node_free(struct node *n)
     control_free(n->control);
     script_free(n->script);
     work_pool_free(n->work);
+    http_server_free(n->admin);
     http_server_free(n->http);
     ops_free(n->ops);
     web_free(n->web);
@@ -355,7 +361,7 @@ static int serve(struct node *n)
         .host = c->http_host,
         .port = c->http_port,
         .backlog = c->http_backlog,
-        .reuseport = 0,
+        .reuseport = c->http_reuseport,
         .max_connections = c->http_max_connections,
         .max_header_bytes = c->http_max_header_bytes,
         .max_body_bytes = c->http_max_body_bytes,
@@ -366,6 +372,16 @@ static int serve(struct node *n)
         .ipcap = n->ipcap,
     };
     n->http = http_server_new(n->base, &ho, ops_dispatch, n->ops, err, sizeof err);
+    if (n->http != NULL && c->http_admin_port > 0) {
+        struct http_opts admin_opts = ho;
+        admin_opts.port = c->http_admin_port;
+        admin_opts.reuseport = 0; /* this node's alone */
+        n->admin = http_server_new(n->base, &admin_opts, ops_dispatch, n->ops, err, sizeof err);
+        if (n->admin == NULL) {
+            http_server_free(n->http);
+            n->http = NULL;
+        }
+    }
     if (n->http == NULL) {
         log_error("main", "%s", err);
         fprintf(stderr, "mmo: %s\n", err);
@@ -400,6 +416,9 @@ static int serve(struct node *n)
               "listening on http://%s:%d (version %s, commit %s, %d routes, pid %d)", c->http_host,
               http_server_port(n->http), MMO_VERSION, MMO_GIT_COMMIT, script_routes(n->script),
               (int) getpid());
+    if (n->admin)
+        log_info("main", "and on http://%s:%d, this node's alone (http.admin_port)", c->http_host,
+                 http_server_port(n->admin));
     event_base_dispatch(n->base);
     log_info("main", "stopped");
     node_free(n);
