@@ -32,10 +32,7 @@ describe("game events", function()
     local node, admin
 
     local function login_admin()
-        local res = node:request("POST", "/api/auth/login",
-                                 { body = { username = "admin", password = ADMIN_PASSWORD } })
-        assert.equal(200, res.status, res.body)
-        return res.json.access_token
+        return server.admin_token(node)
     end
 
     local function bots(n)

@@ -10,13 +10,6 @@ describe("nodes sharing a port", function()
         return setmetatable({ host = node.host, port = port }, getmetatable(node))
     end
 
-    local function login(node)
-        local res = node:request("POST", "/api/auth/login",
-                                 { body = { username = "admin", password = ADMIN_PASSWORD } })
-        assert.equal(200, res.status, res.body)
-        return res.json.access_token
-    end
-
     local function who(node, token)
         local res = node:request("GET", "/api/admin/queues", { token = token })
         assert.equal(200, res.status, res.body)
@@ -33,7 +26,7 @@ describe("nodes sharing a port", function()
         local b = server.start { env = env }
         assert.equal(port, a.port)
         assert.equal(port, b.port)
-        local token = login(a)
+        local token = server.admin_token(a)
         -- each admin port is its node's alone
         assert.equal("share-a", who(at(a, pa), token))
         assert.equal("share-b", who(at(b, pb), token))

@@ -536,6 +536,15 @@ end
 
 
 -- Poll fn() every 50 ms until it returns a truthy value or timeout seconds pass.
+-- An access token of the admin account (MMO_ADMIN_PASSWORD, as tools/dev test seeds it).
+function _M.admin_token(node)
+    local res = node:request("POST", "/api/auth/login", { body = { username = "admin",
+                             password = os.getenv("MMO_ADMIN_PASSWORD") } })
+    assert(res.status == 200, res.body)
+    return res.json.access_token
+end
+
+
 function _M.eventually(fn, timeout)
     local deadline = socket.gettime() + (timeout or 10)
     local last
