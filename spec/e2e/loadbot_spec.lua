@@ -54,6 +54,55 @@ describe("loadbot", function()
         assert.equal(40, json.decode(out:match("(%b{})%s*$")).joined)
     end)
 
+    it("reconnects its bots, with their tokens, when the node goes away and comes back", function()
+        local port = server.free_port()
+        local a = server.start { env = { MMO_PORT = tostring(port), MMO_NODE_ID = "lb-back" } }
+        local out = os.tmpname()
+        local prefix = "rc" .. string.char(math.random(97, 122), math.random(97, 122))
+        os.execute(("%s --url http://127.0.0.1:%d --bots 20 --rate 2 --duration 12 --region r2 " ..
+                    "--spread 50 --prefix %s --quiet --json >%s 2>&1 &")
+                   :format(LOADBOT, port, prefix, out))
+        local token = server.admin_token(a)
+        local function online(n)
+            local ok, res = pcall(n.request, n, "GET", "/api/world/regions", { token = token })
+            if not ok or res.status ~= 200 then
+                return -1
+            end
+            for _, r in ipairs(res.json.regions) do
+                if r.id == "r2" then
+                    return r.online
+                end
+            end
+        end
+        local before
+        assert.truthy(server.eventually(function()
+            before = online(a)
+            return before >= 20
+        end, 15), "the bots did not join")
+        server.sleep(2) -- into the steady window, which the summary covers
+        -- the node stops (its WebSockets close with 1001) and a new one takes the port
+        assert.equal(0, a:stop())
+        local b = server.start { env = { MMO_PORT = tostring(port), MMO_NODE_ID = "lb-back" } }
+        assert.truthy(server.eventually(function() return online(b) >= before end, 15),
+                      "the bots did not come back to the new node")
+        -- the run ends by itself; its summary counts the closes and the returns
+        local r
+        assert.truthy(server.eventually(function()
+            local f = io.open(out)
+            local text = f and f:read("*a") or ""
+            if f then
+                f:close()
+            end
+            r = json.decode(text:match("(%b{})%s*$") or "")
+            return r
+        end, 30), "loadbot did not end")
+        os.remove(out)
+        assert.equal(0, b:stop())
+        assert.equal(20, r.closed, json.encode(r))
+        assert.equal(20, r.reconnects)
+        assert.equal(0, r.errors)
+    end)
+
     it("stops with a clear message on a wrong admin password or a node that is not there", function()
         local rc, out = run(("--url http://127.0.0.1:%d --bots 2 --duration 1 " ..
                              "--admin-password wrong-password --quiet"):format(node.port))

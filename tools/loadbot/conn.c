@@ -182,15 +182,39 @@ void bot_close(struct bot *b)
     b->pre = NULL;
 }
 
+/* Another try later, as a client would: after 0.5 s, then doubling up to 8 s, each with a
+ * random half of it added (bots that lost one node do not all come back at one instant). */
+static void schedule_retry(struct bot *b)
+{
+    struct lb *lb = b->lb;
+    if (lb->o.no_reconnect || lb->phase >= PH_CLOSING)
+        return;
+    double delay = 0.5 * (double) (1u << (b->retries < 4 ? b->retries : 4));
+    delay *= 1 + 0.5 * lb_rand(lb);
+    b->retry_at_us = now_us() + (uint64_t) (delay * 1e6);
+    b->retries++;
+    b->rejoin = 1;
+    lb->retrying++;
+}
+
+int bot_retry_due(const struct bot *b, uint64_t now)
+{
+    return b->state == BOT_DONE && b->retry_at_us != 0 && now >= b->retry_at_us &&
+           b->lb->phase < PH_CLOSING;
+}
+
 void bot_fail(struct bot *b, const char *reason)
 {
     if (b->state == BOT_DONE)
         return;
     count_fail(b->lb, reason);
     bot_close(b);
+    if (b->rejoin) /* a try after an unexpected close: on to the next */
+        schedule_retry(b);
 }
 
-/* The connection ended without our asking: count it under its close code. */
+/* The connection ended without our asking: count it under its close code, and try again
+ * (unless --no-reconnect). */
 static void unexpected_close(struct bot *b, const char *why)
 {
     struct lb *lb = b->lb;
@@ -205,6 +229,7 @@ static void unexpected_close(struct bot *b, const char *why)
     lb->c.closed++;
     codes_add(&lb->close_codes, why, strlen(why));
     bot_close(b);
+    schedule_retry(b);
 }
 
 /* ---- wslay callbacks --------------------------------------------------------------------------
@@ -467,6 +492,10 @@ static void on_text(struct bot *b, const char *msg, size_t len)
             b->state = BOT_JOINED;
             grid_insert(b);
             lb->last_open_us = now_us();
+            if (b->rejoin) { /* back after an unexpected close, with the same token */
+                lb->c.reconnects++;
+                b->rejoin = b->retries = 0;
+            }
             /* the first move comes within one period, at a random phase */
             if (lb->o.rate > 0)
                 b->next_move_us = (double) now_us() + lb_rand(lb) * 1e6 / lb->o.rate;
@@ -584,11 +613,21 @@ void bot_start(struct bot *b)
 {
     struct lb *lb = b->lb;
     b->started_us = now_us();
+    b->retry_at_us = 0;
+    /* what an earlier connection of this bot left (bot_close freed its buffers) */
+    b->reading = b->eof = b->sock_err = b->drained = 0;
+    b->join_refused = b->peer_closed = 0;
+    b->close_code = 0;
+    b->hold_len = 0;
+    b->io_len = b->io_off = b->pre_len = b->pre_off = 0;
+    b->ring_head = b->ring_n = 0;
     b->fd = socket(lb->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (b->fd < 0) {
         count_fail(lb, errno == EMFILE || errno == ENFILE ? "socket: too many open files"
                                                           : "socket failed");
         b->state = BOT_DONE;
+        if (b->rejoin)
+            schedule_retry(b);
         return;
     }
     int one = 1;

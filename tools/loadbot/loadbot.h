@@ -49,6 +49,7 @@ struct lb_opts {
     int quiet;         /* --quiet: no per-second lines */
     int move_in_ramp;  /* --move-in-ramp: moves from the welcome, not from the steady start */
     double chat;       /* --chat: region chat messages per second per bot, with the moves */
+    int no_reconnect;  /* --no-reconnect: a bot whose connection ends stays closed */
     unsigned seed;
 };
 
@@ -85,6 +86,7 @@ struct lb_counters {
     uint64_t bytes_in;
     uint64_t recv_calls, send_calls;
     uint64_t chat_sent, chat_recv; /* --chat: "chat" messages sent and received */
+    uint64_t reconnects;           /* bots that joined again after an unexpected close */
 };
 
 void hist_add(struct lb_hist *h, uint64_t us);
@@ -151,6 +153,10 @@ struct bot {
     int cell, gnext, gprev; /* --radius: the grid cell, neighbours in its list (-1: none) */
     uint8_t ring_head, ring_n;
     struct move_rec ring[LB_RING];
+    /* after an unexpected close: tried again at retry_at_us (0: not to be), the retries-th
+     * time since it was last joined; rejoin: this connection is such a try */
+    uint64_t retry_at_us;
+    int retries, rejoin;
 };
 
 enum lb_phase { PH_RAMP, PH_STEADY, PH_CLOSING, PH_DONE };
@@ -171,6 +177,7 @@ struct lb {
     int interrupted;
     int next_bot; /* next bot to try */
     int connecting, open, joined, closing;
+    int retrying; /* bots waiting for another try (schedule_retry) */
     uint64_t t0_us, ramp_end_us, steady_start_us, steady_end_us, close_start_us;
     uint64_t last_open_us;
     struct lb_counters c;
@@ -198,6 +205,8 @@ void bot_close_begin(struct bot *b);
 void bot_close(struct bot *b);
 /* A bot that did not get through connect + upgrade + welcome in time. */
 void bot_fail(struct bot *b, const char *reason);
+/* Due for another try after an unexpected close (bot_start it), at now? */
+int bot_retry_due(const struct bot *b, uint64_t now);
 /* --radius: the grid of joined bots. */
 void grid_init(struct lb *lb);
 void grid_insert(struct bot *b);

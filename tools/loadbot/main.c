@@ -71,6 +71,8 @@ static void usage(FILE *f)
             "                         moves are (0; every bot in the region receives each)\n"
             "  --move-in-ramp         a bot moves as soon as it joined (default: all bots start\n"
             "                         moving when the ramp ends, each at a random phase)\n"
+            "  --no-reconnect         a bot whose connection ends stays closed (default: it\n"
+            "                         tries again, with its token, after 0.5 s doubling to 8 s)\n"
             "  --seed N               random seed (default: from the clock)\n"
             "  --json                 the summary as one JSON line on stdout\n"
             "  --quiet                no per-second lines on stderr\n",
@@ -139,6 +141,7 @@ static void parse_args(int argc, char **argv, struct lb_opts *o)
         O_RADIUS,
         O_MOVE_IN_RAMP,
         O_CHAT,
+        O_NO_RECONNECT,
         O_BOTS_FILE,
         O_HELP
     };
@@ -163,6 +166,7 @@ static void parse_args(int argc, char **argv, struct lb_opts *o)
         {"radius", 1, 0, O_RADIUS},
         {"move-in-ramp", 0, 0, O_MOVE_IN_RAMP},
         {"chat", 1, 0, O_CHAT},
+        {"no-reconnect", 0, 0, O_NO_RECONNECT},
         {"bots-file", 1, 0, O_BOTS_FILE},
         {"help", 0, 0, O_HELP},
         {0, 0, 0, 0},
@@ -225,6 +229,7 @@ static void parse_args(int argc, char **argv, struct lb_opts *o)
         case O_RADIUS: o->radius = num_arg("--radius", optarg, 0, 100000); break;
         case O_MOVE_IN_RAMP: o->move_in_ramp = 1; break;
         case O_CHAT: o->chat = num_arg("--chat", optarg, 0, 100); break;
+        case O_NO_RECONNECT: o->no_reconnect = 1; break;
         case O_BOTS_FILE: o->bots_file = optarg; break;
         case O_SEED: o->seed = (unsigned) num_arg("--seed", optarg, 0, 4294967295.0); break;
         case O_HELP:
@@ -316,6 +321,12 @@ static void on_usr1(evutil_socket_t sig, short what, void *arg)
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
     uint64_t now = now_us();
+    if (L.retrying > 0) /* bots closed without our asking, due for another try */
+        for (int i = 0; i < L.nbots; i++)
+            if (bot_retry_due(&L.bots[i], now)) {
+                L.retrying--;
+                bot_start(&L.bots[i]);
+            }
     if (L.phase == PH_RAMP && L.next_bot < L.nbots) {
         double due = L.o.ramp * (double) (now - L.t0_us) / 1e6 + 1;
         int cap = (int) (L.o.ramp > 100 ? L.o.ramp : 100); /* attempts in flight */
@@ -571,7 +582,9 @@ static void summary(void)
                 (unsigned long long) (b->c.chat_sent - a->c.chat_sent),
                 (unsigned long long) (b->c.chat_recv - a->c.chat_recv));
         codes_json(f, "error_codes", &L.error_codes);
-        fprintf(f, ",\"closed\":%llu", (unsigned long long) (b->c.closed - a->c.closed));
+        fprintf(f, ",\"closed\":%llu,\"reconnects\":%llu",
+                (unsigned long long) (b->c.closed - a->c.closed),
+                (unsigned long long) (b->c.reconnects - a->c.reconnects));
         codes_json(f, "close_codes", &L.close_codes);
         fprintf(f, ",\"connect_fail\":%llu", (unsigned long long) L.c.connect_fail);
         codes_json(f, "fail_reasons", &L.fail_reasons);
@@ -626,6 +639,7 @@ static void summary(void)
             (unsigned long long) (b->c.corrects - a->c.corrects),
             (unsigned long long) (b->c.closed - a->c.closed));
     codes_text(f, &L.close_codes);
+    fprintf(f, "; %llu reconnected", (unsigned long long) (b->c.reconnects - a->c.reconnects));
     fprintf(f, "; %llu connect failures", (unsigned long long) L.c.connect_fail);
     codes_text(f, &L.fail_reasons);
     fprintf(f, "\n  cpu          loadbot %.0f%% of one core", lb_cpu);
