@@ -88,12 +88,7 @@ describe("loadbot", function()
         -- the run ends by itself; its summary counts the closes and the returns
         local r
         assert.truthy(server.eventually(function()
-            local f = io.open(out)
-            local text = f and f:read("*a") or ""
-            if f then
-                f:close()
-            end
-            r = json.decode(text:match("(%b{})%s*$") or "")
+            r = json.decode(server.read_file(out):match("(%b{})%s*$") or "")
             return r
         end, 30), "loadbot did not end")
         os.remove(out)

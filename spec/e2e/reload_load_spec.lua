@@ -114,12 +114,7 @@ describe("reloads under load", function()
         end
         -- loadbot and wrk end by themselves
         assert.is_true(server.eventually(function()
-            local f = io.open(lb_out)
-            local text = f and f:read("*a") or ""
-            if f then
-                f:close()
-            end
-            return text:find("}%s*$") ~= nil
+            return server.read_file(lb_out):find("}%s*$") ~= nil
         end, duration + 60), "loadbot did not finish")
         local r = json.decode(assert(io.open(lb_out)):read("*a"):match("(%b{})%s*$") or "")
         assert.is_table(r, "no loadbot summary")

@@ -52,6 +52,10 @@ local function read_file(path)
 end
 
 
+-- A file's text; "" when it is not there (yet).
+_M.read_file = read_file
+
+
 function _M.sleep(seconds)
     socket.sleep(seconds)
 end
