@@ -6,8 +6,8 @@
 -- A sample: {at (epoch s), players (in the world, this node), connections (WebSocket),
 -- requests_per_s (HTTP, over the interval), p99_ms (HTTP latency over the interval: the upper
 -- bound of the bucket that holds the 99th percentile; null without requests), lua_errors (in
--- the interval), queue_lag (game events not yet read by the workers), loop_lag_ms (the event
--- loop's lag, 99th percentile over the interval)}.
+-- the interval), queue_lag (stream entries not yet read by the workers: a request's batch of
+-- game events is one), loop_lag_ms (the event loop's lag, 99th percentile over the interval)}.
 local json = require "mmo.json"
 local metrics = require "mmo.metrics"
 local state = require "mmo.state"

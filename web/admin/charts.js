@@ -12,7 +12,7 @@ const SERIES = [
   ['requests_per_s', 'HTTP requests/s', '/s'],
   ['p99_ms', 'HTTP p99 latency', ' ms'],
   ['lua_errors', 'Lua errors (per 5 s)', ''],
-  ['queue_lag', 'Game events waiting', ''],
+  ['queue_lag', 'Event batches waiting', ''],
   ['loop_lag_ms', 'Event loop lag p99', ' ms'],
 ];
 
