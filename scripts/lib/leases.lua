@@ -77,14 +77,12 @@ local S = state.global("leases", { version = 1, init = function()
         self = settings.node .. "/" .. crypto.random(6),
         known = {},      -- region id -> { holder = "<node>/<instance>" | nil, checked = time }
         generation = {}, -- region id -> how many times this node took its lease (safe handles)
-        live = {},       -- the live holders as last heard
         free_since = {}, -- region id -> when this node first saw it free (monotonic)
         fallback = {},   -- region id -> until when this node keeps it for its absent node
     }
 end })
 S.free_since = S.free_since or {} -- (a state from before these: kept across a reload)
 S.fallback = S.fallback or {}
-S.live = S.live or {}
 local SELF = S.self
 
 
@@ -166,13 +164,12 @@ function _M.tick(regions)
     if type(beat[1]) ~= "table" or beat[1].err then
         return nil, beat[1] and beat[1].err or "no answer"
     end
-    S.live = beat[1]
     local now = time.monotonic()
     local ids = {}
     for i, r in ipairs(regions) do
         ids[i] = r.id
     end
-    local mine = _M.assign(ids, S.live)
+    local mine = _M.assign(ids, beat[1]) -- over the live holders, as Redis just said
     local cmds, what = {}, {}
     for i, r in ipairs(regions) do
         local k = S.known[r.id]
