@@ -105,6 +105,11 @@ return {
         lease_ms = 10000,               -- a region's owner lease in Redis lives this long unless
                                         -- renewed (every lease_ms / 5); a dead owner's regions
                                         -- are taken over by another node after it
+        grace_ms = 10000,               -- a player whose connection was lost (or whose node
+                                        -- stopped) stays in the world this long, seen by all,
+                                        -- and comes back on any node without a vanish; a
+                                        -- player who closes the connection leaves at once.
+                                        -- Also how long a silent node's players stay (>= 3 s)
     },
     mods = {                            -- docs/modding.md
         enabled = 1,                    -- 0: no mods are loaded

@@ -125,14 +125,8 @@ static int l_join(lua_State *L)
     struct world *w = realtime_world(rt);
     if (world_join(w, s, pid, name, guild, region, x, y, now(), &replaced) < 0)
         return lb_push_err(L, ERR_INVALID);
-    if (replaced) {
-        uint64_t old = realtime_sess_id(replaced);
-        static const char MSG[] = "{\"t\":\"error\",\"code\":\"replaced\",\"message\":\"this "
-                                  "player joined from another connection\"}";
-        realtime_send(rt, old, MSG, sizeof MSG - 1);
-        realtime_set_player(rt, old, 0, 0, 0, 0);
-        realtime_close(rt, old, 4002, "replaced by another connection");
-    }
+    if (replaced)
+        realtime_replace(rt, realtime_sess_id(replaced));
     lua_newtable(L);
     struct nearby nb = {L, 0};
     world_each_visible(w, pid, add_nearby, &nb);

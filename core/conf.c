@@ -97,6 +97,7 @@ static const struct key KEYS[] = {
     K_INT("ws", "flush_interval_ms", ws_flush_interval_ms, "10", 0, 1000),
     K_INT("world", "view_radius", world_view_radius, "100", 1, 100000),
     K_INT("world", "lease_ms", world_lease_ms, "10000", 3000, 600000),
+    K_INT("world", "grace_ms", world_grace_ms, "10000", 0, 600000),
     K_INT("pipeline", "worker", pipeline_worker, "1", 0, 1),
     K_STR("metrics", "allow", metrics_allow, ""),
     K_INT("metrics", "enabled", metrics_enabled, "1", 0, 1),

@@ -102,6 +102,7 @@ struct conf {
     int ws_flush_interval_ms;
     int world_view_radius;
     int world_lease_ms;
+    int world_grace_ms;
     int pipeline_worker; /* 1: this node consumes the game event stream */
     char *metrics_allow; /* GET /metrics allow-list ("" : anyone) */
     int metrics_enabled; /* 0: no request metrics, no /metrics (a benchmark's baseline) */

@@ -16,6 +16,7 @@
 #include "ipcap.h"
 #include "http.h"
 #include "lcache.h"
+#include "bus.h"
 #include "live.h"
 #include "metrics.h"
 #include "node_metrics.h"
@@ -82,6 +83,7 @@ struct node {
     struct rds *rds;
     struct rds_sub *sub;
     struct live *live; /* notifications to the players of other nodes (core/live.h) */
+    struct bus *bus;   /* this node's players told to the others and theirs to it (bus.h) */
     struct metrics *metrics;
     struct node_metrics *node_metrics;
     struct lcache *lcache;
@@ -213,6 +215,7 @@ static void node_free(struct node *n)
         db_pool_free(n->shards[i]);
     rds_free(n->rds); /* its pending PUBLISH callbacks still see the live */
     live_free(n->live);
+    bus_free(n->bus);
     node_metrics_free(n->node_metrics);
     metrics_free(n->metrics);
     if (n->base)
@@ -308,7 +311,8 @@ static int serve(struct node *n)
         .msg_burst = c->ws_msg_burst,
         .flush_interval_ms = c->ws_flush_interval_ms,
     };
-    struct realtime_opts rto = {c->world_view_radius, c->ws_session_check_ms, 32};
+    struct realtime_opts rto = {c->world_view_radius, c->ws_session_check_ms, 32,
+                                c->world_grace_ms};
     n->rt = realtime_new(n->base, &wo, &rto, n->auth);
     {
         /* the name this run publishes under: node id and a random part (a restart is new) */
@@ -318,6 +322,7 @@ static int serve(struct node *n)
         snprintf(sender, sizeof sender, "%s/%02x%02x%02x%02x", c->node_id, rnd[0], rnd[1], rnd[2],
                  rnd[3]);
         n->live = live_new(n->base, &ro, n->rds, realtime_world(n->rt), sender);
+        n->bus = bus_new(n->base, &ro, n->rds, realtime_world(n->rt), sender);
     }
 
     n->ctx.base = n->base;

@@ -58,6 +58,7 @@ struct realtime {
     size_t nbuckets, count;
     uint64_t next_id;
     struct event *sweep;
+    struct event *expire; /* players detached or of other nodes, past their time */
     int max_connections;
     int draining;
 };
@@ -154,6 +155,12 @@ static void sink_unref(void *frame, void *ud)
 {
     (void) ud;
     ws_frame_unref(frame);
+}
+
+/* the player of this connection joined on another node */
+static void sink_taken(void *conn, void *ud)
+{
+    realtime_replace(ud, realtime_sess_id(conn));
 }
 
 /* ---- messages ---------------------------------------------------------------------------------
@@ -261,13 +268,18 @@ static void on_closed(struct ws_conn *c, int code, void *ud)
     }
     double x = 0, y = 0, at = 0;
     const char *region = NULL;
-    /* the world forgets the connection now (others see it vanish); the Lua handler of the close
-     * then writes the position where it was */
+    /* the world forgets the connection now; the Lua handler of the close then writes the
+     * position where it was. A player who ended the connection leaves (others see it vanish);
+     * one whose connection was lost or whose node went away stays for the grace period,
+     * to come back here or on another node */
     if (s->player && world_position(rt->world, s->player, &x, &y, &region, &at) == 0 &&
         world_conn(rt->world, s->player) == s) {
         char reg[32];
         snprintf(reg, sizeof reg, "%s", region);
-        world_leave(rt->world, s->player, s);
+        if ((code == 1001 || code == 1006) && rt->o.grace_ms > 0)
+            world_detach(rt->world, s->player, s, (double) now_ms() / 1000.0);
+        else
+            world_leave(rt->world, s->player, s);
         if (rt->script)
             script_ws_closed(rt->script, &v, code, reg, x, y, at);
     } else if (rt->script) {
@@ -366,6 +378,16 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
     (void) fd, (void) what;
 }
 
+/* Once a second: players of other nodes not heard of for the grace period (at least three
+ * rosters) and this node's detached players past it leave the world. */
+static void on_expire(evutil_socket_t fd, short what, void *arg)
+{
+    struct realtime *rt = arg;
+    double grace = rt->o.grace_ms / 1000.0, ttl = grace > 3.0 ? grace : 3.0;
+    world_expire(rt->world, (double) now_ms() / 1000.0, ttl, grace);
+    (void) fd, (void) what;
+}
+
 /* ---- the node's side
  * ------------------------------------------------------------------------------ */
 
@@ -382,7 +404,7 @@ struct realtime *realtime_new(struct event_base *base, const struct ws_opts *ws,
     rt->auth = auth;
     rt->ws = ws_server_new(base, ws, on_message, on_closed, rt);
     rt->max_connections = ws->max_connections > 0 ? ws->max_connections : 10000;
-    struct world_sink sink = {sink_new, sink_send, sink_unref, rt};
+    struct world_sink sink = {sink_new, sink_send, sink_unref, sink_taken, rt};
     rt->world = world_new(opts->view_radius > 0 ? opts->view_radius : 100, &sink);
     rt->nbuckets = 1024;
     rt->buckets = xcalloc(rt->nbuckets, sizeof *rt->buckets);
@@ -391,6 +413,9 @@ struct realtime *realtime_new(struct event_base *base, const struct ws_opts *ws,
         struct timeval tv = {1, 0};
         event_add(rt->sweep, &tv);
     }
+    rt->expire = event_new(base, -1, EV_PERSIST, on_expire, rt);
+    struct timeval every = {1, 0};
+    event_add(rt->expire, &every);
     return rt;
 }
 
@@ -405,6 +430,7 @@ void realtime_free(struct realtime *rt)
         return;
     if (rt->sweep)
         event_free(rt->sweep);
+    event_free(rt->expire);
     rt->script = NULL;      /* no Lua from here on: the host is gone or going */
     ws_server_free(rt->ws); /* every closed callback: sessions leave the world, are freed */
     world_free(rt->world);
@@ -437,6 +463,15 @@ int realtime_send(struct realtime *rt, uint64_t id, const char *text, size_t len
 {
     struct rt_sess *s = realtime_sess(rt, id);
     return s ? ws_send_text(s->c, text, len) : ERR_CLOSED;
+}
+
+void realtime_replace(struct realtime *rt, uint64_t id)
+{
+    static const char MSG[] = "{\"t\":\"error\",\"code\":\"replaced\",\"message\":\"this "
+                              "player joined from another connection\"}";
+    realtime_send(rt, id, MSG, sizeof MSG - 1);
+    realtime_set_player(rt, id, 0, 0, 0, 0);
+    realtime_close(rt, id, 4002, "replaced by another connection");
 }
 
 void realtime_close(struct realtime *rt, uint64_t id, int code, const char *reason)

@@ -25,6 +25,7 @@ struct realtime_opts {
     double view_radius;   /* interest management: who sees whom */
     int session_check_ms; /* re-check each connection's session (ban, logout) this often */
     int queue_max;        /* messages waiting while one runs; beyond: "busy" error */
+    int grace_ms;         /* a lost connection's player stays in the world this long (0: leaves) */
 };
 
 /* ws_opts and opts copied; auth borrowed (may be NULL: no re-checks). */
@@ -56,6 +57,9 @@ int64_t realtime_sess_player(const struct rt_sess *s);
 /* Send a JSON text to session id: 0, or ERR_CLOSED (gone, closing, or too slow). */
 int realtime_send(struct realtime *rt, uint64_t id, const char *text, size_t len);
 void realtime_close(struct realtime *rt, uint64_t id, int code, const char *reason);
+/* The session's player joined from another connection (here or on another node): tell it
+ * ("replaced" error), forget its player, close it with 4002. */
+void realtime_replace(struct realtime *rt, uint64_t id);
 /* Close every connection of an account (ban) or of one session id (logout); returns how many. */
 int realtime_close_account(struct realtime *rt, int64_t account, int code, const char *reason);
 int realtime_close_sid(struct realtime *rt, const char *sid, int code, const char *reason);

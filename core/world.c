@@ -19,8 +19,11 @@ struct wp {
     int64_t guild;
     char name[80]; /* JSON-escaped */
     struct aoi_ent *ent;
-    void *conn;
+    void *conn; /* NULL: detached (this node's, connection lost) or another node's */
     double at;
+    int64_t since; /* when this stay began on its home node (ms, wall clock): the later wins */
+    double seen;   /* another node's: last heard of; detached: when; monotonic s */
+    char home[48]; /* the node it plays on; "" for this node */
     int dirty;
     struct wp *next;  /* hash chain */
     struct wp *dnext; /* dirty list */
@@ -29,6 +32,7 @@ struct wp {
 struct world {
     struct aoi *aoi;
     struct world_sink sink;
+    struct world_bus bus;
     struct wp **buckets;
     size_t nbuckets, count;
     uint64_t gen_seq; /* the last generation given */
@@ -81,6 +85,8 @@ static void on_aoi(int kind, struct aoi_ent *receiver, struct aoi_ent *subject, 
 {
     struct world *w = ud;
     struct wp *to = aoi_ent_ud(receiver), *about = aoi_ent_ud(subject);
+    if (to->conn == NULL)
+        return; /* another node's player (its node tells it) or one without a connection */
     if (about == w->subject) {
         void **slot =
             kind == AOI_MOVED ? &w->f_moved : (kind == AOI_APPEAR ? &w->f_appear : &w->f_vanish);
@@ -143,18 +149,24 @@ static void grow(struct world *w)
     free(ob);
 }
 
+static void undirty(struct world *w, struct wp *p)
+{
+    if (p->dirty) {
+        struct wp **dp = &w->dirty;
+        while (*dp != p)
+            dp = &(*dp)->dnext;
+        *dp = p->dnext;
+        p->dirty = 0;
+    }
+}
+
 static void unlink_player(struct world *w, struct wp *p)
 {
     struct wp **pp = &w->buckets[slot_of(w, p->id)];
     while (*pp != p)
         pp = &(*pp)->next;
     *pp = p->next;
-    if (p->dirty) {
-        struct wp **dp = &w->dirty;
-        while (*dp != p)
-            dp = &(*dp)->dnext;
-        *dp = p->dnext;
-    }
+    undirty(w, p);
     w->count--;
 }
 
@@ -165,6 +177,16 @@ static void mark_dirty(struct world *w, struct wp *p)
         p->dnext = w->dirty;
         w->dirty = p;
     }
+}
+
+/* Out of the table and the world (vanish to whoever saw it), freed. */
+static void drop(struct world *w, struct wp *p)
+{
+    unlink_player(w, p);
+    begin(w, p);
+    aoi_leave(w->aoi, p->ent);
+    end(w);
+    free(p);
 }
 
 /* ---- the API ------------------------------------------------------------------------------------
@@ -178,6 +200,26 @@ struct world *world_new(double view_radius, const struct world_sink *sink)
     w->nbuckets = 1024;
     w->buckets = xcalloc(w->nbuckets, sizeof *w->buckets);
     return w;
+}
+
+void world_set_bus(struct world *w, const struct world_bus *bus)
+{
+    if (bus)
+        w->bus = *bus;
+    else
+        memset(&w->bus, 0, sizeof w->bus);
+}
+
+static void tell_joined(struct world *w, const struct wp *p)
+{
+    if (w->bus.joined)
+        w->bus.joined(p->id, p->name, p->guild, p->since, aoi_ent_x(p->ent), aoi_ent_y(p->ent),
+                      w->bus.ud);
+}
+
+static int64_t stamp_ms(double now)
+{
+    return (int64_t) (now * 1000.0);
 }
 
 void world_free(struct world *w)
@@ -218,9 +260,18 @@ int world_join(struct world *w, void *conn, int64_t id, const char *name, int64_
         return ERR_INVALID;
     struct wp *p = find(w, id);
     if (p) {
-        /* the same player on a new connection: the old one is replaced, the entity stays */
+        /* the same player on a new connection: the old one is replaced, the entity stays where
+         * it is (a detached player comes back; another node's becomes this node's) */
         *replaced = p->conn != conn ? p->conn : NULL;
         p->conn = conn;
+        if (p->home[0] || *replaced == NULL) {
+            int64_t t = stamp_ms(now);
+            p->since = t > p->since ? t : p->since + 1;
+            if (p->home[0])
+                p->at = now;
+            p->home[0] = '\0';
+            tell_joined(w, p);
+        }
         return 0;
     }
     p = xcalloc(1, sizeof *p);
@@ -229,7 +280,120 @@ int world_join(struct world *w, void *conn, int64_t id, const char *name, int64_
     p->guild = guild;
     p->conn = conn;
     p->at = now;
+    p->since = stamp_ms(now);
     log_json_escape(p->name, sizeof p->name, name, strlen(name));
+    if (w->count >= w->nbuckets)
+        grow(w);
+    size_t s = slot_of(w, id);
+    p->next = w->buckets[s];
+    w->buckets[s] = p;
+    w->count++;
+    begin(w, p);
+    p->ent = aoi_enter(w->aoi, id, r, x, y, p);
+    end(w);
+    tell_joined(w, p);
+    return 0;
+}
+
+int world_move(struct world *w, int64_t id, double x, double y, double now)
+{
+    struct wp *p = find(w, id);
+    if (p == NULL || p->home[0])
+        return ERR_NOTFOUND;
+    int r = aoi_region_at(w->aoi, x, y);
+    if (r < 0)
+        return ERR_INVALID;
+    begin(w, p);
+    int rc = aoi_move(w->aoi, p->ent, r, x, y);
+    end(w);
+    if (rc == 0) {
+        p->at = now;
+        mark_dirty(w, p);
+        if (w->bus.moved)
+            w->bus.moved(id, x, y, w->bus.ud);
+    }
+    return rc;
+}
+
+int world_leave(struct world *w, int64_t id, void *conn)
+{
+    struct wp *p = find(w, id);
+    if (p == NULL || p->conn != conn || conn == NULL)
+        return ERR_NOTFOUND;
+    drop(w, p);
+    if (w->bus.left)
+        w->bus.left(id, w->bus.ud);
+    return 0;
+}
+
+int world_detach(struct world *w, int64_t id, void *conn, double mono)
+{
+    struct wp *p = find(w, id);
+    if (p == NULL || p->conn != conn || conn == NULL)
+        return ERR_NOTFOUND;
+    p->conn = NULL;
+    p->seen = mono;
+    return 0;
+}
+
+/* ---- players of other nodes ---------------------------------------------------------------- */
+
+/* A remote name is what its node escaped for JSON: refuse anything that could break out. */
+static int name_ok(const char *name)
+{
+    size_t n = 0;
+    for (const unsigned char *c = (const unsigned char *) name; *c; c++, n++)
+        if (*c < 0x20 || *c == '"' || *c == '\\')
+            return 0;
+    return n > 0 && n < sizeof(((struct wp *) 0)->name);
+}
+
+static void place(struct world *w, struct wp *p, int r, double x, double y)
+{
+    if (aoi_ent_x(p->ent) == x && aoi_ent_y(p->ent) == y && aoi_ent_region(p->ent) == r)
+        return;
+    begin(w, p);
+    aoi_move(w->aoi, p->ent, r, x, y);
+    end(w);
+}
+
+int world_remote_join(struct world *w, const char *home, int64_t id, const char *name,
+                      int64_t guild, int64_t since, double x, double y, double mono)
+{
+    int r = aoi_region_at(w->aoi, x, y);
+    if (r < 0 || id <= 0 || !name_ok(name) || home[0] == '\0' ||
+        strlen(home) >= sizeof(((struct wp *) 0)->home))
+        return ERR_INVALID;
+    struct wp *p = find(w, id);
+    if (p) {
+        if (since < p->since || (since == p->since && strcmp(home, p->home) != 0))
+            return 1; /* an older stay (the one held is later): ignored */
+        if (p->home[0] == '\0') {
+            /* this node's player joined on another node since: it is that node's now */
+            void *conn = p->conn;
+            p->conn = NULL;
+            undirty(w, p);
+            snprintf(p->home, sizeof p->home, "%s", home);
+            if (conn && w->sink.taken)
+                w->sink.taken(conn, w->sink.ud);
+        } else if (strcmp(p->home, home) != 0) {
+            snprintf(p->home, sizeof p->home, "%s", home);
+        }
+        p->since = since;
+        p->seen = mono;
+        p->guild = guild > 0 ? guild : 0;
+        snprintf(p->name, sizeof p->name, "%s", name);
+        place(w, p, r, x, y);
+        return 0;
+    }
+    p = xcalloc(1, sizeof *p);
+    p->id = id;
+    p->gen = ++w->gen_seq;
+    p->guild = guild > 0 ? guild : 0;
+    p->since = since;
+    p->seen = mono;
+    snprintf(p->home, sizeof p->home, "%s", home);
+    snprintf(p->name, sizeof p->name, "%s", name);
     if (w->count >= w->nbuckets)
         grow(w);
     size_t s = slot_of(w, id);
@@ -242,35 +406,58 @@ int world_join(struct world *w, void *conn, int64_t id, const char *name, int64_
     return 0;
 }
 
-int world_move(struct world *w, int64_t id, double x, double y, double now)
+int world_remote_move(struct world *w, const char *home, int64_t id, double x, double y,
+                      double mono)
 {
     struct wp *p = find(w, id);
-    if (p == NULL)
+    if (p == NULL || p->home[0] == '\0' || strcmp(p->home, home) != 0)
         return ERR_NOTFOUND;
     int r = aoi_region_at(w->aoi, x, y);
     if (r < 0)
         return ERR_INVALID;
-    begin(w, p);
-    int rc = aoi_move(w->aoi, p->ent, r, x, y);
-    end(w);
-    if (rc == 0) {
-        p->at = now;
-        mark_dirty(w, p);
-    }
-    return rc;
+    p->seen = mono;
+    place(w, p, r, x, y);
+    return 0;
 }
 
-int world_leave(struct world *w, int64_t id, void *conn)
+int world_remote_leave(struct world *w, const char *home, int64_t id)
 {
     struct wp *p = find(w, id);
-    if (p == NULL || p->conn != conn)
+    if (p == NULL || p->home[0] == '\0' || strcmp(p->home, home) != 0)
         return ERR_NOTFOUND;
-    unlink_player(w, p);
-    begin(w, p);
-    aoi_leave(w->aoi, p->ent);
-    end(w);
-    free(p);
+    drop(w, p);
     return 0;
+}
+
+int world_expire(struct world *w, double mono, double ttl, double grace)
+{
+    int n = 0;
+    for (size_t b = 0; b < w->nbuckets; b++) {
+        struct wp *p = w->buckets[b], *next;
+        for (; p; p = next) {
+            next = p->next;
+            int remote = p->home[0] != '\0';
+            if (p->conn || mono - p->seen <= (remote ? ttl : grace))
+                continue;
+            int64_t id = p->id;
+            drop(w, p);
+            if (!remote && w->bus.left)
+                w->bus.left(id, w->bus.ud);
+            n++;
+        }
+    }
+    return n;
+}
+
+void world_each_local(const struct world *w,
+                      void (*fn)(int64_t id, const char *name, int64_t guild, int64_t since,
+                                 double x, double y, void *arg),
+                      void *arg)
+{
+    for (size_t b = 0; b < w->nbuckets; b++)
+        for (const struct wp *p = w->buckets[b]; p; p = p->next)
+            if (p->home[0] == '\0')
+                fn(p->id, p->name, p->guild, p->since, aoi_ent_x(p->ent), aoi_ent_y(p->ent), arg);
 }
 
 int world_position(const struct world *w, int64_t id, double *x, double *y, const char **region,
@@ -308,6 +495,8 @@ int world_set_guild(struct world *w, int64_t id, int64_t guild)
     if (p == NULL)
         return ERR_NOTFOUND;
     p->guild = guild > 0 ? guild : 0;
+    if (p->home[0] == '\0')
+        tell_joined(w, p);
     return 0;
 }
 
@@ -351,6 +540,8 @@ static void send_one(struct aoi_ent *e, void *arg)
 {
     struct fan *f = arg;
     struct wp *p = aoi_ent_ud(e);
+    if (p->conn == NULL)
+        return;
     f->w->sink.frame_send(p->conn, f->frame, f->w->sink.ud);
     f->n++;
 }
@@ -372,7 +563,7 @@ static int send_where(struct world *w, int64_t guild, int all, const char *text,
     int n = 0;
     for (size_t i = 0; i < w->nbuckets; i++)
         for (struct wp *p = w->buckets[i]; p; p = p->next) {
-            if (!all && p->guild != guild)
+            if (p->conn == NULL || (!all && p->guild != guild))
                 continue;
             if (frame == NULL)
                 frame = w->sink.frame_new(text, len, w->sink.ud);
@@ -387,7 +578,7 @@ static int send_where(struct world *w, int64_t guild, int all, const char *text,
 int world_send_player(struct world *w, int64_t id, const char *text, size_t len)
 {
     struct wp *p = find(w, id);
-    if (p == NULL)
+    if (p == NULL || p->conn == NULL)
         return 0;
     void *frame = w->sink.frame_new(text, len, w->sink.ud);
     w->sink.frame_send(p->conn, frame, w->sink.ud);

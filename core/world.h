@@ -20,10 +20,27 @@ struct world_sink {
     void *(*frame_new)(const char *text, size_t len, void *ud); /* one encoded frame, ref 1 */
     void (*frame_send)(void *conn, void *frame, void *ud);      /* queue it (takes a ref) */
     void (*frame_unref)(void *frame, void *ud);
+    /* the player of conn joined on another node since: it is that node's now; tell conn and
+     * close it (its close finds the player gone from this node). May be NULL. */
+    void (*taken)(void *conn, void *ud);
+    void *ud;
+};
+
+/* The bus (core/bus.c): what happens to this node's players, for the other nodes, and a
+ * player of this node who joined on another one. Every callback may be NULL. */
+struct world_bus {
+    /* entered, came back or changed (name, guild): the whole record; since is when its stay on
+     * this node began (ms, wall clock): of two nodes claiming a player, the later stay wins */
+    void (*joined)(int64_t id, const char *name, int64_t guild, int64_t since, double x, double y,
+                   void *ud);
+    void (*moved)(int64_t id, double x, double y, void *ud);
+    void (*left)(int64_t id, void *ud);
     void *ud;
 };
 
 struct world *world_new(double view_radius, const struct world_sink *sink);
+/* bus copied; NULL: none (one node). */
+void world_set_bus(struct world *w, const struct world_bus *bus);
 void world_free(struct world *w);
 
 /* A region [x0,x1) x [y0,y1). Adding one that exists with the same bounds is a no-op (0);
@@ -43,6 +60,31 @@ int world_move(struct world *w, int64_t id, double x, double y, double now);
 /* Leave (vanish to everyone who saw it). ERR_NOTFOUND if not in the world. Only if conn is
  * the player's current connection (a replaced connection leaving changes nothing). */
 int world_leave(struct world *w, int64_t id, void *conn);
+/* The connection was lost, not ended by the player: the player stays in the world, seen by
+ * all, without a connection, until it joins again (here or on another node: no vanish, no
+ * appear) or world_expire finds its grace over. mono: monotonic seconds. ERR_NOTFOUND as for
+ * world_leave. */
+int world_detach(struct world *w, int64_t id, void *conn, double mono);
+
+/* ---- players of other nodes (the bus) --------------------------------------------------------
+ * A mirror: the players other nodes hold in the regions, moved by their messages, seen by this
+ * node's players through the same interest management. home: the node's name (<= 47 bytes).
+ * A record older (since) than the one held is ignored; a newer one for a player of this node
+ * takes it (world_sink.taken). Moves from a node that is not the player's home are ignored.
+ * 0: applied; 1 (world_remote_join): ignored, an older stay; ERR_NOTFOUND; ERR_INVALID. */
+int world_remote_join(struct world *w, const char *home, int64_t id, const char *name,
+                      int64_t guild, int64_t since, double x, double y, double mono);
+int world_remote_move(struct world *w, const char *home, int64_t id, double x, double y,
+                      double mono);
+int world_remote_leave(struct world *w, const char *home, int64_t id);
+/* Drop the players of other nodes not heard of for ttl seconds and this node's players
+ * detached for longer than grace (those: world_bus.left). Returns how many left. */
+int world_expire(struct world *w, double mono, double ttl, double grace);
+/* Every player this node holds (connected or detached), for the roster. */
+void world_each_local(const struct world *w,
+                      void (*fn)(int64_t id, const char *name, int64_t guild, int64_t since,
+                                 double x, double y, void *arg),
+                      void *arg);
 
 /* Where the player is: 0, or ERR_NOTFOUND. *region borrowed (valid while the world lives). */
 int world_position(const struct world *w, int64_t id, double *x, double *y, const char **region,

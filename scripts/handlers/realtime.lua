@@ -94,6 +94,12 @@ function _M.join(conn, msg)
         http.fail(403, "forbidden", "not your player")
     end
     regions.all()
+    -- a player still in the world (its connection was lost moments ago, here or on another
+    -- node) comes back where it is, which is fresher than the row
+    local held = world.position(pid)
+    if held then
+        row.region, row.x, row.y = held.region, held.x, held.y
+    end
     local nearby, err = world.join(conn.id, pid, row.name, row.guild_id or 0, row.region,
                                    row.x, row.y)
     if not nearby then

@@ -46,7 +46,7 @@ static void f_send(void *conn, void *frame, void *ud)
     f_unref(f, ud); /* the fake "writes" it at once */
 }
 
-static const struct world_sink SINK = {f_new, f_send, f_unref, NULL};
+static const struct world_sink SINK = {f_new, f_send, f_unref, NULL, NULL};
 
 #define CONN(i) ((void *) (intptr_t) (i))
 

@@ -420,6 +420,28 @@ function _M.free_port()
 end
 
 
+-- n nodes sharing one port (http.reuseport), as tools/dev up --nodes runs them: a list of
+-- nodes, node i named <prefix>-i and reached at its own port (http.admin_port), so a spec
+-- chooses which node a client talks to; .shared is the port they share, where the kernel
+-- chooses. opts as for start (opts.env: every node's).
+function _M.start_nodes(n, opts)
+    opts = opts or {}
+    local shared, nodes = _M.free_port(), {}
+    for i = 1, n do
+        local env = { MMO_PORT = tostring(shared), MMO_HTTP_REUSEPORT = "1",
+                      MMO_NODE_ID = (opts.prefix or "spec-node") .. "-" .. i,
+                      MMO_HTTP_ADMIN_PORT = tostring(_M.free_port()) }
+        for k, v in pairs(opts.env or {}) do
+            env[k] = v
+        end
+        local node = _M.start { env = env, scripts = opts.scripts }
+        node.shared, node.id, node.port = shared, env.MMO_NODE_ID, tonumber(env.MMO_HTTP_ADMIN_PORT)
+        nodes[i] = node
+    end
+    return nodes
+end
+
+
 -- A fresh temporary directory (removed by the caller with rm_rf).
 function _M.tmpdir()
     local p = io.popen("mktemp -d")

@@ -225,6 +225,13 @@ function Client:wait_close(timeout)
 end
 
 
+-- The connection lost, not closed: no close frame (the node sees 1006).
+function Client:drop()
+    self.closed = true
+    self.conn:close()
+end
+
+
 function Client:close(code)
     if not self.closed then
         local c = code or 1000
