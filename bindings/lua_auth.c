@@ -15,6 +15,7 @@
 #include "conf.h"
 #include "err.h"
 #include "lb.h"
+#include "live.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -110,8 +111,13 @@ static int l_forget(lua_State *L)
     struct auth *a = check_auth(L);
     size_t len;
     const char *sid = luaL_checklstring(L, 1, &len);
-    if (auth_sid_valid(sid, len))
-        auth_session_forget(a, sid);
+    struct lb_ctx *ctx = lua_touserdata(L, lua_upvalueindex(1));
+    if (auth_sid_valid(sid, len)) {
+        if (ctx->live)
+            live_forget_session(ctx->live, sid); /* every node's view, this one's now */
+        else
+            auth_session_forget(a, sid);
+    }
     lua_pushboolean(L, 1);
     return 1;
 }

@@ -5,7 +5,8 @@
  *   ws.close(conn_id [, code, reason]) -> true                   close handshake (code 4000+:
  *                                                                 the game's own)
  *   ws.close_account(account_id, code, reason) -> n              every connection of an
- *                                                                 account on this node (ban)
+ *                                                                 account, on every node
+ *                                                                 (ban); n: this node's
  *   ws.close_session(sid, code, reason) -> n                     of one session (logout)
  *   ws.set_player(conn_id, player_id, speed, speed_until, base_speed) -> true
  *                                      the player it plays (join), and how fast it may move:
@@ -23,6 +24,7 @@
 #include "conf.h"
 #include "err.h"
 #include "lb.h"
+#include "live.h"
 #include "realtime.h"
 
 #include <stdint.h>
@@ -69,21 +71,29 @@ static int l_close(lua_State *L)
     return 1;
 }
 
+/* the connections of an account (a session) close on every node: here at once (their number is
+ * returned), on the others when the message on mmo:live reaches them */
 static int l_close_account(lua_State *L)
 {
     struct realtime *rt = rt_of(L);
-    lua_pushinteger(L, realtime_close_account(rt, (int64_t) luaL_checknumber(L, 1),
-                                              (int) luaL_optinteger(L, 2, 4003),
-                                              luaL_optstring(L, 3, NULL)));
+    struct lb_ctx *ctx = lua_touserdata(L, lua_upvalueindex(1));
+    int64_t account = (int64_t) luaL_checknumber(L, 1);
+    int code = (int) luaL_optinteger(L, 2, 4003);
+    const char *reason = luaL_optstring(L, 3, NULL);
+    lua_pushinteger(L, ctx->live ? live_close_account(ctx->live, account, code, reason)
+                                 : realtime_close_account(rt, account, code, reason));
     return 1;
 }
 
 static int l_close_session(lua_State *L)
 {
     struct realtime *rt = rt_of(L);
-    lua_pushinteger(L, realtime_close_sid(rt, luaL_checkstring(L, 1),
-                                          (int) luaL_optinteger(L, 2, 4001),
-                                          luaL_optstring(L, 3, NULL)));
+    struct lb_ctx *ctx = lua_touserdata(L, lua_upvalueindex(1));
+    const char *sid = luaL_checkstring(L, 1);
+    int code = (int) luaL_optinteger(L, 2, 4001);
+    const char *reason = luaL_optstring(L, 3, NULL);
+    lua_pushinteger(L, ctx->live ? live_close_session(ctx->live, sid, code, reason)
+                                 : realtime_close_sid(rt, sid, code, reason));
     return 1;
 }
 

@@ -1,8 +1,10 @@
 /* live.c -- live notifications across nodes (live.h). */
 #include "live.h"
+#include "auth.h"
 #include "log.h"
 #include "mem.h"
 #include "rds.h"
+#include "realtime.h"
 #include "world.h"
 
 #include <hiredis/hiredis.h>
@@ -14,6 +16,8 @@
 struct live {
     struct rds *rds;
     struct rds_sub *sub;
+    struct realtime *rt;
+    struct auth *auth;
     struct world *w;
     char *sender;
     size_t sender_len;
@@ -75,6 +79,53 @@ int live_send_all(struct live *l, const char *text, size_t len)
     return world_send_all(l->w, text, len);
 }
 
+static int close_text(char *out, size_t cap, int code, const char *reason)
+{
+    return snprintf(out, cap, "%d\t%s", code, reason ? reason : "");
+}
+
+int live_close_account(struct live *l, int64_t account, int code, const char *reason)
+{
+    char a[24], t[160];
+    int an = snprintf(a, sizeof a, "%lld", (long long) account);
+    int tn = close_text(t, sizeof t, code, reason);
+    publish(l, 'c', a, (size_t) an, t, tn < (int) sizeof t ? (size_t) tn : sizeof t - 1);
+    return realtime_close_account(l->rt, account, code, reason);
+}
+
+int live_close_session(struct live *l, const char *sid, int code, const char *reason)
+{
+    char t[160];
+    int tn = close_text(t, sizeof t, code, reason);
+    publish(l, 's', sid, strlen(sid), t, tn < (int) sizeof t ? (size_t) tn : sizeof t - 1);
+    return realtime_close_sid(l->rt, sid, code, reason);
+}
+
+void live_forget_session(struct live *l, const char *sid)
+{
+    publish(l, 'f', sid, strlen(sid), "", 0);
+    if (l->auth)
+        auth_session_forget(l->auth, sid);
+}
+
+/* "<code>\t<reason>" for target (an account or a session id) */
+static void close_by(struct live *l, char kind, const char *target, const char *text, size_t len)
+{
+    char buf[160];
+    if (len >= sizeof buf)
+        len = sizeof buf - 1;
+    memcpy(buf, text, len);
+    buf[len] = '\0';
+    char *tab = strchr(buf, '\t');
+    long code = strtol(buf, NULL, 10);
+    if (tab == NULL || code < 1000 || code > 4999)
+        return;
+    if (kind == 'c')
+        realtime_close_account(l->rt, strtoll(target, NULL, 10), (int) code, tab + 1);
+    else
+        realtime_close_sid(l->rt, target, (int) code, tab + 1);
+}
+
 /* "<sender>\t<kind>\t<target>\t<json>" from another node: delivered to our players */
 static void on_message(const char *msg, size_t len, void *ud)
 {
@@ -104,14 +155,20 @@ static void on_message(const char *msg, size_t len, void *ud)
         world_send_guild(l->w, strtoll(buf, NULL, 10), text, tlen);
     else if (kind == 'a')
         world_send_all(l->w, text, tlen);
+    else if (kind == 'c' || kind == 's')
+        close_by(l, kind, buf, text, tlen);
+    else if (kind == 'f' && l->auth && auth_sid_valid(buf, glen))
+        auth_session_forget(l->auth, buf);
 }
 
 struct live *live_new(struct event_base *base, const struct rds_opts *ro, struct rds *rds,
-                      struct world *w, const char *sender)
+                      struct realtime *rt, struct auth *auth, const char *sender)
 {
     struct live *l = xcalloc(1, sizeof *l);
     l->rds = rds;
-    l->w = w;
+    l->rt = rt;
+    l->auth = auth;
+    l->w = realtime_world(rt);
     l->sender = xstrdup(sender);
     l->sender_len = strlen(sender);
     l->sub = rds_sub_new(base, ro, LIVE_CHANNEL, on_message, NULL, l);

@@ -321,7 +321,7 @@ static int serve(struct node *n)
         evutil_secure_rng_get_bytes(rnd, sizeof rnd);
         snprintf(sender, sizeof sender, "%s/%02x%02x%02x%02x", c->node_id, rnd[0], rnd[1], rnd[2],
                  rnd[3]);
-        n->live = live_new(n->base, &ro, n->rds, realtime_world(n->rt), sender);
+        n->live = live_new(n->base, &ro, n->rds, n->rt, n->auth, sender);
         n->bus = bus_new(n->base, &ro, n->rds, realtime_world(n->rt), sender);
     }
 

@@ -10,6 +10,7 @@
 -- The tick itself does no I/O: loading, saving and recording a capture run in tasks of their
 -- own (mmo.time.after), so a slow database never makes a tick late or long.
 local audit = require "lib.audit"
+local cache = require "mmo.cache"
 local db = require "mmo.db"
 local events = require "mmo.events"
 local json = require "mmo.json"
@@ -23,11 +24,15 @@ local ipairs = ipairs
 local pairs = pairs
 local next = next
 local tostring = tostring
+local type = type
+local unpack = unpack
 
 
 local _M = {}
 
 _M.SAVE_EVERY = 5 -- seconds
+_M.SHARE_EVERY = 0.5 -- seconds: the live state the other nodes answer GET with (and on change)
+_M.SHARE_TTL_MS = 3000 -- a live state not shared again for this long is stale (owner gone)
 
 local COLUMNS = "id, region, name, x0, y0, x1, y1, owner_guild, capturing_guild, progress"
 
@@ -116,6 +121,22 @@ local function save(r)
 end
 
 
+-- The live state of a region's territories, for the nodes that do not tick it (in a task of its
+-- own): territories:live:<region> = [[id, owner, capturing, progress, contested], ...] (0: none).
+local function share(region, r)
+    local list = {}
+    for i, t in ipairs(r.list) do
+        list[i] = { t.id, t.owner_guild or 0, t.capturing_guild or 0, t.progress or 0,
+                    t.contested and 1 or 0 }
+    end
+    local ok, err = cache.set("territories:live:" .. region, json.encode(list), _M.SHARE_TTL_MS)
+    r.sharing = false
+    if not ok then
+        log.debug("territory state not shared: " .. tostring(err))
+    end
+end
+
+
 local function broadcast(t)
     world.send_region(t.region, { t = "territory", territory = _M.document(t) })
 end
@@ -158,6 +179,7 @@ function _M.tick(region, dt, now)
         return 0
     end
     local present = world.presence(region, r.rects) or {}
+    local changed = false
     for i, t in ipairs(r.list) do
         local s = rule.step(t, present[i], dt)
         local was_contested, was_capturing, was_owner = t.contested, t.capturing_guild,
@@ -182,9 +204,15 @@ function _M.tick(region, dt, now)
                                              guild = t.owner_guild,
                                              from = was_owner or json.null })
             broadcast(t)
+            changed = true
         elseif s.contested ~= was_contested or s.capturing_guild ~= was_capturing then
             broadcast(t)
+            changed = true
         end
+    end
+    if (changed or now - (r.shared or 0) >= _M.SHARE_EVERY) and not r.sharing then
+        r.shared, r.sharing = now, true
+        time.after(0, function() share(region, r) end)
     end
     if now - r.saved >= _M.SAVE_EVERY and not r.saving and next(r.dirty) then
         r.saved, r.saving = now, true
@@ -194,18 +222,49 @@ function _M.tick(region, dt, now)
 end
 
 
+-- The live state other nodes shared for the regions this node does not tick: territory id ->
+-- {owner_guild, capturing_guild, progress, contested}; empty when Redis cannot say.
+local function shared(rows)
+    local keys, seen = {}, {}
+    for _, row in ipairs(rows) do
+        if not regions[row.region] and not seen[row.region] then
+            seen[row.region] = true
+            keys[#keys + 1] = "territories:live:" .. row.region
+        end
+    end
+    local out = {}
+    local vals = #keys > 0 and cache.cmd("MGET", unpack(keys))
+    for _, v in ipairs(vals or {}) do
+        local list = type(v) == "string" and json.decode(v)
+        for _, e in ipairs(type(list) == "table" and list or {}) do
+            if type(e) == "table" and type(e[1]) == "string" then
+                out[e[1]] = { owner_guild = e[2] ~= 0 and e[2] or nil,
+                              capturing_guild = e[3] ~= 0 and e[3] or nil,
+                              progress = e[4], contested = e[5] == 1 }
+            end
+        end
+    end
+    return out
+end
+
+
 -- Every territory, as documents: the live state where this node ticks the region, else the
--- last state written.
+-- one its owner shared (SHARE_EVERY), else the last state written.
 function _M.all()
     local rows, err = db.query("select " .. COLUMNS .. " from territories order by region, id")
     if not rows then
         return nil, err
     end
+    local others = shared(rows)
     local out = json.array({})
     for i, row in ipairs(rows) do
         local live = regions[row.region]
         local t = row
-        if live then
+        local s = others[row.id]
+        if s then
+            row.owner_guild, row.capturing_guild, row.progress, row.contested =
+                s.owner_guild, s.capturing_guild, s.progress, s.contested
+        elseif live then
             for _, l in ipairs(live.list) do
                 if l.id == row.id then
                     t = l

@@ -217,7 +217,13 @@ describe("websocket", function()
             res = node:request("POST", "/api/admin/accounts/" .. p.account .. "/kick",
                                { token = admin, body = { reason = "afk farming" } })
             assert.equal(200, res.status, res.body)
-            assert.equal(1, res.json.connections_closed)
+            -- closed by the node that answered: on several nodes (MMO_E2E_NODES) the
+            -- connection may be another's, which closes it when mmo:live tells it
+            if (tonumber(os.getenv("MMO_E2E_NODES")) or 1) == 1 then
+                assert.equal(1, res.json.connections_closed)
+            else
+                assert.is_true(res.json.connections_closed <= 1)
+            end
             assert.truthy(res.json.sessions_ended >= 1)
             assert.equal(4004, c:wait_close(2))
             c:close()
@@ -252,7 +258,7 @@ describe("websocket", function()
                 end
             end
             assert.is_table(found)
-            assert.equal("spec-node", found.node)
+            assert.truthy(found.node:match("^spec%-node"), found.node) -- the node holding it
             assert.equal("r1", found.region)
             assert.truthy(found.connected_at > 0 and found.last_seen > 0)
             assert.equal(403, node:request("GET", "/api/admin/sessions", { token = p.token }).status)

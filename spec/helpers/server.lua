@@ -74,6 +74,27 @@ end
 -- e.g. "/dev/full": then opts.env.MMO_PORT must name the port (see free_port).
 function _M.start(opts)
     opts = opts or {}
+    -- MMO_E2E_NODES=n: the spec's node is n nodes sharing its port (one world, core/bus.c);
+    -- the kernel spreads the spec's connections over them, and stop/kill reach every one
+    local many = tonumber(os.getenv("MMO_E2E_NODES") or "") or 1
+    if many > 1 and not (opts.expect_fail or opts.stdout or opts.alone or
+                         (opts.env and opts.env.MMO_PORT)) then
+        local port, env = _M.free_port(), {}
+        for k, v in pairs(opts.env or {}) do
+            env[k] = v
+        end
+        env.MMO_PORT, env.MMO_HTTP_REUSEPORT = tostring(port), "1"
+        local o = setmetatable({ env = env, alone = true }, { __index = opts })
+        local others = {}
+        for i = 2, many do
+            env.MMO_NODE_ID = "spec-node-" .. i
+            others[#others + 1] = _M.start(o)
+        end
+        env.MMO_NODE_ID = "spec-node"
+        local first = _M.start(o)
+        first.others = others
+        return first
+    end
     local log = os.tmpname()
     local env = {
         MMO_PORT = "0",
@@ -215,6 +236,12 @@ end
 -- SIGTERM and wait; returns the exit code (nil if it had to be killed). The log stays.
 -- Raises if the node wrote a sanitizer report: a leak or a memory error fails the spec.
 function Node:stop(timeout)
+    for _, o in ipairs(self.others or {}) do
+        local orc = o:stop(timeout)
+        if orc ~= 0 then
+            error("another node of the spec's ended with " .. tostring(orc), 2)
+        end
+    end
     local rc = self.rc
     if self:alive() then
         self:signal("TERM")
@@ -232,6 +259,9 @@ end
 
 
 function Node:kill()
+    for _, o in ipairs(self.others or {}) do
+        o:kill()
+    end
     if self:alive() then
         self:signal("KILL")
         self:wait(5)
