@@ -394,8 +394,18 @@ static int serve(struct node *n)
         return 1;
     }
     if (c->metrics_enabled) {
-        struct node_metrics_src src = {n->http, n->rt,   n->script,       n->ctx.main_L, n->db,
-                                       n->rds,  n->live, c->http_slow_ms, c->pg_slow_ms};
+        struct node_metrics_src src = {
+            .http = n->http,
+            .rt = n->rt,
+            .script = n->script,
+            .L = n->ctx.main_L,
+            .db = n->db,
+            .rds = n->rds,
+            .live = n->live,
+            .bus = n->bus,
+            .slow_ms = c->http_slow_ms,
+            .slow_query_ms = c->pg_slow_ms,
+        };
         n->node_metrics = node_metrics_new(n->metrics, n->base, &src, MMO_VERSION, MMO_GIT_COMMIT);
         node_metrics_watch_db(n->node_metrics, n->db, "main");
         for (int i = 0; i < c->nshards; i++) {

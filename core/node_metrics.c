@@ -8,6 +8,7 @@
 #include "db.h"
 #include "err.h"
 #include "http.h"
+#include "bus.h"
 #include "live.h"
 #include "log.h"
 #include "mem.h"
@@ -36,6 +37,7 @@ struct node_metrics {
     struct metric_family *req_total, *req_seconds, *lag;
     struct metric_family *http_conns, *ws_conns, *tasks, *lua_mem, *pg_up, *redis_up;
     struct metric_family *cpu, *rss, *fds, *started, *live_pub, *live_recv;
+    struct metric_family *bus_pub, *bus_recv, *bus_failed;
     /* by kind: [0] http, [1] ws */
     struct metric_series *accepted[2], *bytes_in[2], *bytes_out[2], *http_refused, *gc_cycles;
     uint64_t *gc_count; /* in the Lua VM (see gc_watch); NULL: no VM */
@@ -207,6 +209,13 @@ static void collect(struct metrics *m, void *ud)
         metrics_set(metrics_only(nm->live_pub), (double) pub);
         metrics_set(metrics_only(nm->live_recv), (double) recv);
     }
+    if (s->bus) {
+        uint64_t pub, recv, failed;
+        bus_stats(s->bus, &pub, &recv, &failed);
+        metrics_set(metrics_only(nm->bus_pub), (double) pub);
+        metrics_set(metrics_only(nm->bus_recv), (double) recv);
+        metrics_set(metrics_only(nm->bus_failed), (double) failed);
+    }
     /* the process, from /proc/self */
     FILE *f = fopen("/proc/self/stat", "r");
     if (f) {
@@ -358,6 +367,16 @@ struct node_metrics *node_metrics_new(struct metrics *m, struct event_base *base
         metrics_family(m, "mmo_live_received_total",
                        "Notifications from other nodes delivered to this node's players",
                        METRIC_COUNTER, 0, NULL, NULL, 0, NULL);
+    nm->bus_pub = metrics_family(m, "mmo_bus_published_total",
+                                 "Bus messages published: this node's players' changes, one a "
+                                 "loop turn, and its roster each second",
+                                 METRIC_COUNTER, 0, NULL, NULL, 0, NULL);
+    nm->bus_recv = metrics_family(m, "mmo_bus_lines_received_total",
+                                  "Changes of other nodes' players applied to this node's world",
+                                  METRIC_COUNTER, 0, NULL, NULL, 0, NULL);
+    nm->bus_failed = metrics_family(m, "mmo_bus_publish_failures_total",
+                                    "Bus messages that could not be published", METRIC_COUNTER, 0,
+                                    NULL, NULL, 0, NULL);
     nm->cpu = metrics_family(m, "process_cpu_seconds_total", "User and system CPU time",
                              METRIC_COUNTER, 0, NULL, NULL, 0, NULL);
     nm->rss = gauge(m, "process_resident_memory_bytes", "Resident memory");

@@ -10,6 +10,7 @@ struct script;
 struct db_pool;
 struct rds;
 struct live;
+struct bus;
 typedef struct lua_State lua_State;
 
 /* What the collector reads (borrowed, any may be NULL; they outlive the node_metrics). */
@@ -21,6 +22,7 @@ struct node_metrics_src {
     struct db_pool *db;
     struct rds *rds;
     struct live *live;
+    struct bus *bus;
     int slow_ms;       /* a request answered later than this is logged as slow (0: never) */
     int slow_query_ms; /* a query answered later than this is logged as slow (0: never) */
 };

@@ -119,6 +119,12 @@ describe("one world over three nodes", function()
             assert.is_table(m, "no chat on node " .. i)
             assert.equal("hello from node 3", m.text)
         end
+        -- what node 1 applied from the others is counted (metrics are collected each second)
+        assert.truthy(server.eventually(function()
+            local m = nodes[1]:request("GET", "/metrics").body
+            return (tonumber(m:match("\nmmo_bus_lines_received_total (%d+)")) or 0) >= 3 and
+                   (tonumber(m:match("\nmmo_bus_published_total (%d+)")) or 0) >= 1
+        end, 3), "the bus counters did not move")
         c[2]:close() -- the player leaves: gone for everyone at once
         assert.same({ t = "vanish", id = p[2].id }, c[1]:expect("vanish", 2))
         assert.same({ t = "vanish", id = p[2].id }, c[3]:expect("vanish", 2))
