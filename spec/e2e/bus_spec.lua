@@ -292,6 +292,24 @@ describe("the owner of a region killed", function()
             return psql("select owner_guild from territories where id = '" .. tid .. "'") ==
                    tostring(ga)
         end, 5))
+        -- and a world event the owner runs in r1
+        local function event(id)
+            local r = nodes[other]:request("GET", "/api/world/events?limit=500", { token = admin })
+            for _, ev in ipairs(r.json.events) do
+                if ev.id == id then
+                    return ev
+                end
+            end
+        end
+        local ev = nodes[other]:request("POST", "/api/admin/world/events", { token = admin,
+            body = { type = "invasion", region = "r1", params = { hp = 4321, duration_s = 600 } } })
+        assert.equal(201, ev.status, ev.body)
+        local eid = ev.json.id
+        assert.truthy(server.eventually(function()
+            local e = event(eid)
+            return e and e.state == "active"
+        end, 5), "the owner did not start the event")
+        c1:drain(0.2)
 
         -- kill -9 the owner: b2's connection is lost; it comes back on the third node
         local killed_at = server.now()
@@ -314,6 +332,8 @@ describe("the owner of a region killed", function()
                 moves = moves + 1
             end
             assert.is_not.equal("vanish", m.t)
+            assert.is_false(m.t == "world_event" and m.event.state == "active",
+                            "the event was started again")
         end
         assert.equal(5, moves)
         -- another node owns r1 within the lease (3 s) and a renewal, and the territory it
@@ -325,6 +345,15 @@ describe("the owner of a region killed", function()
         local took = server.now() - killed_at
         assert.is_true(took < 6, "takeover after " .. took .. " s")
         assert.equal(ga, territory().owner_guild)
+        -- the new owner goes on with the event where it was: still active, not begun again
+        server.sleep(1)
+        local e = event(eid)
+        assert.equal("active", e.state)
+        assert.equal(4321, e.data.max_hp)
+        for _, m in ipairs(c1:drain(0.5)) do
+            assert.is_false(m.t == "world_event" and m.event.id == eid and
+                            m.event.state == "active", "the event was started again")
+        end
         c1:close()
         c2b:close()
         stop_all(nodes)
