@@ -29,6 +29,7 @@ struct bus {
     struct event *flush; /* at the end of this turn of the loop */
     struct event *tick;  /* the roster */
     int roster_due;
+    int alone; /* the last PUBLISH reached no other node: moves and rosters are not sent */
     uint64_t published, received, failed;
 };
 
@@ -47,6 +48,10 @@ static void on_published(struct redisReply **replies, int n, int status, void *u
     if (status != 0 || n < 1 || replies[0]->type == REDIS_REPLY_ERROR) {
         b->failed++;
         log_debug("bus", "a bus message was not published");
+    } else if (replies[0]->type == REDIS_REPLY_INTEGER) {
+        /* the subscribers that got it, this node included: alone, moves would only come back
+         * to be skipped; a node that subscribes asks for the roster (s) and ends that */
+        b->alone = replies[0]->integer <= 1;
     }
 }
 
@@ -106,6 +111,8 @@ static void on_joined(int64_t id, const char *name, int64_t guild, int64_t since
 static void on_moved(int64_t id, double x, double y, void *ud)
 {
     struct bus *b = ud;
+    if (b->alone)
+        return;
     char *p = line_room(b, 80);
     line_done(b, snprintf(p, 80, "m %lld %.17g %.17g\n", (long long) id, x, y));
 }
@@ -141,7 +148,10 @@ static void on_flush(evutil_socket_t fd, short what, void *arg)
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
     struct bus *b = arg;
-    send_roster(b);
+    if (!b->alone)
+        send_roster(b);
+    else
+        on_left(0, b); /* a line no node applies (no player 0): the reply says who listens */
     publish(b);
     (void) fd, (void) what;
 }
@@ -235,6 +245,8 @@ static void on_message(const char *msg, size_t len, void *ud)
     int n = bus_apply(b->w, b->node, msg, len, mono_now(), &sync);
     if (n > 0)
         b->received += (uint64_t) n;
+    if (n > 0 || sync)
+        b->alone = 0; /* another node speaks */
     if (sync) {
         b->roster_due = 1;
         event_active(b->flush, EV_TIMEOUT, 0);

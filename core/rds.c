@@ -45,6 +45,8 @@
 #include <strings.h>
 #include <time.h>
 
+#include <sys/ioctl.h>
+
 #include <event2/event.h>
 #include <hiredis/hiredis.h>
 #include <hiredis/async.h>
@@ -702,6 +704,10 @@ static void on_sub_reply(redisAsyncContext *ac, void *reply, void *privdata)
         return;
     if (is_str(r->element[0], "message") && r->element[2]->type == REDIS_REPLY_STRING) {
         sub_queue(s, r->element[2]->str, r->element[2]->len, 0);
+        /* a message is news from a live connection: the ping's confirmation may be queued
+         * behind many (a busy channel, a busy node); its deadline starts again */
+        if (s->ping_out)
+            evtimer_in(s->timer, s->timeout_ms);
     } else if (is_str(r->element[0], "subscribe")) {
         if (s->state == SUB_SUBSCRIBING) {
             s->state = SUB_UP;
@@ -793,6 +799,15 @@ static void sub_connect_start(struct rds_sub *s)
     evtimer_in(s->timer, s->connect_timeout_ms);
 }
 
+/* Bytes received and not yet read from the subscriber's socket (0 when none or unknown). */
+static int sub_unread(const struct rds_sub *s)
+{
+    int n = 0;
+    if (s->ac == NULL || s->ac->c.fd < 0 || ioctl(s->ac->c.fd, FIONREAD, &n) != 0)
+        return 0;
+    return n;
+}
+
 /* DOWN: retry. CONNECTING/SUBSCRIBING: the deadline passed, or sending failed. UP: time to
  * ping, or the ping got no confirmation in time. */
 static void on_sub_timer(evutil_socket_t fd, short what, void *arg)
@@ -809,6 +824,10 @@ static void on_sub_timer(evutil_socket_t fd, short what, void *arg)
         snprintf(why, sizeof why, "no connection within %d ms", s->connect_timeout_ms);
     } else if (s->state == SUB_SUBSCRIBING) {
         snprintf(why, sizeof why, "SUBSCRIBE not confirmed within %d ms", s->connect_timeout_ms);
+    } else if (s->ping_out && sub_unread(s) > 0) {
+        /* the node was too busy to read: what waits on the socket proves it alive */
+        evtimer_in(s->timer, s->timeout_ms);
+        return;
     } else if (s->ping_out) {
         snprintf(why, sizeof why, "ping not answered within %d ms", s->timeout_ms);
     } else if (send_subscribe(s, on_sub_reply) == REDIS_OK) {
