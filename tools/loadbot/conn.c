@@ -111,11 +111,12 @@ void grid_remove(struct bot *b)
     b->cell = -1;
 }
 
-int grid_count(const struct bot *b)
+int grid_count(const struct bot *b, int *same)
 {
     const struct lb *lb = b->lb;
     double r2 = lb->o.radius * lb->o.radius;
     int c = cell_of(lb, b->x, b->y), cx = c % lb->gw, cy = c / lb->gw, n = 0;
+    *same = 0;
     for (int y = cy - 1; y <= cy + 1; y++)
         for (int x = cx - 1; x <= cx + 1; x++) {
             if (x < 0 || y < 0 || x >= lb->gw || y >= lb->gh)
@@ -123,8 +124,10 @@ int grid_count(const struct bot *b)
             for (int i = lb->grid[y * lb->gw + x]; i >= 0; i = lb->bots[i].gnext) {
                 const struct bot *o = &lb->bots[i];
                 double dx = o->x - b->x, dy = o->y - b->y;
-                if (o != b && dx * dx + dy * dy <= r2)
+                if (o != b && dx * dx + dy * dy <= r2) {
                     n++;
+                    *same += o->port_i == b->port_i;
+                }
             }
         }
     return n;
@@ -408,8 +411,18 @@ static void on_moved(struct bot *b, const char *p, const char *end, uint64_t now
                 uint64_t lat = now > m->t_us ? now - m->t_us : 0;
                 lb->c.matched++;
                 hist_add(&lb->sec_hist, lat);
-                uint64_t at = b->rx_at_us ? b->rx_at_us : now;
-                hist_add(&lb->sock_sec_hist, at > m->t_us ? at - m->t_us : 0);
+                uint64_t at = b->rx_at_us ? b->rx_at_us : now,
+                         sock = at > m->t_us ? at - m->t_us : 0;
+                hist_add(&lb->sock_sec_hist, sock);
+                if (lb->o.nports > 1) { /* same node, or a hop between nodes */
+                    int cross = from->port_i != b->port_i;
+                    if (cross)
+                        lb->c.matched_cross++;
+                    else
+                        lb->c.matched_same++;
+                    hist_add(&lb->hop_sec[cross], lat);
+                    hist_add(&lb->hop_sock_sec[cross], sock);
+                }
                 return;
             }
         }
@@ -621,7 +634,7 @@ void bot_start(struct bot *b)
     b->hold_len = 0;
     b->io_len = b->io_off = b->pre_len = b->pre_off = 0;
     b->ring_head = b->ring_n = 0;
-    b->fd = socket(lb->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    b->fd = socket(lb->addr[b->port_i].ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (b->fd < 0) {
         count_fail(lb, errno == EMFILE || errno == ENFILE ? "socket: too many open files"
                                                           : "socket failed");
@@ -635,7 +648,8 @@ void bot_start(struct bot *b)
     setsockopt(b->fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one);
     b->state = BOT_CONNECTING;
     lb->connecting++;
-    if (connect(b->fd, (struct sockaddr *) &lb->addr, lb->addrlen) < 0 && errno != EINPROGRESS) {
+    if (connect(b->fd, (struct sockaddr *) &lb->addr[b->port_i], lb->addrlen[b->port_i]) < 0 &&
+        errno != EINPROGRESS) {
         char why[64];
         snprintf(why, sizeof why, "connect: %s", strerror(errno));
         bot_fail(b, why);
@@ -659,12 +673,12 @@ void bot_start(struct bot *b)
     b->io = malloc(cap);
     if (!b->io)
         abort();
-    int n =
-        snprintf(b->io, cap,
-                 "GET /ws%s%s HTTP/1.1\r\nHost: %s:%s\r\nUpgrade: websocket\r\n"
-                 "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
-                 "Sec-WebSocket-Version: 13\r\nUser-Agent: loadbot\r\n\r\n",
-                 b->token ? "?token=" : "", b->token ? b->token : "", lb->o.host, lb->o.port, key);
+    int n = snprintf(b->io, cap,
+                     "GET /ws%s%s HTTP/1.1\r\nHost: %s:%s\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+                     "Sec-WebSocket-Version: 13\r\nUser-Agent: loadbot\r\n\r\n",
+                     b->token ? "?token=" : "", b->token ? b->token : "", lb->o.host,
+                     lb->o.ports[b->port_i], key);
     b->io_len = (size_t) n;
     b->io_off = 0;
     event_add(b->wev, NULL);
@@ -822,7 +836,10 @@ void bot_move(struct bot *b, uint64_t now)
     b->y = cy / 100.0;
     if (lb->grid) {
         grid_insert(b);
-        lb->c.owed += (uint64_t) grid_count(b);
+        int same, n = grid_count(b, &same);
+        lb->c.owed += (uint64_t) n;
+        lb->c.owed_same += (uint64_t) same;
+        lb->c.owed_cross += (uint64_t) (n - same);
     }
     char msg[128];
     int n = snprintf(msg, sizeof msg, "{\"t\":\"move\",\"x\":%.2f,\"y\":%.2f,\"seq\":%u}", b->x,

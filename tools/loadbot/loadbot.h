@@ -23,6 +23,8 @@ struct wslay_event_context;
 #define LB_RING      64 /* moves remembered per bot: 6.4 s at 10 Hz */
 #define LB_MAX_CODES 16 /* distinct error codes / close codes / failure reasons counted */
 #define LB_MAX_BOTS  20000
+#define LB_MAX_PORTS 16 /* --ports: nodes the bots are spread over */
+#define LB_MAX_WATCH 8  /* --watch-pid and --watch-extra processes */
 
 /* ---- options ----------------------------------------------------------------------------- */
 
@@ -30,6 +32,10 @@ struct lb_opts {
     char host[256];
     char port[8];
     char url[512];
+    /* --ports: bot i connects to ports[i % nports] on host (reconnects too); without it, one:
+     * the port of url */
+    int nports;
+    char ports[LB_MAX_PORTS][8];
     int bots;
     double rate;     /* moves per second per bot; 0: idle */
     double duration; /* seconds of steady state after the ramp */
@@ -40,8 +46,11 @@ struct lb_opts {
     const char *bots_file; /* --bots-file: the saved answer of POST /api/admin/bots */
     char prefix[8];
     int json;
-    int peer;          /* --peer: no HTTP set-up; ids 1..N, positions made here */
-    int watch_pid;     /* --watch-pid: that process's CPU% and RSS in the reports */
+    int peer;      /* --peer: no HTTP set-up; ids 1..N, positions made here */
+    int watch_pid; /* --watch-pid: the first of them (the node's CPU% and RSS reported) */
+    /* --watch-pid P[,P...] then --watch-extra P[,P...]: the first nwatch_node are nodes (their
+     * CPU and RSS summed as the node's), the others only reported (e.g. Redis) */
+    int watch[LB_MAX_WATCH], nwatch, nwatch_node;
     double step;       /* world units per move */
     double radius;     /* --radius: the view radius, to count what each move is owed; 0: no */
     double timeout_s;  /* connect + upgrade + welcome must take at most this */
@@ -87,6 +96,9 @@ struct lb_counters {
     uint64_t recv_calls, send_calls;
     uint64_t chat_sent, chat_recv; /* --chat: "chat" messages sent and received */
     uint64_t reconnects;           /* bots that joined again after an unexpected close */
+    /* --ports with more than one: owed and matched for pairs of bots on the same port and on
+     * different ports (same node, cross-node) */
+    uint64_t owed_same, owed_cross, matched_same, matched_cross;
 };
 
 void hist_add(struct lb_hist *h, uint64_t us);
@@ -129,6 +141,7 @@ struct bot {
     struct lb *lb;
     int64_t id;
     char *token; /* NULL in --peer mode */
+    int port_i;  /* the index in o.ports of the port it connects to */
     double x, y, heading;
     double next_move_us;
     double next_chat_us; /* --chat: when this bot speaks next; 0: not scheduled yet */
@@ -164,8 +177,8 @@ enum lb_phase { PH_RAMP, PH_STEADY, PH_CLOSING, PH_DONE };
 struct lb {
     struct lb_opts o;
     struct event_base *base;
-    struct sockaddr_storage addr;
-    socklen_t addrlen;
+    struct sockaddr_storage addr[LB_MAX_PORTS]; /* o.ports resolved */
+    socklen_t addrlen[LB_MAX_PORTS];
     struct bot *bots;
     int nbots;
     /* id -> bot index + 1 (0: empty), open addressing */
@@ -187,6 +200,10 @@ struct lb {
     /* the same, up to the kernel's receive time of the bytes (SO_TIMESTAMPNS): loadbot's own
      * backlog left out */
     struct lb_hist sock_sec_hist, sock_steady_hist, sock_all_hist;
+    /* --ports with more than one: the same, [0] for pairs on the same port, [1] on different
+     * ports */
+    struct lb_hist hop_sec[2], hop_steady[2], hop_all[2];
+    struct lb_hist hop_sock_sec[2], hop_sock_steady[2], hop_sock_all[2];
     uint32_t rng;
     /* --radius: a grid of cells of side radius over the walking area; heads of bot lists */
     int *grid, gw, gh;
@@ -211,8 +228,9 @@ int bot_retry_due(const struct bot *b, uint64_t now);
 void grid_init(struct lb *lb);
 void grid_insert(struct bot *b);
 void grid_remove(struct bot *b);
-/* Joined bots other than b within the radius of b's position. */
-int grid_count(const struct bot *b);
+/* Joined bots other than b within the radius of b's position; *same: how many of them are on
+ * b's port. */
+int grid_count(const struct bot *b, int *same);
 /* A random number in [0, 1). */
 double lb_rand(struct lb *lb);
 /* The bot with that player id, or NULL. */

@@ -30,7 +30,8 @@
 struct snap {
     struct lb_counters c;
     uint64_t t_us, self_cpu;
-    int64_t node_cpu, machine;
+    int64_t node_cpu, machine; /* node_cpu: the sum over the nodes watched */
+    int64_t wcpu[LB_MAX_WATCH];
     int joined;
 };
 
@@ -49,6 +50,10 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: loadbot [options]\n"
             "  --url URL              the node (http://127.0.0.1:8080); WebSocket on /ws\n"
+            "  --ports P1,P2,...      spread the bots over these ports of the url's host: bot i\n"
+            "                         connects to P[i %% n] (the set-up still uses --url); the\n"
+            "                         latency is also reported for pairs on the same port and\n"
+            "                         on different ports (same node, cross-node)\n"
             "  --bots N               bots (100; at most %d)\n"
             "  --rate R               moves per second per bot (10; 0: idle, joined)\n"
             "  --duration S           seconds of steady state after the ramp (30)\n"
@@ -62,7 +67,9 @@ static void usage(FILE *f)
             "  --step U               world units per move (0.45: always within the speed rule)\n"
             "  --timeout S            connect + upgrade + welcome within this (10)\n"
             "  --ramp-grace S         after the last attempt, wait this for stragglers (30)\n"
-            "  --watch-pid PID        report that process's CPU%% and RSS (the node's)\n"
+            "  --watch-pid PID[,PID]  report that process's CPU%% and RSS (the node's; several:\n"
+            "                         the nodes, summed, and each one in \"watched\")\n"
+            "  --watch-extra PID[,..] report these processes' CPU%% too (e.g. Redis), each one\n"
             "  --radius R             the view radius: count the moved messages each move is\n"
             "                         owed (joined bots within R), to report the share delivered\n"
             "  --peer                 the Node peer (tools/bench/ws-peer): no set-up calls,\n"
@@ -118,6 +125,31 @@ static double num_arg(const char *name, const char *v, double lo, double hi)
     return d;
 }
 
+/* A comma-separated list of whole numbers from lo to hi, at most max of them, appended to
+ * out[*n]. */
+static void list_arg(const char *name, const char *v, double lo, double hi, int *out, int *n,
+                     int max)
+{
+    char buf[256];
+    if (strlen(v) >= sizeof buf) {
+        fprintf(stderr, "loadbot: %s: too long\n", name);
+        exit(2);
+    }
+    strcpy(buf, v);
+    for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        if (*n == max) {
+            fprintf(stderr, "loadbot: %s: at most %d in all\n", name, max);
+            exit(2);
+        }
+        double d = num_arg(name, t, lo, hi);
+        if (d != floor(d)) {
+            fprintf(stderr, "loadbot: %s: whole numbers, got '%s'\n", name, t);
+            exit(2);
+        }
+        out[(*n)++] = (int) d;
+    }
+}
+
 static void parse_args(int argc, char **argv, struct lb_opts *o)
 {
     enum {
@@ -143,6 +175,8 @@ static void parse_args(int argc, char **argv, struct lb_opts *o)
         O_CHAT,
         O_NO_RECONNECT,
         O_BOTS_FILE,
+        O_PORTS,
+        O_WATCH_EXTRA,
         O_HELP
     };
     static const struct option longs[] = {
@@ -168,6 +202,8 @@ static void parse_args(int argc, char **argv, struct lb_opts *o)
         {"chat", 1, 0, O_CHAT},
         {"no-reconnect", 0, 0, O_NO_RECONNECT},
         {"bots-file", 1, 0, O_BOTS_FILE},
+        {"ports", 1, 0, O_PORTS},
+        {"watch-extra", 1, 0, O_WATCH_EXTRA},
         {"help", 0, 0, O_HELP},
         {0, 0, 0, 0},
     };
@@ -185,7 +221,7 @@ static void parse_args(int argc, char **argv, struct lb_opts *o)
     o->timeout_s = 10;
     o->ramp_grace = 30;
     o->seed = (unsigned) now_us() ^ (unsigned) getpid();
-    int c;
+    int c, ports[LB_MAX_PORTS], nports = 0, extra[LB_MAX_WATCH], nextra = 0;
     while ((c = getopt_long(argc, argv, "h", longs, NULL)) != -1) {
         switch (c) {
         case O_URL:
@@ -221,7 +257,13 @@ static void parse_args(int argc, char **argv, struct lb_opts *o)
         }
         case O_JSON: o->json = 1; break;
         case O_PEER: o->peer = 1; break;
-        case O_WATCH: o->watch_pid = (int) num_arg("--watch-pid", optarg, 1, 1 << 30); break;
+        case O_WATCH:
+            list_arg("--watch-pid", optarg, 1, 1 << 30, o->watch, &o->nwatch_node, LB_MAX_WATCH);
+            break;
+        case O_WATCH_EXTRA:
+            list_arg("--watch-extra", optarg, 1, 1 << 30, extra, &nextra, LB_MAX_WATCH);
+            break;
+        case O_PORTS: list_arg("--ports", optarg, 1, 65535, ports, &nports, LB_MAX_PORTS); break;
         case O_STEP: o->step = num_arg("--step", optarg, 0.01, 1000); break;
         case O_TIMEOUT: o->timeout_s = num_arg("--timeout", optarg, 0.1, 600); break;
         case O_GRACE: o->ramp_grace = num_arg("--ramp-grace", optarg, 0, 3600); break;
@@ -241,6 +283,23 @@ static void parse_args(int argc, char **argv, struct lb_opts *o)
         fprintf(stderr, "loadbot: unexpected argument '%s'\n", argv[optind]);
         exit(2);
     }
+    if (o->nwatch_node + nextra > LB_MAX_WATCH) {
+        fprintf(stderr, "loadbot: --watch-pid and --watch-extra: at most %d in all\n",
+                LB_MAX_WATCH);
+        exit(2);
+    }
+    o->nwatch = o->nwatch_node;
+    for (int i = 0; i < nextra; i++)
+        o->watch[o->nwatch++] = extra[i];
+    o->watch_pid = o->nwatch_node ? o->watch[0] : 0;
+    if (nports == 0) {
+        o->nports = 1;
+        strcpy(o->ports[0], o->port);
+    } else {
+        o->nports = nports;
+        for (int i = 0; i < nports; i++)
+            snprintf(o->ports[i], sizeof o->ports[i], "%d", ports[i]);
+    }
     if (o->peer && o->chat > 0) {
         fprintf(stderr, "loadbot: --chat is for a node (the peer has no chat)\n");
         exit(2);
@@ -250,12 +309,28 @@ static void parse_args(int argc, char **argv, struct lb_opts *o)
 /* ---- phases -----------------------------------------------------------------------------------
  */
 
+/* The RSS of the nodes watched, summed; -1 if none, or one is gone. */
+static long nodes_rss_kib(void)
+{
+    long sum = L.o.nwatch_node ? 0 : -1;
+    for (int i = 0; i < L.o.nwatch_node && sum >= 0; i++) {
+        long r = proc_rss_kib(L.o.watch[i]);
+        sum = r < 0 ? -1 : sum + r;
+    }
+    return sum;
+}
+
 static void take(struct snap *s)
 {
     s->c = L.c;
     s->t_us = now_us();
     s->self_cpu = self_cpu_us();
-    s->node_cpu = L.o.watch_pid ? proc_cpu_us(L.o.watch_pid) : -1;
+    s->node_cpu = L.o.nwatch_node ? 0 : -1;
+    for (int i = 0; i < L.o.nwatch; i++) {
+        s->wcpu[i] = proc_cpu_us(L.o.watch[i]);
+        if (i < L.o.nwatch_node && s->node_cpu >= 0)
+            s->node_cpu = s->wcpu[i] < 0 ? -1 : s->node_cpu + s->wcpu[i];
+    }
     s->machine = machine_busy_us();
     s->joined = L.joined;
 }
@@ -378,10 +453,14 @@ static void on_report(evutil_socket_t fd, short what, void *arg)
     uint64_t dt = s.t_us - s_last.t_us;
     double sec = (double) dt / 1e6;
     struct lb_hist *h = &L.sec_hist;
-    long rss = L.o.watch_pid ? proc_rss_kib(L.o.watch_pid) : -1;
+    long rss = nodes_rss_kib();
     if (L.phase == PH_STEADY) {
         hist_merge(&L.steady_hist, h);
         hist_merge(&L.sock_steady_hist, &L.sock_sec_hist);
+        for (int i = 0; i < 2; i++) {
+            hist_merge(&L.hop_steady[i], &L.hop_sec[i]);
+            hist_merge(&L.hop_sock_steady[i], &L.hop_sock_sec[i]);
+        }
         rss_last = rss;
         if (rss > rss_max)
             rss_max = rss;
@@ -389,26 +468,38 @@ static void on_report(evutil_socket_t fd, short what, void *arg)
     hist_merge(&L.all_hist, h);
     hist_merge(&L.mark_hist, h);
     hist_merge(&L.sock_all_hist, &L.sock_sec_hist);
+    for (int i = 0; i < 2; i++) {
+        hist_merge(&L.hop_all[i], &L.hop_sec[i]);
+        hist_merge(&L.hop_sock_all[i], &L.hop_sock_sec[i]);
+    }
     if (!L.o.quiet) {
         static const char *names[] = {"ramp", "steady", "closing", "done"};
         char node[64] = "";
         if (L.o.watch_pid && s.node_cpu >= 0 && s_last.node_cpu >= 0)
             snprintf(node, sizeof node, " node %3.0f%% %ld MiB",
                      pct_of((uint64_t) (s.node_cpu - s_last.node_cpu), dt), rss / 1024);
-        fprintf(
-            stderr,
-            "%5.0fs %-7s open %5d joined %5d | moves %7.0f/s moved %8.0f/s | ms p50 %6.2f "
-            "p99 %7.2f p99.9 %7.2f | err %llu corr %llu closed %llu fail %llu | cpu lb %3.0f%%%s\n",
-            (double) (s.t_us - L.t0_us) / 1e6, names[L.phase], L.open, L.joined,
-            (double) (s.c.moves_sent - s_last.c.moves_sent) / sec,
-            (double) (s.c.moved_recv - s_last.c.moved_recv) / sec,
-            (double) hist_quantile(h, 0.5) / 1000, (double) hist_quantile(h, 0.99) / 1000,
-            (double) hist_quantile(h, 0.999) / 1000, (unsigned long long) s.c.errors,
-            (unsigned long long) s.c.corrects, (unsigned long long) s.c.closed,
-            (unsigned long long) s.c.connect_fail, pct_of(s.self_cpu - s_last.self_cpu, dt), node);
+        char hop[64] = "";
+        if (L.o.nports > 1)
+            snprintf(hop, sizeof hop, " | p99 same port %.2f other %.2f",
+                     (double) hist_quantile(&L.hop_sec[0], 0.99) / 1000,
+                     (double) hist_quantile(&L.hop_sec[1], 0.99) / 1000);
+        fprintf(stderr,
+                "%5.0fs %-7s open %5d joined %5d | moves %7.0f/s moved %8.0f/s | ms p50 %6.2f "
+                "p99 %7.2f p99.9 %7.2f%s | err %llu corr %llu closed %llu fail %llu | cpu lb "
+                "%3.0f%%%s\n",
+                (double) (s.t_us - L.t0_us) / 1e6, names[L.phase], L.open, L.joined,
+                (double) (s.c.moves_sent - s_last.c.moves_sent) / sec,
+                (double) (s.c.moved_recv - s_last.c.moved_recv) / sec,
+                (double) hist_quantile(h, 0.5) / 1000, (double) hist_quantile(h, 0.99) / 1000,
+                (double) hist_quantile(h, 0.999) / 1000, hop, (unsigned long long) s.c.errors,
+                (unsigned long long) s.c.corrects, (unsigned long long) s.c.closed,
+                (unsigned long long) s.c.connect_fail, pct_of(s.self_cpu - s_last.self_cpu, dt),
+                node);
     }
     memset(h, 0, sizeof *h);
     memset(&L.sock_sec_hist, 0, sizeof L.sock_sec_hist);
+    memset(L.hop_sec, 0, sizeof L.hop_sec);
+    memset(L.hop_sock_sec, 0, sizeof L.hop_sock_sec);
     s_last = s;
 
     /* connections that take too long */
@@ -507,15 +598,50 @@ static void codes_text(FILE *f, const struct lb_codes *c)
         fprintf(f, ")");
 }
 
+/* The latency of pairs on the same port or on different ports, as JSON. */
+static void hop_json(FILE *f, const char *name, const struct lb_hist *h, const struct lb_hist *hs,
+                     uint64_t matched, uint64_t owed)
+{
+    fprintf(f,
+            "\"%s\":{\"matched\":%llu,\"owed\":%llu,\"delivered_pct\":%.2f,\"lat_p50_ms\":%.3f,"
+            "\"lat_p99_ms\":%.3f,\"lat_p999_ms\":%.3f,\"lat_max_ms\":%.3f,\"sock_p50_ms\":%.3f,"
+            "\"sock_p99_ms\":%.3f,\"sock_p999_ms\":%.3f}",
+            name, (unsigned long long) matched, (unsigned long long) owed,
+            owed ? 100.0 * (double) matched / (double) owed : -1,
+            (double) hist_quantile(h, 0.5) / 1000, (double) hist_quantile(h, 0.99) / 1000,
+            (double) hist_quantile(h, 0.999) / 1000, (double) h->max_us / 1000,
+            (double) hist_quantile(hs, 0.5) / 1000, (double) hist_quantile(hs, 0.99) / 1000,
+            (double) hist_quantile(hs, 0.999) / 1000);
+}
+
+static void hop_text(FILE *f, const char *name, const struct lb_hist *h, const struct lb_hist *hs,
+                     uint64_t matched, uint64_t owed)
+{
+    fprintf(f, "  %-12s %llu matched", name, (unsigned long long) matched);
+    if (owed)
+        fprintf(f, " (%.2f%% of %llu owed)", 100.0 * (double) matched / (double) owed,
+                (unsigned long long) owed);
+    fprintf(f,
+            ": p50 %.2f ms, p99 %.2f ms, p99.9 %.2f ms, max %.2f ms; at the socket p50 %.2f, "
+            "p99 %.2f, p99.9 %.2f ms\n",
+            (double) hist_quantile(h, 0.5) / 1000, (double) hist_quantile(h, 0.99) / 1000,
+            (double) hist_quantile(h, 0.999) / 1000, (double) h->max_us / 1000,
+            (double) hist_quantile(hs, 0.5) / 1000, (double) hist_quantile(hs, 0.99) / 1000,
+            (double) hist_quantile(hs, 0.999) / 1000);
+}
+
 static void summary(void)
 {
     const struct lb_opts *o = &L.o;
     struct snap *a = &s_win0, *b = &s_win1;
     const struct lb_hist *h = &L.steady_hist, *hs = &L.sock_steady_hist;
+    const struct lb_hist *hop = L.hop_steady, *hop_s = L.hop_sock_steady;
     if (have_window == 2) { /* interrupted in the ramp: the whole run */
         a = &s_start;
         h = &L.all_hist;
         hs = &L.sock_all_hist;
+        hop = L.hop_all;
+        hop_s = L.hop_sock_all;
     }
     if (!have_window) {
         take(b);
@@ -532,8 +658,16 @@ static void summary(void)
     double machine = a->machine >= 0 && b->machine >= 0
                          ? pct_of((uint64_t) (b->machine - a->machine), wall)
                          : -1;
-    /* what other processes took: the machine less loadbot and the watched process */
-    double others = machine >= 0 ? machine - lb_cpu - (node_cpu > 0 ? node_cpu : 0) : -1;
+    /* each process watched, and what other processes took: the machine less loadbot and the
+     * watched processes */
+    double wpct[LB_MAX_WATCH], watched = 0;
+    for (int i = 0; i < o->nwatch; i++) {
+        wpct[i] = a->wcpu[i] >= 0 && b->wcpu[i] >= 0
+                      ? pct_of((uint64_t) (b->wcpu[i] - a->wcpu[i]), wall)
+                      : -1;
+        watched += wpct[i] > 0 ? wpct[i] : 0;
+    }
+    double others = machine >= 0 ? machine - lb_cpu - watched : -1;
     if (others < 0 && machine >= 0)
         others = 0;
     double nearby = L.c.welcome ? (double) L.c.nearby_sum / (double) L.c.welcome : 0;
@@ -593,10 +727,30 @@ static void summary(void)
                 "\"machine_busy_pct\":%.1f,\"others_pct\":%.1f,\"node_pid\":%d,"
                 "\"node_cpu_pct\":%.1f,\"node_rss_before_kib\":%ld,\"node_rss_ramp_end_kib\":%ld,"
                 "\"node_rss_max_kib\":%ld,\"node_rss_end_kib\":%ld,"
-                "\"node_rss_per_conn_kib\":%.2f}\n",
+                "\"node_rss_per_conn_kib\":%.2f",
                 lb_cpu, (unsigned long long) (b->c.recv_calls - a->c.recv_calls),
                 (unsigned long long) (b->c.send_calls - a->c.send_calls), ncpu, machine, others,
                 o->watch_pid, node_cpu, rss_before, rss_ramp_end, rss_max, rss_last, per_conn);
+        if (o->nwatch > 1) {
+            fprintf(f, ",\"watched\":[");
+            for (int i = 0; i < o->nwatch; i++)
+                fprintf(f, "%s{\"pid\":%d,\"role\":\"%s\",\"cpu_pct\":%.1f}", i ? "," : "",
+                        o->watch[i], i < o->nwatch_node ? "node" : "extra", wpct[i]);
+            fprintf(f, "]");
+        }
+        if (o->nports > 1) {
+            fprintf(f, ",\"ports\":[");
+            for (int i = 0; i < o->nports; i++)
+                fprintf(f, "%s%s", i ? "," : "", o->ports[i]);
+            fprintf(f, "],\"hop\":{");
+            hop_json(f, "same", &hop[0], &hop_s[0], b->c.matched_same - a->c.matched_same,
+                     b->c.owed_same - a->c.owed_same);
+            fprintf(f, ",");
+            hop_json(f, "cross", &hop[1], &hop_s[1], b->c.matched_cross - a->c.matched_cross,
+                     b->c.owed_cross - a->c.owed_cross);
+            fprintf(f, "}");
+        }
+        fprintf(f, "}\n");
         fflush(f);
         return;
     }
@@ -626,6 +780,18 @@ static void summary(void)
             "  at socket    move sent -> moved in loadbot's socket (kernel time, loadbot's backlog "
             "left out): p50 %.2f ms, p99 %.2f ms, p99.9 %.2f ms, max %.2f ms\n",
             s50, s99, s999, smax);
+    if (o->nports > 1) {
+        fprintf(f, "  ports        %d:", o->nports);
+        for (int i = 0; i < o->nports; i++)
+            fprintf(f, " %s", o->ports[i]);
+        fprintf(f,
+                " (bot i on port i mod %d); move sent -> moved received, by where the two are:\n",
+                o->nports);
+        hop_text(f, "same port", &hop[0], &hop_s[0], b->c.matched_same - a->c.matched_same,
+                 b->c.owed_same - a->c.owed_same);
+        hop_text(f, "other port", &hop[1], &hop_s[1], b->c.matched_cross - a->c.matched_cross,
+                 b->c.owed_cross - a->c.owed_cross);
+    }
     fprintf(f, "  other msgs   appear %llu, vanish %llu, pong %llu, chat sent %llu received %llu\n",
             (unsigned long long) (b->c.appear - a->c.appear),
             (unsigned long long) (b->c.vanish - a->c.vanish),
@@ -643,8 +809,13 @@ static void summary(void)
     fprintf(f, "; %llu connect failures", (unsigned long long) L.c.connect_fail);
     codes_text(f, &L.fail_reasons);
     fprintf(f, "\n  cpu          loadbot %.0f%% of one core", lb_cpu);
-    if (node_cpu >= 0)
+    if (node_cpu >= 0 && o->nwatch_node == 1)
         fprintf(f, "; watched pid %d %.0f%%", o->watch_pid, node_cpu);
+    else if (node_cpu >= 0)
+        fprintf(f, "; watched nodes %.0f%%", node_cpu);
+    for (int i = 0; i < o->nwatch && o->nwatch > 1; i++)
+        fprintf(f, "%spid %d %.0f%%%s", i ? ", " : " (", o->watch[i], wpct[i],
+                i == o->nwatch - 1 ? ")" : "");
     if (machine >= 0)
         fprintf(f, "; machine %.0f%% of %d00%% (others %.0f%%)", machine, ncpu, others);
     fprintf(f, "\n");
@@ -662,15 +833,17 @@ static void summary(void)
 
 static int resolve(void)
 {
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *ai = NULL;
-    int rc = getaddrinfo(L.o.host, L.o.port, &hints, &ai);
-    if (rc != 0) {
-        fprintf(stderr, "loadbot: %s: %s\n", L.o.host, gai_strerror(rc));
-        return -1;
+    for (int i = 0; i < L.o.nports; i++) {
+        struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *ai = NULL;
+        int rc = getaddrinfo(L.o.host, L.o.ports[i], &hints, &ai);
+        if (rc != 0) {
+            fprintf(stderr, "loadbot: %s: %s\n", L.o.host, gai_strerror(rc));
+            return -1;
+        }
+        memcpy(&L.addr[i], ai->ai_addr, ai->ai_addrlen);
+        L.addrlen[i] = ai->ai_addrlen;
+        freeaddrinfo(ai);
     }
-    memcpy(&L.addr, ai->ai_addr, ai->ai_addrlen);
-    L.addrlen = ai->ai_addrlen;
-    freeaddrinfo(ai);
     return 0;
 }
 
@@ -738,6 +911,7 @@ int main(int argc, char **argv)
         b->lb = &L;
         b->fd = -1;
         b->heading = lb_rand(&L) * 2 * M_PI;
+        b->port_i = i % L.o.nports;
         if (lb_find(&L, b->id)) {
             fprintf(stderr, "loadbot: player id %lld twice in the bots\n", (long long) b->id);
             return 1;
@@ -775,11 +949,14 @@ int main(int argc, char **argv)
     if (lb_setup_signal)
         return setup_interrupted();
 
-    if (L.o.watch_pid)
-        rss_before = proc_rss_kib(L.o.watch_pid);
+    rss_before = nodes_rss_kib();
+    char ports[32] = "";
+    if (L.o.nports > 1)
+        snprintf(ports, sizeof ports, " over %d ports", L.o.nports);
     if (!L.o.quiet)
-        fprintf(stderr, "loadbot: %d bots to %s (%s), ramp %g/s, %g moves/s each, %g s steady\n",
-                L.nbots, L.o.url, L.o.peer ? "peer" : "node", L.o.ramp, L.o.rate, L.o.duration);
+        fprintf(stderr, "loadbot: %d bots to %s (%s)%s, ramp %g/s, %g moves/s each, %g s steady\n",
+                L.nbots, L.o.url, L.o.peer ? "peer" : "node", ports, L.o.ramp, L.o.rate,
+                L.o.duration);
     L.t0_us = now_us();
     take(&s_start);
     s_last = s_start;
