@@ -310,6 +310,7 @@ static void went_up(struct rds *r)
 {
     r->state = ST_UP;
     r->down_why[0] = '\0';
+    r->stale[0] = '\0'; /* a connection that dropped before its timer acted on it */
     event_del(r->timer);
     r->retry_ms = RETRY_MIN_MS;
     if (r->down_logged)

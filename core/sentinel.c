@@ -425,7 +425,7 @@ int sentinel_resolve_conf(const struct conf *c, char *host, size_t cap, int *por
     for (int i = 0; i < n; i++) {
         redisContext *r = redisConnectWithTimeout(addrs[i].host, addrs[i].port, tv);
         if (r == NULL || r->err) {
-            snprintf(why, sizeof why, "%s:%d: %s", addrs[i].host, addrs[i].port,
+            snprintf(why, sizeof why, "%.100s:%d: %.80s", addrs[i].host, addrs[i].port,
                      r ? r->errstr : "out of memory");
             redisFree(r);
             continue;
@@ -442,7 +442,7 @@ int sentinel_resolve_conf(const struct conf *c, char *host, size_t cap, int *por
             redisFree(r);
             return 0;
         }
-        snprintf(why, sizeof why, "%s:%d: %s", addrs[i].host, addrs[i].port,
+        snprintf(why, sizeof why, "%.100s:%d: %.80s", addrs[i].host, addrs[i].port,
                  rep == NULL                      ? r->errstr
                  : rc == ERR_NOTFOUND             ? "does not know that master"
                  : rep->type == REDIS_REPLY_ERROR ? rep->str
