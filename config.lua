@@ -49,6 +49,14 @@ return {
         connect_timeout_ms = 2000,
         timeout_ms = 2000,              -- default per command
         reconnect_max_ms = 2000,
+        -- Redis Sentinel (docs/operations.md, "Redis Sentinel"): a list such as
+        -- { "10.0.0.5:26379", "10.0.0.6:26379", "10.0.0.7:26379" } (env: MMO_REDIS_SENTINELS
+        -- = "h:p,h:p"). When set, every (re)connect asks them, in turn, where the primary
+        -- master_name is (each bounded by connect_timeout_ms), and host/port above are
+        -- ignored; a server that is no primary (ROLE, READONLY, LOADING) is left at once.
+        -- Empty: host and port are the one Redis.
+        sentinels = {},
+        master_name = "mmo",            -- the name the sentinels monitor the primary by
     },
     scripts = {
         path = "scripts",               -- directories searched for modules, ';'-separated

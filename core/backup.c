@@ -7,6 +7,7 @@
 #include "conf.h"
 #include "log.h"
 #include "mem.h"
+#include "sentinel.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -465,9 +466,15 @@ static redisContext *redis_open(const struct conf *c, int timeout_s)
 {
     struct timeval ct = {c->redis_connect_timeout_ms / 1000,
                          (c->redis_connect_timeout_ms % 1000) * 1000};
-    redisContext *r = redisConnectWithTimeout(c->redis_host, c->redis_port, ct);
+    char host[SENTINEL_HOST_MAX], err[400];
+    int port;
+    if (sentinel_resolve_conf(c, host, sizeof host, &port, err, sizeof err) < 0) {
+        say("redis: %s", err);
+        return NULL;
+    }
+    redisContext *r = redisConnectWithTimeout(host, port, ct);
     if (r == NULL || r->err) {
-        say("redis %s:%d: %s", c->redis_host, c->redis_port, r ? r->errstr : "out of memory");
+        say("redis %s:%d: %s", host, port, r ? r->errstr : "out of memory");
         if (r)
             redisFree(r);
         return NULL;

@@ -7,6 +7,7 @@
 #include "conf.h"
 #include "luacap.h"
 #include "mem.h"
+#include "sentinel.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -66,6 +67,8 @@ static const struct key KEYS[] = {
     K_INT("redis", "connect_timeout_ms", redis_connect_timeout_ms, "2000", 10, 600000),
     K_INT("redis", "timeout_ms", redis_timeout_ms, "2000", 10, 3600000),
     K_INT("redis", "reconnect_max_ms", redis_reconnect_max_ms, "2000", 10, 600000),
+    K_STR("redis", "sentinels", redis_sentinels, ""),
+    K_STR("redis", "master_name", redis_master_name, "mmo"),
     K_STR("scripts", "path", scripts_path, "scripts"),
     K_STR("scripts", "routes", scripts_routes, "routes"),
     K_INT("scripts", "watch", scripts_watch, "0", 0, 1),
@@ -374,6 +377,27 @@ static int known_section(const char *section)
     return 0;
 }
 
+/* [.., t(list of strings)] -> same: the strings joined with ',' into buf; -1 when an entry is
+ * not a string, holds a ',' or does not fit. */
+static int join_list(lua_State *L, char *buf, size_t cap)
+{
+    size_t o = 0;
+    int n = (int) lua_objlen(L, -1);
+    buf[0] = '\0';
+    for (int i = 1; i <= n; i++) {
+        lua_rawgeti(L, -1, i);
+        size_t len;
+        const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
+        if (s == NULL || memchr(s, ',', len) || strlen(s) != len || o + len + 2 > cap) {
+            lua_pop(L, 1);
+            return -1;
+        }
+        o += (size_t) snprintf(buf + o, cap - o, "%s%s", o ? "," : "", s);
+        lua_pop(L, 1);
+    }
+    return 0;
+}
+
 /* [.., t(section)] -> [.., t(section)] */
 static int read_section(lua_State *L, struct conf *c, const char *section, const char *path,
                         char *err, size_t cap)
@@ -390,7 +414,7 @@ static int read_section(lua_State *L, struct conf *c, const char *section, const
             snprintf(err, cap, "%s: unknown key %s.%s", path, section, name);
             return -1;
         }
-        char buf[64];
+        char buf[SENTINEL_MAX * (SENTINEL_HOST_MAX + 8)];
         const char *text;
         if (k->type == T_INT) {
             if (lua_type(L, -1) != LUA_TNUMBER) {
@@ -405,6 +429,13 @@ static int read_section(lua_State *L, struct conf *c, const char *section, const
                 return -1;
             }
             snprintf(buf, sizeof buf, "%lld", (long long) n);
+            text = buf;
+        } else if (k->offset == offsetof(struct conf, redis_sentinels) && lua_istable(L, -1)) {
+            if (join_list(L, buf, sizeof buf) < 0) {
+                snprintf(err, cap, "%s: redis.sentinels must be a list of \"host:port\" strings",
+                         path);
+                return -1;
+            }
             text = buf;
         } else {
             if (lua_type(L, -1) != LUA_TSTRING) {
@@ -599,6 +630,13 @@ static int load(struct conf *c, const char *path, const char *text, size_t len, 
         return -1;
     if (check_shards(c, err, cap) < 0)
         return -1;
+    struct sentinel_addr sa[SENTINEL_MAX];
+    if (sentinel_parse_addrs(c->redis_sentinels, sa, SENTINEL_MAX, err, cap) < 0)
+        return -1;
+    if (c->redis_sentinels[0] && c->redis_master_name[0] == '\0') {
+        snprintf(err, cap, "redis.master_name must be set when redis.sentinels is");
+        return -1;
+    }
     if (conf_rate_find(c, c->http_rate_class) < 0) {
         snprintf(err, cap, "http.rate_class \"%s\" is not a class of section ratelimit",
                  c->http_rate_class);

@@ -59,6 +59,8 @@ struct conf {
     int redis_connect_timeout_ms;
     int redis_timeout_ms;
     int redis_reconnect_max_ms;
+    char *redis_sentinels;   /* "host:port,host:port" (config.lua: a list); "": none */
+    char *redis_master_name; /* the name the sentinels monitor the primary by */
     /* scripts */
     char *scripts_path;         /* ';'-separated directories searched in order */
     char *scripts_routes;       /* module name of the route table */

@@ -27,6 +27,7 @@
 #include "ops.h"
 #include "queue_cli.h"
 #include "rds.h"
+#include "sentinel.h"
 #include "ratelimit.h"
 #include "realtime.h"
 #include "script.h"
@@ -82,8 +83,9 @@ struct node {
     struct db_pool *shards[CONF_MAX_SHARDS];
     struct rds *rds;
     struct rds_sub *sub;
-    struct live *live; /* notifications to the players of other nodes (core/live.h) */
-    struct bus *bus;   /* this node's players told to the others and theirs to it (bus.h) */
+    struct sentinel *sentinel; /* redis.sentinels; NULL: none. Freed after rds, sub and live */
+    struct live *live;         /* notifications to the players of other nodes (core/live.h) */
+    struct bus *bus;           /* this node's players told to the others, theirs to it (bus.h) */
     struct metrics *metrics;
     struct node_metrics *node_metrics;
     struct lcache *lcache;
@@ -216,6 +218,7 @@ static void node_free(struct node *n)
     rds_free(n->rds); /* its pending PUBLISH callbacks still see the live */
     live_free(n->live);
     bus_free(n->bus);
+    sentinel_free(n->sentinel); /* after every connection that asks it */
     node_metrics_free(n->node_metrics);
     metrics_free(n->metrics);
     if (n->base)
@@ -243,8 +246,21 @@ static int serve(struct node *n)
         n->shards[c->shards[i].id] = db_pool_new(n->base, &so);
         n->ctx.shards[c->shards[i].id] = n->shards[c->shards[i].id];
     }
-    struct rds_opts ro = {c->redis_host, c->redis_port, c->redis_connect_timeout_ms,
-                          c->redis_timeout_ms, c->redis_reconnect_max_ms};
+    struct sentinel_addr sa[SENTINEL_MAX];
+    int nsentinels = sentinel_parse_addrs(c->redis_sentinels, sa, SENTINEL_MAX, err, sizeof err);
+    if (nsentinels < 0) { /* conf_load checked it already */
+        fprintf(stderr, "mmo: %s\n", err);
+        return 1;
+    }
+    if (nsentinels > 0)
+        n->sentinel = sentinel_new(n->base, sa, nsentinels, c->redis_master_name,
+                                   c->redis_connect_timeout_ms);
+    struct rds_opts ro = {c->redis_host,
+                          c->redis_port,
+                          c->redis_connect_timeout_ms,
+                          c->redis_timeout_ms,
+                          c->redis_reconnect_max_ms,
+                          n->sentinel};
     n->rds = rds_new(n->base, &ro);
     /* the in-process cache layer, and the channel that keeps nodes' copies fresh */
     n->lcache = lcache_new(100000, (size_t) 64 << 20);

@@ -299,11 +299,12 @@ static void check_done(struct check *c, int status, const char *why, double now)
     c->until = now + (status == 0 ? READY_FRESH_OK : READY_FRESH_FAIL);
 }
 
-/* A check that fails without asking (no connection up): not used again. */
-static void check_down(struct check *c, double now)
+/* A check that fails without asking (no connection up): not used again. why: borrowed until
+ * the answer is written (this turn of the loop), or NULL. */
+static void check_down(struct check *c, double now, const char *why)
 {
     c->started = now;
-    check_done(c, ERR_UNAVAILABLE, "not connected", now);
+    check_done(c, ERR_UNAVAILABLE, why && why[0] ? why : "not connected", now);
     c->until = now;
 }
 
@@ -345,7 +346,7 @@ static void probe_pg(struct ops *o, double now)
     if (c->running)
         return;
     if (o->db == NULL || db_pool_up(o->db) == 0) {
-        check_down(c, now);
+        check_down(c, now, NULL);
         return;
     }
     if (now < c->until)
@@ -365,7 +366,7 @@ static void probe_rd(struct ops *o, double now)
     if (c->running)
         return;
     if (o->rds == NULL || !rds_up(o->rds)) {
-        check_down(c, now);
+        check_down(c, now, o->rds ? rds_down_reason(o->rds) : NULL);
         return;
     }
     if (now < c->until)
@@ -391,8 +392,11 @@ static int put_check(char *buf, size_t cap, const struct check *c, double now)
         return snprintf(buf, cap, "\"status\":\"unknown\"");
     int n = snprintf(buf, cap, "\"status\":\"%s\",\"ms\":%.3f,\"age_ms\":%.0f",
                      c->status == 0 ? "ok" : "down", c->ms, floor((now - c->at) * 1000));
-    if (c->status != 0 && n > 0 && (size_t) n < cap)
-        n += snprintf(buf + n, cap - (size_t) n, ",\"error\":\"%s\"", c->why);
+    if (c->status != 0 && n > 0 && (size_t) n < cap) {
+        char why[400];
+        log_json_escape(why, sizeof why, c->why, strlen(c->why));
+        n += snprintf(buf + n, cap - (size_t) n, ",\"error\":\"%s\"", why);
+    }
     return n;
 }
 
@@ -403,16 +407,21 @@ static void answer_ready(struct ops *o, struct http_req *req)
     int routes = sc ? script_routes(o->script) : 0;
     double sc_ms = (mono() - now) * 1000;
     int ok = o->pg.status == 0 && o->rd.status == 0 && sc && !o->draining;
-    char pg[160], rd[160], body[768];
+    char pg[600], rd[800], body[1800], addr[300], esc[320];
     put_check(pg, sizeof pg, &o->pg, now);
-    put_check(rd, sizeof rd, &o->rd, now);
-    int n = snprintf(body, sizeof body,
-                     "{\"status\":\"%s\",\"node\":\"%s\",\"checks\":{"
-                     "\"postgres\":{%s,\"connections\":%d},"
-                     "\"redis\":{%s},"
-                     "\"scripts\":{\"status\":\"%s\",\"ms\":%.3f,\"routes\":%d}}}",
-                     o->draining ? "draining" : (ok ? "ok" : "unavailable"), o->node_id, pg,
-                     o->db ? db_pool_up(o->db) : 0, rd, sc ? "ok" : "down", sc_ms, routes);
+    int n = put_check(rd, sizeof rd, &o->rd, now);
+    if (o->rds && n > 0 && (size_t) n < sizeof rd) {
+        rds_addr(o->rds, addr, sizeof addr);
+        log_json_escape(esc, sizeof esc, addr, strlen(addr));
+        snprintf(rd + n, sizeof rd - (size_t) n, ",\"addr\":\"%s\"", esc);
+    }
+    n = snprintf(body, sizeof body,
+                 "{\"status\":\"%s\",\"node\":\"%s\",\"checks\":{"
+                 "\"postgres\":{%s,\"connections\":%d},"
+                 "\"redis\":{%s},"
+                 "\"scripts\":{\"status\":\"%s\",\"ms\":%.3f,\"routes\":%d}}}",
+                 o->draining ? "draining" : (ok ? "ok" : "unavailable"), o->node_id, pg,
+                 o->db ? db_pool_up(o->db) : 0, rd, sc ? "ok" : "down", sc_ms, routes);
     http_respond(req, ok ? 200 : 503, "application/json", body, (size_t) n,
                  "Cache-Control: no-store\r\n", 25);
 }

@@ -11,6 +11,7 @@
  * bounded by redis.timeout_ms. The key names are those of scripts/lib/pipeline.lua. */
 #include "queue_cli.h"
 #include "conf.h"
+#include "sentinel.h"
 
 #include <hiredis/hiredis.h>
 
@@ -26,9 +27,15 @@ static redisContext *connect_redis(const struct conf *c)
 {
     struct timeval ct = {c->redis_connect_timeout_ms / 1000,
                          (c->redis_connect_timeout_ms % 1000) * 1000};
-    redisContext *r = redisConnectWithTimeout(c->redis_host, c->redis_port, ct);
+    char host[SENTINEL_HOST_MAX], err[400];
+    int port;
+    if (sentinel_resolve_conf(c, host, sizeof host, &port, err, sizeof err) < 0) {
+        fprintf(stderr, "mmo queue: redis: %s\n", err);
+        return NULL;
+    }
+    redisContext *r = redisConnectWithTimeout(host, port, ct);
     if (r == NULL || r->err) {
-        fprintf(stderr, "mmo queue: redis %s:%d: %s\n", c->redis_host, c->redis_port,
+        fprintf(stderr, "mmo queue: redis %s:%d: %s\n", host, port,
                 r ? r->errstr : "out of memory");
         if (r)
             redisFree(r);

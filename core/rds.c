@@ -38,6 +38,7 @@
 #include "err.h"
 #include "log.h"
 #include "mem.h"
+#include "sentinel.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -59,7 +60,7 @@
 #define DEFAULT_RETRY_MAX_MS 5000
 #define OP_PENDING           1 /* op->status until the outcome is known */
 
-enum { ST_DOWN, ST_CONNECTING, ST_HELLO, ST_UP };
+enum { ST_DOWN, ST_ASKING, ST_CONNECTING, ST_HELLO, ST_UP };
 
 struct rds_op {
     struct rds *r;
@@ -95,6 +96,12 @@ struct rds {
     void *observe_ud;
     int down_logged;     /* this outage has been logged */
     char hello_err[128]; /* why the PING handshake failed, for the timer */
+    char down_why[320];  /* why it is not up, for /readyz */
+
+    struct sentinel *sentinel; /* borrowed; NULL: host and port are fixed */
+    struct sentinel_ask *ask;  /* ASKING: the question in flight */
+    int role_ok;               /* HELLO: ROLE said master */
+    char stale[128];           /* UP: a reply said this is no primary (READONLY, ...) */
 
     struct rds_op *ops; /* calls whose callback is owed */
     int depth;          /* user callbacks running */
@@ -191,6 +198,17 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
         if (reply == NULL) {
             op->status = ERR_UNAVAILABLE;
             event_active(op->ev, EV_TIMEOUT, 0);
+        } else if (op->r->sentinel && sentinel_reply_stale(reply)) {
+            /* not a primary (any more): this call fails as if the connection had dropped,
+             * and the timer drops it and asks the sentinels again */
+            struct rds *r = op->r;
+            redisReply *rr = reply;
+            op->status = ERR_UNAVAILABLE;
+            event_active(op->ev, EV_TIMEOUT, 0);
+            if (r->state == ST_UP && r->stale[0] == '\0') {
+                snprintf(r->stale, sizeof r->stale, "%.*s", (int) rr->len, rr->str);
+                event_active(r->timer, EV_TIMEOUT, 0);
+            }
         } else {
             op->replies[op->nrecv++] = take_reply(reply);
             if (op->nrecv == op->n) {
@@ -261,14 +279,27 @@ static void timer_in(struct rds *r, int ms)
 }
 
 /* The connection is gone (r->ac is NULL, state DOWN): log the change once, retry later. */
+/* "host:port", or with sentinels: the primary "name" (last at host:port) */
+static void where(char *buf, size_t cap, struct sentinel *sn, const char *host, int port)
+{
+    if (sn)
+        snprintf(buf, cap, "the primary \"%s\" (last at %s:%d)", sentinel_master_name(sn), host,
+                 port);
+    else
+        snprintf(buf, cap, "%s:%d", host, port);
+}
+
 static void went_down(struct rds *r, const char *why)
 {
+    char at[400];
+    where(at, sizeof at, r->sentinel, r->host, r->port);
+    snprintf(r->down_why, sizeof r->down_why, "%s", why);
     if (r->was_up)
-        log_warn("rds", "connection to %s:%d lost: %s; reconnecting", r->host, r->port, why);
+        log_warn("rds", "connection to %s lost: %s; reconnecting", at, why);
     else if (!r->down_logged)
-        log_warn("rds", "cannot connect to %s:%d: %s; retrying", r->host, r->port, why);
+        log_warn("rds", "cannot connect to %s: %s; retrying", at, why);
     else
-        log_debug("rds", "connect to %s:%d failed again: %s", r->host, r->port, why);
+        log_debug("rds", "connect to %s failed again: %s", at, why);
     r->was_up = 0;
     r->down_logged = 1;
     if (r->closing)
@@ -280,6 +311,8 @@ static void went_down(struct rds *r, const char *why)
 static void went_up(struct rds *r)
 {
     r->state = ST_UP;
+    r->down_why[0] = '\0';
+    r->stale[0] = '\0'; /* a connection that dropped before its timer acted on it */
     event_del(r->timer);
     r->retry_ms = RETRY_MIN_MS;
     if (r->down_logged)
@@ -302,6 +335,38 @@ unsigned long rds_connects(const struct rds *r)
     return r->connects;
 }
 
+void rds_addr(const struct rds *r, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "%s:%d", r->host, r->port);
+}
+
+const char *rds_down_reason(const struct rds *r)
+{
+    if (r->state == ST_UP)
+        return "";
+    return r->down_why[0] ? r->down_why : "not connected";
+}
+
+/* The answer to ROLE (sentinel mode), before the PING's: only a primary will do. */
+static void on_role(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct rds *r = privdata;
+    redisReply *rep = reply;
+    if (rep == NULL || ac->data == NULL || r->state != ST_HELLO)
+        return;
+    int role = sentinel_parse_role(rep);
+    if (role == SENTINEL_ROLE_MASTER) {
+        r->role_ok = 1;
+        return;
+    }
+    if (role == SENTINEL_ROLE_REPLICA)
+        snprintf(r->hello_err, sizeof r->hello_err, "a replica, not the primary (ROLE)");
+    else
+        snprintf(r->hello_err, sizeof r->hello_err, "%s",
+                 rep->type == REDIS_REPLY_ERROR && rep->str ? rep->str : "not a primary (ROLE)");
+    event_active(r->timer, EV_TIMEOUT, 0); /* drop from the timer, outside hiredis */
+}
+
 /* The answer to the handshake PING. reply is NULL when the context is being freed: whoever
  * frees it handles the state. */
 static void on_hello(redisAsyncContext *ac, void *reply, void *privdata)
@@ -310,7 +375,10 @@ static void on_hello(redisAsyncContext *ac, void *reply, void *privdata)
     redisReply *rep = reply;
     if (rep == NULL || ac->data == NULL || r->state != ST_HELLO)
         return;
-    if (rep->type == REDIS_REPLY_STATUS && rep->str && strcasecmp(rep->str, "PONG") == 0) {
+    if (r->hello_err[0])
+        return; /* ROLE refused it; the timer drops it */
+    if (rep->type == REDIS_REPLY_STATUS && rep->str && strcasecmp(rep->str, "PONG") == 0 &&
+        (r->sentinel == NULL || r->role_ok)) {
         went_up(r);
         return;
     }
@@ -336,7 +404,9 @@ static void on_connect(const redisAsyncContext *cac, int status)
         return;
     }
     r->state = ST_HELLO;
-    if (redisAsyncCommand(r->ac, on_hello, r, "PING") != REDIS_OK) {
+    r->role_ok = 0;
+    if ((r->sentinel && redisAsyncCommand(r->ac, on_role, r, "ROLE") != REDIS_OK) ||
+        redisAsyncCommand(r->ac, on_hello, r, "PING") != REDIS_OK) {
         snprintf(r->hello_err, sizeof r->hello_err, "cannot send PING");
         event_active(r->timer, EV_TIMEOUT, 0);
     }
@@ -386,12 +456,48 @@ static void connect_start(struct rds *r)
     timer_in(r, r->connect_timeout_ms);
 }
 
-/* DOWN: time to retry. CONNECTING/HELLO: the connect deadline passed, or on_hello failed. */
+/* The sentinels answered (or none did). */
+static void on_asked(int status, const char *host, int port, const char *why, void *ud)
+{
+    struct rds *r = ud;
+    r->ask = NULL;
+    r->state = ST_DOWN;
+    if (status < 0) {
+        went_down(r, why);
+        return;
+    }
+    if (strcmp(host, r->host) != 0) {
+        free(r->host);
+        r->host = xstrdup(host);
+    }
+    r->port = port;
+    connect_start(r);
+}
+
+/* Connect: to host and port, or first ask the sentinels where the primary is. */
+static void begin(struct rds *r)
+{
+    if (r->sentinel == NULL) {
+        connect_start(r);
+        return;
+    }
+    r->state = ST_ASKING;
+    r->ask = sentinel_ask(r->sentinel, on_asked, r);
+}
+
+/* DOWN: time to retry. CONNECTING/HELLO: the connect deadline passed, or on_hello failed.
+ * UP: a reply said the server is no primary (sentinel mode). */
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct rds *r = arg;
     if (r->state == ST_DOWN) {
-        connect_start(r);
+        begin(r);
+    } else if (r->state == ST_UP && r->stale[0]) {
+        char why[200];
+        snprintf(why, sizeof why, "%s:%d answered %s", r->host, r->port, r->stale);
+        r->stale[0] = '\0';
+        conn_drop(r);
+        went_down(r, why);
     } else if (r->state == ST_CONNECTING || r->state == ST_HELLO) {
         char why[160];
         if (r->hello_err[0])
@@ -424,7 +530,8 @@ struct rds *rds_new(struct event_base *base, const struct rds_opts *opts)
     r->rng = (unsigned) time(NULL) ^ (unsigned) (uintptr_t) r;
     r->timer = evtimer_new(base, on_timer, r);
     r->state = ST_DOWN;
-    connect_start(r);
+    r->sentinel = opts ? opts->sentinel : NULL;
+    begin(r);
     return r;
 }
 
@@ -433,6 +540,8 @@ void rds_free(struct rds *r)
     if (r == NULL || r->closing)
         return;
     r->closing = 1;
+    sentinel_ask_cancel(r->ask);
+    r->ask = NULL;
     conn_drop(r); /* every op's commands come back now: inflight drops to 0 */
     while (r->ops)
         op_fire(r->ops, ERR_CLOSED);
@@ -585,7 +694,7 @@ int rds_check_batch(int ncmds, const int *argc, const char *const *const *argv,
 
 #define SUB_PING_MS 1000
 
-enum { SUB_DOWN, SUB_CONNECTING, SUB_SUBSCRIBING, SUB_UP };
+enum { SUB_DOWN, SUB_ASKING, SUB_CONNECTING, SUB_ROLE, SUB_SUBSCRIBING, SUB_UP };
 
 /* A message or a gap, copied out of hiredis, waiting for the deliver event. */
 struct sub_item {
@@ -620,7 +729,9 @@ struct rds_sub {
     unsigned rng;
     int was_up;
     int down_logged;
-    char err[128]; /* a failure seen inside hiredis, for the timer to act on */
+    char err[128];             /* a failure seen inside hiredis, for the timer to act on */
+    struct sentinel *sentinel; /* borrowed; NULL: host and port are fixed */
+    struct sentinel_ask *ask;  /* ASKING: the question in flight */
 
     struct event *deliver; /* runs the queue */
     struct sub_item *head, *tail;
@@ -665,15 +776,14 @@ static void sub_conn_drop(struct rds_sub *s)
 /* The connection is gone (s->ac is NULL, state DOWN): log the change once, retry later. */
 static void sub_went_down(struct rds_sub *s, const char *why)
 {
+    char at[400];
+    where(at, sizeof at, s->sentinel, s->host, s->port);
     if (s->was_up)
-        log_warn("rds", "subscription to %s on %s:%d lost: %s; resubscribing", s->channel, s->host,
-                 s->port, why);
+        log_warn("rds", "subscription to %s on %s lost: %s; resubscribing", s->channel, at, why);
     else if (!s->down_logged)
-        log_warn("rds", "cannot subscribe to %s on %s:%d: %s; retrying", s->channel, s->host,
-                 s->port, why);
+        log_warn("rds", "cannot subscribe to %s on %s: %s; retrying", s->channel, at, why);
     else
-        log_debug("rds", "subscribe to %s on %s:%d failed again: %s", s->channel, s->host, s->port,
-                  why);
+        log_debug("rds", "subscribe to %s on %s failed again: %s", s->channel, at, why);
     s->was_up = 0;
     s->down_logged = 1;
     if (s->closing)
@@ -727,6 +837,40 @@ static void on_sub_reply(redisAsyncContext *ac, void *reply, void *privdata)
     }
 }
 
+static int send_setname_subscribe(struct rds_sub *s)
+{
+    const char *argv[3] = {"CLIENT", "SETNAME", s->name};
+    size_t lens[3] = {6, 7, strlen(s->name)};
+    /* The name's reply needs no callback; an error there (LOADING, NOAUTH) comes back for the
+     * SUBSCRIBE too, which no regular callback awaits: hiredis then drops the connection. */
+    if (redisAsyncCommandArgv(s->ac, NULL, NULL, 3, argv, lens) != REDIS_OK ||
+        send_subscribe(s, on_sub_reply) != REDIS_OK)
+        return -1;
+    return 0;
+}
+
+/* The answer to ROLE (sentinel mode): subscribe on a primary only. */
+static void on_sub_role(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct rds_sub *s = ac->data;
+    redisReply *rep = reply;
+    if (s == NULL || rep == NULL || s->state != SUB_ROLE)
+        return;
+    int role = sentinel_parse_role(rep);
+    if (role == SENTINEL_ROLE_MASTER) {
+        s->state = SUB_SUBSCRIBING;
+        if (send_setname_subscribe(s) == 0)
+            return;
+        snprintf(s->err, sizeof s->err, "cannot send SUBSCRIBE");
+    } else if (role == SENTINEL_ROLE_REPLICA) {
+        snprintf(s->err, sizeof s->err, "a replica, not the primary (ROLE)");
+    } else {
+        snprintf(s->err, sizeof s->err, "%s",
+                 rep->type == REDIS_REPLY_ERROR && rep->str ? rep->str : "not a primary (ROLE)");
+    }
+    event_active(s->timer, EV_TIMEOUT, 0); /* drop from the timer, outside hiredis */
+}
+
 static void on_sub_connect(const redisAsyncContext *cac, int status)
 {
     struct rds_sub *s = cac->data;
@@ -742,16 +886,17 @@ static void on_sub_connect(const redisAsyncContext *cac, int status)
         sub_went_down(s, why);
         return;
     }
-    s->state = SUB_SUBSCRIBING;
-    const char *argv[3] = {"CLIENT", "SETNAME", s->name};
-    size_t lens[3] = {6, 7, strlen(s->name)};
-    /* The name's reply needs no callback; an error there (LOADING, NOAUTH) comes back for the
-     * SUBSCRIBE too, which no regular callback awaits: hiredis then drops the connection. */
-    if (redisAsyncCommandArgv(s->ac, NULL, NULL, 3, argv, lens) != REDIS_OK ||
-        send_subscribe(s, on_sub_reply) != REDIS_OK) {
-        snprintf(s->err, sizeof s->err, "cannot send SUBSCRIBE");
-        event_active(s->timer, EV_TIMEOUT, 0);
+    if (s->sentinel) {
+        s->state = SUB_ROLE;
+        if (redisAsyncCommand(s->ac, on_sub_role, NULL, "ROLE") == REDIS_OK)
+            return;
+    } else {
+        s->state = SUB_SUBSCRIBING;
+        if (send_setname_subscribe(s) == 0)
+            return;
     }
+    snprintf(s->err, sizeof s->err, "cannot send %s", s->sentinel ? "ROLE" : "SUBSCRIBE");
+    event_active(s->timer, EV_TIMEOUT, 0);
 }
 
 static void on_sub_disconnect(const redisAsyncContext *cac, int status)
@@ -808,18 +953,49 @@ static int sub_unread(const struct rds_sub *s)
     return n;
 }
 
-/* DOWN: retry. CONNECTING/SUBSCRIBING: the deadline passed, or sending failed. UP: time to
- * ping, or the ping got no confirmation in time. */
-static void on_sub_timer(evutil_socket_t fd, short what, void *arg)
+/* The sentinels answered (or none did). */
+static void on_sub_asked(int status, const char *host, int port, const char *why, void *ud)
 {
-    struct rds_sub *s = arg;
-    char why[160];
-    if (s->state == SUB_DOWN) {
+    struct rds_sub *s = ud;
+    s->ask = NULL;
+    s->state = SUB_DOWN;
+    if (status < 0) {
+        sub_went_down(s, why);
+        return;
+    }
+    if (strcmp(host, s->host) != 0) {
+        free(s->host);
+        s->host = xstrdup(host);
+    }
+    s->port = port;
+    sub_connect_start(s);
+}
+
+/* Connect: to host and port, or first ask the sentinels where the primary is. */
+static void sub_begin(struct rds_sub *s)
+{
+    if (s->sentinel == NULL) {
         sub_connect_start(s);
         return;
     }
+    s->state = SUB_ASKING;
+    s->ask = sentinel_ask(s->sentinel, on_sub_asked, s);
+}
+
+/* DOWN: retry. CONNECTING/ROLE/SUBSCRIBING: the deadline passed, or sending failed, or ROLE
+ * said no. UP: time to ping, or the ping got no confirmation in time. */
+static void on_sub_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct rds_sub *s = arg;
+    char why[200];
+    if (s->state == SUB_DOWN) {
+        sub_begin(s);
+        return;
+    }
     if (s->err[0]) {
-        snprintf(why, sizeof why, "%s", s->err);
+        snprintf(why, sizeof why, "%s:%d: %s", s->host, s->port, s->err);
+    } else if (s->state == SUB_ROLE) {
+        snprintf(why, sizeof why, "ROLE not answered within %d ms", s->connect_timeout_ms);
     } else if (s->state == SUB_CONNECTING) {
         snprintf(why, sizeof why, "no connection within %d ms", s->connect_timeout_ms);
     } else if (s->state == SUB_SUBSCRIBING) {
@@ -900,7 +1076,8 @@ struct rds_sub *rds_sub_new(struct event_base *base, const struct rds_opts *opts
     s->timer = evtimer_new(base, on_sub_timer, s);
     s->deliver = event_new(base, -1, 0, on_sub_deliver, s);
     s->state = SUB_DOWN;
-    sub_connect_start(s);
+    s->sentinel = opts ? opts->sentinel : NULL;
+    sub_begin(s);
     return s;
 }
 
@@ -909,6 +1086,8 @@ void rds_sub_free(struct rds_sub *s)
     if (s == NULL || s->closing)
         return;
     s->closing = 1;
+    sentinel_ask_cancel(s->ask);
+    s->ask = NULL;
     sub_conn_drop(s);
     while (s->head) {
         struct sub_item *it = s->head;

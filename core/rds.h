@@ -19,12 +19,19 @@ struct rds;
 struct rds_op;
 struct rds_sub;
 
+struct sentinel;
+
 struct rds_opts {
     const char *host; /* copied */
     int port;
     int connect_timeout_ms;
     int timeout_ms; /* default for calls given timeout_ms <= 0 */
     int reconnect_max_ms;
+    /* Borrowed, may be NULL. When set, every (re)connect first asks the sentinels where the
+     * primary is (host/port are ignored), checks with ROLE that the server is a primary, and
+     * drops the connection on a reply of READONLY, LOADING or MASTERDOWN (sentinel.h). Free
+     * the sentinel after every rds and rds_sub using it. */
+    struct sentinel *sentinel;
 };
 
 /* replies[0..n-1], one per command in order, borrowed: valid only until the callback
@@ -55,6 +62,11 @@ typedef void rds_observer(int status, double seconds, void *ud);
 void rds_observe(struct rds *r, rds_observer *cb, void *ud);
 /* How many times the command connection came up (the first time too): reconnects + 1. */
 unsigned long rds_connects(const struct rds *r);
+/* "host:port" of the server connected to, or last tried, into buf. */
+void rds_addr(const struct rds *r, char *buf, size_t cap);
+/* Why the command connection is not up ("" while up): Redis's or the sentinels' own words.
+ * Borrowed: valid until the next turn of the loop. */
+const char *rds_down_reason(const struct rds *r);
 
 /* 0, or ERR_INVALID for a batch that cannot run on the shared command connection: a command
  * that would block it (BLPOP, WAIT, XREAD ... BLOCK) or change its protocol or state for every

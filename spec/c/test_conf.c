@@ -174,6 +174,41 @@ TEST(bounds)
 }
 
 /* `mmo config` lists rate classes by name, whatever order Lua's table walk gives them in */
+TEST(redis_sentinels)
+{
+    clear_env();
+    struct conf c;
+    char err[256];
+    const char *list = "return { redis = { sentinels = { \"10.0.0.5:26379\", \"[::1]:26380\" }, "
+                       "master_name = \"game\" } }";
+    ASSERT_OK(conf_load_text(&c, "cfg.lua", list, strlen(list), err, sizeof err));
+    ASSERT_STR(c.redis_sentinels, "10.0.0.5:26379,[::1]:26380");
+    ASSERT_STR(c.redis_master_name, "game");
+    conf_free(&c);
+    const char *str = "return { redis = { sentinels = \"a:1, b:2\" } }";
+    ASSERT_OK(conf_load_text(&c, "cfg.lua", str, strlen(str), err, sizeof err));
+    ASSERT_STR(c.redis_sentinels, "a:1, b:2");
+    ASSERT_STR(c.redis_master_name, "mmo");
+    conf_free(&c);
+    static const char *const BAD[] = {
+        "return { redis = { sentinels = { \"a:1\", 5 } } }",
+        "return { redis = { sentinels = { \"a:1,b:2\" } } }",
+        "return { redis = { sentinels = { \"a\" } } }",
+        "return { redis = { sentinels = { \"a:0\" } } }",
+        "return { redis = { sentinels = { \"a:1\" }, master_name = \"\" } }",
+        "return { redis = { sentinels = 7 } }",
+    };
+    for (size_t i = 0; i < sizeof BAD / sizeof BAD[0]; i++) {
+        err[0] = '\0';
+        if (conf_load_text(&c, "cfg.lua", BAD[i], strlen(BAD[i]), err, sizeof err) == 0) {
+            conf_free(&c);
+            FAIL_AT("accepted: %s", BAD[i]);
+        }
+        conf_free(&c);
+        ASSERT(strstr(err, "redis.") != NULL);
+    }
+}
+
 TEST(dump_lists_rate_classes_by_name)
 {
     clear_env();
@@ -206,6 +241,7 @@ int main(void)
     RUN(refusals);
     RUN(the_shipped_config_loads);
     RUN(bounds);
+    RUN(redis_sentinels);
     RUN(dump_lists_rate_classes_by_name);
     return test_summary();
 }

@@ -160,7 +160,7 @@ static struct node node_new(struct event_base *base, int rport, int timeout_ms,
 {
     struct node nd = {base ? base : event_base_new(), base == NULL, NULL, NULL};
     if (rport) {
-        struct rds_opts o = {host, rport, 200, timeout_ms, 200};
+        struct rds_opts o = {host, rport, 200, timeout_ms, 200, NULL};
         nd.r = rds_new(nd.base, &o);
     }
     nd.rl = rl_new(nd.r, classes, n, max_keys);

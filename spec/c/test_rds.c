@@ -170,7 +170,7 @@ static struct client client_new(int p, int connect_ms, int timeout_ms, int retry
 {
     struct client c;
     c.base = event_base_new();
-    struct rds_opts o = {host, p, connect_ms, timeout_ms, retry_max_ms};
+    struct rds_opts o = {host, p, connect_ms, timeout_ms, retry_max_ms, NULL};
     c.r = rds_new(c.base, &o);
     return c;
 }
@@ -557,7 +557,7 @@ static const char *channel(char *buf, size_t cap, const char *name)
 static struct rds_sub *sub_new(struct client *c, int p, int timeout_ms, const char *ch,
                                rds_msg_cb *on_msg, rds_gap_cb *on_gap, void *ud)
 {
-    struct rds_opts o = {host, p, 500, timeout_ms, 400};
+    struct rds_opts o = {host, p, 500, timeout_ms, 400, NULL};
     return rds_sub_new(c->base, &o, ch, on_msg, on_gap, ud);
 }
 
