@@ -2,8 +2,8 @@
 -- A world of its own (two databases on the test's two PostgreSQL servers, main on the first
 -- and shard 1 on the second, and a private redis-server) is filled through the API, backed
 -- up, wiped, and restored; every table of both databases and every Redis key must come back
--- as it was, and a restored player signs in and sees their items. Hostile cases: a changed byte, a database that is not empty, a
--- missing folder, pg_dump or PostgreSQL out of reach.
+-- as it was, and a restored player signs in and sees their items. Hostile cases: a changed
+-- byte, a database that is not empty, a missing folder, pg_dump or PostgreSQL out of reach.
 local server = require "helpers.server"
 local socket = require "socket"
 local letters = server.letters
