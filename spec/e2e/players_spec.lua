@@ -268,6 +268,30 @@ describe("players", function()
             assert.equal(200, node:request("GET", "/api/players/" .. p.id, { token = me.token }).status)
         end)
 
+        it("answers 503 for shard 1's players while its server is down, and serves shard 0's",
+           function()
+            local before = new_player(me, "r4")
+            server.service("pg1", "stop")
+            local ok, name = pcall(function()
+                local q = unique("Q")
+                local t0 = server.now()
+                local res = create(me, { name = q, class = "mage", region = "r3" })
+                is_error(res, 503, "unavailable")
+                assert.is_string(res.json.error.request_id)
+                assert.truthy(server.now() - t0 < 6, "took " .. (server.now() - t0) .. " s")
+                is_error(node:request("POST", "/api/players/" .. before.id .. "/inventory/use",
+                                      { token = me.token, body = { item = "potion_small" } }), 503)
+                assert.equal(0, new_player(me, "r1").id % 64) -- shard 0 goes on
+                return q
+            end)
+            server.service("pg1", "start")
+            assert(ok, name)
+            -- the refused player left nothing behind: its name is free
+            assert.truthy(server.eventually(function()
+                return create(me, { name = name, class = "mage", region = "r3" }).status == 201
+            end, 10))
+        end)
+
         it("refuses a trade across shards with a clear error", function()
             local a = new_player(me, "r1")
             local b = new_player(me, "r4")
