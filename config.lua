@@ -37,6 +37,12 @@ return {
     postgres = {
         -- libpq connection string or URI; tools/dev sets MMO_PG for its private cluster
         conninfo = "postgresql://postgres@127.0.0.1:5432/mmo",
+        -- a streaming replica of that database, for the reads that may be a little stale
+        -- (db.read: GET /api/players); "": none, every read goes to conninfo. A read goes to
+        -- the replica while its pool has a connection up, else (and when the replica does not
+        -- answer in time) to the primary. Its pool has pool_size connections and the same
+        -- timeouts. docs/operations.md, "A streaming replica for reads".
+        replica_conninfo = "",
         pool_size = 8,                  -- connections per node
         connect_timeout_ms = 3000,      -- per connection attempt
         query_timeout_ms = 5000,        -- default per query (also set as statement_timeout)
@@ -158,4 +164,15 @@ return {
         auth = { limit = 10, period_ms = 60000, burst = 10, batch = 1, by = "ip" },
         api = { limit = 1200, period_ms = 60000, burst = 200, batch = 20, by = "account" },
     },
+    -- Player data sharded over PostgreSQL servers (docs/operations.md, "Shards on separate
+    -- servers"): the players whose home region is listed live in shard n's database, every
+    -- other region in postgres.conninfo (shard 0). A shard's database may be on its own
+    -- server; replica_conninfo (optional) is a streaming replica of it for db.read. A
+    -- player's shard is fixed when it is created: add regions to a shard, never move them.
+    -- From the environment: MMO_SHARD_<n>_CONNINFO, MMO_SHARD_<n>_REGIONS ("r3,r4"),
+    -- MMO_SHARD_<n>_REPLICA_CONNINFO (tools/dev sets shard 1 on its second server).
+    -- shards = {
+    --     [1] = { conninfo = "postgresql://postgres@10.0.0.12:5432/mmo", regions = { "r3", "r4" },
+    --             replica_conninfo = "postgresql://postgres@10.0.0.13:5432/mmo" },
+    -- },
 }

@@ -46,6 +46,9 @@ struct lb_ctx {
     struct event_base *base;
     struct db_pool *db;
     struct db_pool *shards[64]; /* [id] PostgreSQL shard pools (config shards); [0] unused */
+    /* [id] a streaming replica's pool for db.read ([0]: the main database's; NULL: none,
+     * reads go to the primary) */
+    struct db_pool *replicas[64];
     struct rds *rds;
     struct work_pool *work; /* worker threads (mmo.crypto); NULL: "unavailable" */
     const struct conf *conf;

@@ -7,6 +7,17 @@
  *   conn:query_timeout(ms, sql, ...)   -> same
  *   conn:release([broken])             -> true   idempotent; broken closes the connection
  *   db.tx(fn [, opts])                 -> fn's results | nil, err, detail
+ *   db.read(sql, ...)                  -> rows | nil, err, detail   a read that may be stale
+ *
+ * db.read runs a query that only reads (its first word select, with, values, table or show;
+ * anything else raises) on the streaming replica of this database when config.lua names one
+ * (postgres.replica_conninfo, shards[n].replica_conninfo), else on the primary. When the
+ * replica's pool has no connection up, or the replica answers "unavailable" or "timeout", or
+ * refuses with sqlstate 40001 (a conflict with recovery) or 57P0x (shutting down, starting),
+ * the same query runs once on the primary. What the replica answers may lag the primary
+ * (asynchronous streaming: usually milliseconds, unbounded while the replica is cut off): use
+ * db.read only where a slightly stale answer is fine, and never for a read that a write then
+ * relies on. A write slipped into a "with" runs on the primary when the replica is out.
  *
  * Parameters: every argument after sql is one text parameter, $1..$n (never spliced into
  * the SQL): nil (or json null) -> NULL, boolean -> 't'/'f', integral number up to 2^53 ->
@@ -453,7 +464,7 @@ static int l_conn_tostring(lua_State *L)
  * but Lua code can yield across pcall in LuaJIT. Gets the module table; returns mmo.json's
  * encode and cjson.safe's decode for the C side. */
 static const char TX_CHUNK[] =
-    "local M = ...\n"
+    "local M, rquery = ...\n"
     "local json = require 'mmo.json'\n"
     "local safe = require 'cjson.safe'\n"
     "local pcall, error, select, type, unpack = pcall, error, select, type, unpack\n"
@@ -524,6 +535,37 @@ static const char TX_CHUNK[] =
     "        attempt = attempt + 1\n"
     "    end\n"
     "end\n"
+    "local query = M.query\n"
+    "local READS = { select = true, with = true, values = true, table = true, show = true }\n"
+    "local function first_word(sql)\n"
+    "    local i = 1\n"
+    "    while true do\n"
+    "        local j = sql:match('^%s*%-%-[^\\n]*()', i) or sql:match('^%s*/%*.-%*/()', i)\n"
+    "        if not j then break end\n"
+    "        i = j\n"
+    "    end\n"
+    "    return sql:match('^[%s(]*(%a+)', i)\n"
+    "end\n"
+    "local function fallback(err, detail)\n"
+    "    if err == 'unavailable' or err == 'timeout' then return true end\n"
+    "    local s = err == 'query' and type(detail) == 'table' and detail.sqlstate\n"
+    "    return s == '40001' or (type(s) == 'string' and s:sub(1, 4) == '57P0')\n"
+    "end\n"
+    "function M.read(sql, ...)\n"
+    "    if type(sql) ~= 'string' then\n"
+    "        error(\"bad argument #1 to 'read' (string expected, got \" .. type(sql) .. ')', 2)\n"
+    "    end\n"
+    "    local word = first_word(sql)\n"
+    "    if not (word and READS[word:lower()]) then\n"
+    "        error(\"bad argument #1 to 'read' (a query that only reads: \" ..\n"
+    "              'select, with, values, table or show)', 2)\n"
+    "    end\n"
+    "    if rquery then\n"
+    "        local rows, err, detail = rquery(sql, ...)\n"
+    "        if rows or not fallback(err, detail) then return rows, err, detail end\n"
+    "    end\n"
+    "    return query(sql, ...)\n"
+    "end\n"
     "return enc.encode, dec.decode\n";
 
 static const luaL_Reg CONN_METHODS[] = {
@@ -544,8 +586,9 @@ static const luaL_Reg FUNCS[] = {
     {NULL, NULL},
 };
 
-/* [..] -> [.., t]: query, query_timeout, reserve and tx on pool; t.id = shard id. */
-static void make_table(lua_State *L, struct db_pool *pool, int id)
+/* [..] -> [.., t]: query, query_timeout, reserve and tx on pool, read on replica (NULL: on
+ * pool); t.id = shard id. */
+static void make_table(lua_State *L, struct db_pool *pool, struct db_pool *replica, int id)
 {
     lua_createtable(L, 0, 6);
     for (const luaL_Reg *f = FUNCS; f->name; f++) {
@@ -558,7 +601,13 @@ static void make_table(lua_State *L, struct db_pool *pool, int id)
     if (luaL_loadbuffer(L, TX_CHUNK, sizeof TX_CHUNK - 1, "=mmo.db") != 0)
         lua_error(L);
     lua_pushvalue(L, -2);
-    lua_call(L, 1, 2);
+    if (replica) {
+        lua_pushlightuserdata(L, replica);
+        lua_pushcclosure(L, l_query, 1);
+    } else {
+        lua_pushnil(L);
+    }
+    lua_call(L, 2, 2);
     lua_setfield(L, LUA_REGISTRYINDEX, DECODE_KEY);
     lua_setfield(L, LUA_REGISTRYINDEX, ENCODE_KEY);
 }
@@ -613,7 +662,7 @@ int luaopen_mmo_db(lua_State *L)
     lua_setfield(L, LUA_REGISTRYINDEX, HELPER_KEY);
 
     struct lb_ctx *ctx = lb_ctx(L);
-    make_table(L, ctx ? ctx->db : NULL, 0); /* the module: the main database */
+    make_table(L, ctx ? ctx->db : NULL, ctx ? ctx->replicas[0] : NULL, 0); /* the main database */
     int mod = lua_gettop(L);
     /* db.shards[n]: the same functions on shard n's pool */
     lua_newtable(L);
@@ -622,7 +671,7 @@ int luaopen_mmo_db(lua_State *L)
     for (int id = 1; ctx && id < 64; id++) {
         if (ctx->shards[id] == NULL)
             continue;
-        make_table(L, ctx->shards[id], id);
+        make_table(L, ctx->shards[id], ctx->replicas[id], id);
         lua_rawseti(L, -2, id);
     }
     lua_pushcclosure(L, l_shard, 1);

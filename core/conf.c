@@ -58,6 +58,7 @@ static const struct key KEYS[] = {
     K_INT("http", "reuseport", http_reuseport, "0", 0, 1),
     K_INT("http", "admin_port", http_admin_port, "0", 0, 65535),
     K_STR("postgres", "conninfo", pg_conninfo, "postgresql://postgres@127.0.0.1:5432/mmo"),
+    K_STR("postgres", "replica_conninfo", pg_replica_conninfo, ""),
     K_INT("postgres", "pool_size", pg_pool_size, "8", 1, 256),
     K_INT("postgres", "connect_timeout_ms", pg_connect_timeout_ms, "3000", 10, 600000),
     K_INT("postgres", "query_timeout_ms", pg_query_timeout_ms, "5000", 10, 3600000),
@@ -205,6 +206,7 @@ static struct conf_shard *shard_get(struct conf *c, int id)
     struct conf_shard *sh = &c->shards[c->nshards++];
     sh->id = id;
     sh->conninfo = xstrdup("");
+    sh->replica_conninfo = xstrdup("");
     sh->regions = xstrdup("");
     return sh;
 }
@@ -253,7 +255,8 @@ static int check_shards(const struct conf *c, char *err, size_t cap)
     return 0;
 }
 
-/* [.., t(shards section)] -> same. shards = { [1] = { conninfo = "...", regions = {...} } } */
+/* [.., t(shards section)] -> same.
+ * shards = { [1] = { conninfo = "...", regions = {...}, replica_conninfo = "..." (optional) } } */
 static int read_shards(lua_State *L, struct conf *c, const char *path, char *err, size_t cap)
 {
     lua_pushnil(L);
@@ -275,6 +278,29 @@ static int read_shards(lua_State *L, struct conf *c, const char *path, char *err
         free(sh->conninfo);
         sh->conninfo = xstrdup(lua_tostring(L, -1));
         lua_pop(L, 1);
+        lua_getfield(L, -1, "replica_conninfo");
+        if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TSTRING) {
+            snprintf(err, cap, "%s: shards[%d].replica_conninfo must be a string", path, sh->id);
+            return -1;
+        }
+        if (lua_type(L, -1) == LUA_TSTRING) {
+            free(sh->replica_conninfo);
+            sh->replica_conninfo = xstrdup(lua_tostring(L, -1));
+        }
+        lua_pop(L, 1);
+        lua_pushnil(L); /* nothing but these three keys */
+        while (lua_next(L, -2)) {
+            const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+            if (k == NULL || (strcmp(k, "conninfo") != 0 && strcmp(k, "regions") != 0 &&
+                              strcmp(k, "replica_conninfo") != 0)) {
+                snprintf(err, cap,
+                         "%s: shards[%d]: unknown key (conninfo, regions and "
+                         "replica_conninfo are known)",
+                         path, sh->id);
+                return -1;
+            }
+            lua_pop(L, 1);
+        }
         lua_getfield(L, -1, "regions");
         if (!lua_istable(L, -1)) {
             snprintf(err, cap, "%s: shards[%d].regions must be a list of region ids", path, sh->id);
@@ -559,13 +585,15 @@ static int apply_env(struct conf *c, char *err, size_t cap)
                 return -1;
         }
     }
-    /* MMO_SHARD_<n>_CONNINFO, MMO_SHARD_<n>_REGIONS ("r3,r4"): may add a shard */
+    /* MMO_SHARD_<n>_CONNINFO, MMO_SHARD_<n>_REGIONS ("r3,r4"): may add a shard;
+     * MMO_SHARD_<n>_REPLICA_CONNINFO: its replica */
     for (int id = 1; id < CONF_MAX_SHARDS; id++) {
-        char cn[48], rn[48];
+        char cn[48], rn[48], pn[56];
         snprintf(cn, sizeof cn, "MMO_SHARD_%d_CONNINFO", id);
         snprintf(rn, sizeof rn, "MMO_SHARD_%d_REGIONS", id);
-        const char *cv = getenv(cn), *rv = getenv(rn);
-        if ((cv && *cv) || (rv && *rv)) {
+        snprintf(pn, sizeof pn, "MMO_SHARD_%d_REPLICA_CONNINFO", id);
+        const char *cv = getenv(cn), *rv = getenv(rn), *pv = getenv(pn);
+        if ((cv && *cv) || (rv && *rv) || (pv && *pv)) {
             struct conf_shard *sh = shard_get(c, id);
             if (cv && *cv) {
                 free(sh->conninfo);
@@ -574,6 +602,10 @@ static int apply_env(struct conf *c, char *err, size_t cap)
             if (rv && *rv) {
                 free(sh->regions);
                 sh->regions = xstrdup(rv);
+            }
+            if (pv && *pv) {
+                free(sh->replica_conninfo);
+                sh->replica_conninfo = xstrdup(pv);
             }
         }
     }
@@ -660,6 +692,7 @@ void conf_free(struct conf *c)
 {
     for (int i = 0; i < c->nshards; i++) {
         free(c->shards[i].conninfo);
+        free(c->shards[i].replica_conninfo);
         free(c->shards[i].regions);
     }
     free(c->shards);
@@ -701,8 +734,9 @@ void conf_dump(const struct conf *c, int fd)
                     *(const int *) (const void *) field);
     }
     for (int i = 0; i < c->nshards; i++)
-        dprintf(fd, "shards[%d] = { regions = \"%s\", conninfo = (set) }\n", c->shards[i].id,
-                c->shards[i].regions);
+        dprintf(fd, "shards[%d] = { regions = \"%s\", conninfo = (set), replica_conninfo = %s }\n",
+                c->shards[i].id, c->shards[i].regions,
+                c->shards[i].replica_conninfo[0] ? "(set)" : "(not set)");
     /* by name: config.lua's classes come in the order Lua's table walk gives, which differs
      * from one run to the next (found by fuzz_config) */
     const struct conf_rate **by_name = xcalloc((size_t) c->nrate + 1, sizeof *by_name);

@@ -28,7 +28,8 @@ struct conf_rate {
 struct conf_shard {
     int id; /* 1..CONF_MAX_SHARDS-1 */
     char *conninfo;
-    char *regions; /* "r3,r4" */
+    char *replica_conninfo; /* a streaming replica for db.read ("": none) */
+    char *regions;          /* "r3,r4" */
 };
 
 struct conf {
@@ -49,6 +50,7 @@ struct conf {
     int http_admin_port; /* a second listener of this node's own (0: none) */
     /* postgres */
     char *pg_conninfo;
+    char *pg_replica_conninfo; /* a streaming replica of the main database for db.read ("") */
     int pg_pool_size;
     int pg_connect_timeout_ms;
     int pg_query_timeout_ms;

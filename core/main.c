@@ -81,6 +81,7 @@ struct node {
     struct event_base *base;
     struct db_pool *db;
     struct db_pool *shards[CONF_MAX_SHARDS];
+    struct db_pool *replicas[CONF_MAX_SHARDS]; /* [id] of shard id's replica; [0] the main's */
     struct rds *rds;
     struct rds_sub *sub;
     struct sentinel *sentinel; /* redis.sentinels; NULL: none. Freed after rds, sub and live */
@@ -213,8 +214,10 @@ static void node_free(struct node *n)
     rds_sub_free(n->sub); /* before the cache its messages go to */
     lcache_free(n->lcache);
     db_pool_free(n->db);
-    for (int i = 0; i < CONF_MAX_SHARDS; i++)
+    for (int i = 0; i < CONF_MAX_SHARDS; i++) {
+        db_pool_free(n->replicas[i]);
         db_pool_free(n->shards[i]);
+    }
     rds_free(n->rds); /* its pending PUBLISH callbacks still see the live */
     live_free(n->live);
     bus_free(n->bus);
@@ -245,6 +248,17 @@ static int serve(struct node *n)
         so.conninfo = c->shards[i].conninfo;
         n->shards[c->shards[i].id] = db_pool_new(n->base, &so);
         n->ctx.shards[c->shards[i].id] = n->shards[c->shards[i].id];
+    }
+    /* streaming replicas, for db.read: pools of their own, of the same size and timeouts */
+    for (int i = -1; i < c->nshards; i++) {
+        const char *rc = i < 0 ? c->pg_replica_conninfo : c->shards[i].replica_conninfo;
+        int id = i < 0 ? 0 : c->shards[i].id;
+        if (rc[0] == '\0')
+            continue;
+        struct db_opts rpo = dbo;
+        rpo.conninfo = rc;
+        n->replicas[id] = db_pool_new(n->base, &rpo);
+        n->ctx.replicas[id] = n->replicas[id];
     }
     struct sentinel_addr sa[SENTINEL_MAX];
     int nsentinels = sentinel_parse_addrs(c->redis_sentinels, sa, SENTINEL_MAX, err, sizeof err);
@@ -428,6 +442,16 @@ static int serve(struct node *n)
             char name[24];
             snprintf(name, sizeof name, "shard%d", c->shards[i].id);
             node_metrics_watch_db(n->node_metrics, n->shards[c->shards[i].id], name);
+        }
+        for (int id = 0; id < CONF_MAX_SHARDS; id++) {
+            char name[32];
+            if (n->replicas[id] == NULL)
+                continue;
+            if (id == 0)
+                snprintf(name, sizeof name, "main_replica");
+            else
+                snprintf(name, sizeof name, "shard%d_replica", id);
+            node_metrics_watch_db(n->node_metrics, n->replicas[id], name);
         }
         if (ops_set_metrics(n->ops, n->metrics, c->metrics_allow, err, sizeof err) < 0) {
             log_error("main", "%s", err);

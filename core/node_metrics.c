@@ -61,7 +61,7 @@ struct node_metrics {
         struct db_pool *pool;
         char name[24];
         struct metric_series *ok, *seconds;
-    } dbs[65];
+    } dbs[129]; /* main, 63 shards, and a replica of each */
     int ndbs;
 };
 

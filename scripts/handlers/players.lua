@@ -203,7 +203,10 @@ function _M.delete(req)
 end
 
 
--- GET /api/players?region=&limit=&after= (moderator): every shard, merged by id
+-- GET /api/players?region=&limit=&after= (moderator): every shard, merged by id. A listing
+-- for moderators, where a second-old answer is fine: it reads with db.read, from each
+-- database's streaming replica when config.lua names one (docs/operations.md, "A streaming
+-- replica for reads").
 -- The players whose name starts with prefix, whatever the case, by name: the directory (the
 -- main database, an index on lower(name)) names them, their shards hold them.
 local function by_name(prefix, limit)
@@ -211,7 +214,7 @@ local function by_name(prefix, limit)
         invalid("name: the start of a name, 1 to 32 characters")
     end
     local pattern = prefix:gsub("[\\%%_]", "\\%0") -- LIKE's wildcards, taken literally
-    local ids = http.check(db.query("select id from player_directory where lower(name) like " ..
+    local ids = http.check(db.read("select id from player_directory where lower(name) like " ..
                                     "lower($1) || '%' order by lower(name), id limit $2",
                                     pattern, limit))
     local by_shard, order = {}, {}
@@ -223,7 +226,7 @@ local function by_name(prefix, limit)
     end
     local now, out = time.now(), json.array({})
     for s, list in pairs(by_shard) do
-        local rows = http.check(db.shard(s).query("select " .. players.COLUMNS .. " from " ..
+        local rows = http.check(db.shard(s).read("select " .. players.COLUMNS .. " from " ..
             "players where id in (select (json_array_elements_text($1))::bigint)", list))
         for _, r in ipairs(rows) do
             out[order[r.id]] = player.document(r, now)
@@ -257,7 +260,7 @@ function _M.list(req)
     end
     local all = {}
     for _, n in ipairs(db.shard_ids()) do
-        local rows = http.check(db.shard(n).query(
+        local rows = http.check(db.shard(n).read(
             "select " .. players.COLUMNS .. " from players " ..
             "where ($1::text is null or region = $1) and ($2::bigint is null or id > $2) " ..
             "order by id limit $3", q.region, after, limit + 1))

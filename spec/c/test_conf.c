@@ -234,6 +234,82 @@ TEST(dump_lists_rate_classes_by_name)
     }
 }
 
+/* replicas: postgres.replica_conninfo and shards[n].replica_conninfo, from the file and the
+ * environment; a shard with a replica and no conninfo, a bad type or an unknown key is refused */
+TEST(replicas)
+{
+    clear_env();
+    unsetenv("MMO_SHARD_1_CONNINFO");
+    unsetenv("MMO_SHARD_1_REGIONS");
+    unsetenv("MMO_SHARD_2_REPLICA_CONNINFO");
+    unsetenv("MMO_POSTGRES_REPLICA_CONNINFO");
+    struct conf c;
+    char err[256];
+    ASSERT_OK(conf_load(&c, NULL, err, sizeof err));
+    ASSERT_STR(c.pg_replica_conninfo, "");
+    conf_free(&c);
+    const char *src = "return { postgres = { replica_conninfo = 'host=r0' }, shards = {\n"
+                      "  [1] = { conninfo = 'host=p1', regions = { 'r3' }, "
+                      "replica_conninfo = 'host=r1' },\n"
+                      "  [2] = { conninfo = 'host=p2', regions = { 'r4' } } } }";
+    ASSERT_OK(conf_load_text(&c, "cfg.lua", src, strlen(src), err, sizeof err));
+    ASSERT_STR(c.pg_replica_conninfo, "host=r0");
+    ASSERT_EQ(c.nshards, 2);
+    for (int i = 0; i < c.nshards; i++)
+        ASSERT_STR(c.shards[i].replica_conninfo, c.shards[i].id == 1 ? "host=r1" : "");
+    FILE *f = tmpfile();
+    ASSERT(f != NULL);
+    conf_dump(&c, fileno(f));
+    conf_free(&c);
+    rewind(f);
+    char line[512];
+    int seen = 0;
+    while (fgets(line, sizeof line, f)) {
+        if (strstr(line, "shards[1] = ") == line)
+            seen += strstr(line, "replica_conninfo = (set)") != NULL;
+        if (strstr(line, "shards[2] = ") == line)
+            seen += strstr(line, "replica_conninfo = (not set)") != NULL;
+        if (strstr(line, "postgres.replica_conninfo = ") == line)
+            seen += strstr(line, "host=r0") != NULL;
+    }
+    fclose(f);
+    ASSERT_EQ(seen, 3);
+
+    setenv("MMO_POSTGRES_REPLICA_CONNINFO", "host=e0", 1);
+    setenv("MMO_SHARD_2_REPLICA_CONNINFO", "host=e2", 1);
+    ASSERT_OK(conf_load_text(&c, "cfg.lua", src, strlen(src), err, sizeof err));
+    ASSERT_STR(c.pg_replica_conninfo, "host=e0");
+    for (int i = 0; i < c.nshards; i++)
+        ASSERT_STR(c.shards[i].replica_conninfo, c.shards[i].id == 1 ? "host=r1" : "host=e2");
+    conf_free(&c);
+    /* a replica for a shard that has no primary */
+    setenv("MMO_SHARD_3_REPLICA_CONNINFO", "host=e3", 1);
+    ASSERT_EQ(conf_load_text(&c, "cfg.lua", src, strlen(src), err, sizeof err), -1);
+    ASSERT_STR(err, "shards[3]: conninfo is missing");
+    conf_free(&c);
+    unsetenv("MMO_SHARD_3_REPLICA_CONNINFO");
+    unsetenv("MMO_SHARD_2_REPLICA_CONNINFO");
+    unsetenv("MMO_POSTGRES_REPLICA_CONNINFO");
+
+    static const struct {
+        const char *src, *want;
+    } bad[] = {
+        {"return { shards = { [1] = { conninfo = 'x', regions = {}, replica_conninfo = 5 } } }",
+         "cfg.lua: shards[1].replica_conninfo must be a string"},
+        {"return { shards = { [1] = { conninfo = 'x', regions = {}, replica = 'y' } } }",
+         "cfg.lua: shards[1]: unknown key (conninfo, regions and replica_conninfo are known)"},
+        {"return { postgres = { replica_conninfo = 1 } }",
+         "cfg.lua: postgres.replica_conninfo must be a string"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int rc = conf_load_text(&c, "cfg.lua", bad[i].src, strlen(bad[i].src), err, sizeof err);
+        conf_free(&c);
+        if (rc != -1)
+            FAIL_AT("accepted: %s", bad[i].src);
+        ASSERT_STR(err, bad[i].want);
+    }
+}
+
 int main(void)
 {
     RUN(defaults);
@@ -243,5 +319,6 @@ int main(void)
     RUN(bounds);
     RUN(redis_sentinels);
     RUN(dump_lists_rate_classes_by_name);
+    RUN(replicas);
     return test_summary();
 }

@@ -1,15 +1,17 @@
 -- End-to-end: `mmo backup` and `mmo restore` (docs/reliability.md, "Backup and restore").
--- A world of its own (two databases in the test cluster, main and shard 1, and a private
--- redis-server) is filled through the API, backed up, wiped, and restored; every table of
--- both databases and every Redis key must come back as it was, and a restored player signs in
--- and sees their items. Hostile cases: a changed byte, a database that is not empty, a
--- missing folder, pg_dump or PostgreSQL out of reach.
+-- A world of its own (two databases on the test's two PostgreSQL servers, main on the first
+-- and shard 1 on the second, and a private redis-server) is filled through the API, backed
+-- up, wiped, and restored; every table of both databases and every Redis key must come back
+-- as it was, and a restored player signs in and sees their items. Hostile cases: a changed
+-- byte, a database that is not empty, a missing folder, pg_dump or PostgreSQL out of reach.
 local server = require "helpers.server"
 local socket = require "socket"
 local letters = server.letters
 
 local ADMIN_PASSWORD = os.getenv("MMO_ADMIN_PASSWORD")
 local PG = os.getenv("MMO_PG")
+-- shard 1's server (tools/dev test: a second cluster), else the main one
+local PG1 = os.getenv("MMO_SHARD_1_CONNINFO") or PG
 local PASSWORD = "correct horse battery staple"
 
 math.randomseed(os.time() + math.floor(os.clock() * 1e6))
@@ -35,8 +37,9 @@ describe("backup and restore", function()
     local name = "mmo_bk_" .. letters(6)
     local dbs = { [0] = name, [1] = name .. "_s1" }
     local conninfo = {}
+    local server_of = { [0] = PG, [1] = PG1 }
     for id, db in pairs(dbs) do
-        conninfo[id] = PG:gsub("dbname=%S+", "dbname=" .. db)
+        conninfo[id] = server_of[id]:gsub("dbname=%S+", "dbname=" .. db)
     end
     local tmp = server.tmpdir()
     local rport = free_port()
@@ -122,9 +125,12 @@ describe("backup and restore", function()
         return n == 0 and redis("dbsize") == "0"
     end
 
-    -- psql -c for each statement, in one psql (CREATE and DROP DATABASE refuse a transaction)
+    -- the statement for each database, on its server (CREATE and DROP DATABASE refuse a
+    -- transaction: one psql -c each)
     local function on_cluster(fmt)
-        sh("psql '" .. PG .. "' -qtA -c '" .. fmt:format(dbs[0]) .. "' -c '" .. fmt:format(dbs[1]) .. "'")
+        for id = 0, 1 do
+            sh("psql '" .. server_of[id] .. "' -qtA -c '" .. fmt:format(dbs[id]) .. "'")
+        end
     end
 
     local function wipe()

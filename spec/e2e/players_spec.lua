@@ -1,5 +1,6 @@
 -- End-to-end: players, inventories, trades, the cache layers and the shards.
--- tools/dev test runs every node with two shards: shard 1 holds home regions r3 and r4.
+-- tools/dev test runs every node with two shards on two PostgreSQL servers: shard 1 (the
+-- second server) holds home regions r3 and r4.
 local server = require "helpers.server"
 
 local ADMIN_PASSWORD = os.getenv("MMO_ADMIN_PASSWORD")
@@ -243,19 +244,52 @@ describe("players", function()
     end)
 
     describe("shards", function()
-        it("puts a player of home region r3 in shard 1's database, and reads it from there", function()
-            local p = new_player(me, "r3")
-            assert.equal(1, p.id % 64)
+        it("puts players of home regions r3 and r4 on shard 1's server, and reads them from there",
+           function()
             local s1 = os.getenv("MMO_SHARD_1_CONNINFO")
             assert.truthy(s1, "tools/dev test sets MMO_SHARD_1_CONNINFO")
-            assert.equal("1", sql(s1, "select count(*) from players where id = " .. p.id):match("%d+"))
-            assert.equal("0", sql(os.getenv("MMO_PG"),
-                                  "select count(*) from players where id = " .. p.id):match("%d+"))
+            -- two servers, not two databases of one: each cluster has its own identifier
+            local ident = "select system_identifier from pg_control_system()"
+            local id0, id1 = sql(os.getenv("MMO_PG"), ident), sql(s1, ident)
+            assert.truthy(id0:match("^%d+") and id1:match("^%d+"), id0 .. id1)
+            assert.are_not.equal(id0, id1)
+            for _, region in ipairs({ "r4", "r3" }) do
+                local p = new_player(me, region)
+                assert.equal(1, p.id % 64)
+                assert.equal("1", sql(s1, "select count(*) from players where id = " .. p.id):match("%d+"))
+                assert.equal("0", sql(os.getenv("MMO_PG"),
+                                      "select count(*) from players where id = " .. p.id):match("%d+"))
+            end
+            local p = new_player(me, "r3")
             local q = new_player(me, "r1")
             assert.equal(0, q.id % 64)
             assert.equal("1", sql(os.getenv("MMO_PG"),
                                   "select count(*) from players where id = " .. q.id):match("%d+"))
             assert.equal(200, node:request("GET", "/api/players/" .. p.id, { token = me.token }).status)
+        end)
+
+        it("answers 503 for shard 1's players while its server is down, and serves shard 0's",
+           function()
+            local before = new_player(me, "r4")
+            server.service("pg1", "stop")
+            local ok, name = pcall(function()
+                local q = unique("Q")
+                local t0 = server.now()
+                local res = create(me, { name = q, class = "mage", region = "r3" })
+                is_error(res, 503, "unavailable")
+                assert.is_string(res.json.error.request_id)
+                assert.truthy(server.now() - t0 < 6, "took " .. (server.now() - t0) .. " s")
+                is_error(node:request("POST", "/api/players/" .. before.id .. "/inventory/use",
+                                      { token = me.token, body = { item = "potion_small" } }), 503)
+                assert.equal(0, new_player(me, "r1").id % 64) -- shard 0 goes on
+                return q
+            end)
+            server.service("pg1", "start")
+            assert(ok, name)
+            -- the refused player left nothing behind: its name is free
+            assert.truthy(server.eventually(function()
+                return create(me, { name = name, class = "mage", region = "r3" }).status == 201
+            end, 10))
         end)
 
         it("refuses a trade across shards with a clear error", function()

@@ -33,6 +33,7 @@ local TEST = {
     { "POST", "/test/db/put", "test.db_put", role = "public" },
     { "GET", "/test/hog", "test.hog", role = "public" },
     { "GET", "/test/db/ping", "test.db_ping", role = "public" },
+    { "GET", "/test/db/read", "test.db_read", role = "public" },
     { "GET", "/test/cache/roundtrip", "test.cache_roundtrip", role = "public" },
     { "GET", "/test/cache/ping", "test.cache_ping", role = "public" },
     { "GET", "/test/cache/get", "test.cache_get", role = "public" },

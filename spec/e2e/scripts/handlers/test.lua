@@ -201,6 +201,24 @@ function _M.db_ping()
 end
 
 
+-- db.read (spec/e2e/replica_spec.lua): where a read ran (a replica is in recovery), on the
+-- main database and on shard 1, and what db.read refuses (the messages it raises)
+function _M.db_read()
+    local rows, err = db.read("-- where am I?\n/* a server in recovery is a replica */ " ..
+                              "select pg_is_in_recovery() as replica")
+    local s1 = db.shard_ids()[2] and db.shard(db.shard_ids()[2]).read(
+        "select pg_is_in_recovery() as replica")
+    local refused = {}
+    for i, sql in ipairs({ "insert into spec_tx(name) values ('x')", "  delete from players",
+                           "-- select\nupdate players set xp = 0", 42 }) do
+        local ok, msg = pcall(db.read, sql)
+        refused[i] = not ok and tostring(msg) or "accepted"
+    end
+    return 200, { replica = rows and rows[1].replica, err = err,
+                  shard1_replica = s1 and s1[1].replica, refused = refused }
+end
+
+
 function _M.cache_roundtrip(req)
     local k = "spec:rt:" .. req.id
     assert(cache.set(k, "v1", 5000))

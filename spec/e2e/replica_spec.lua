@@ -1,0 +1,210 @@
+-- End-to-end: read-only queries on a streaming replica (docs/operations.md, "A streaming
+-- replica for reads"). tools/dev test makes a streaming replica of the main server
+-- (pg_basebackup -R) and exports its conninfo as MMO_TEST_PG_REPLICA; only the nodes of this
+-- spec are told of it (postgres.replica_conninfo). db.read goes to the replica while it is up,
+-- else to the primary; GET /api/players (the moderators' listing) reads with db.read.
+-- Proofs: the replica says it is in recovery where db.read ran; with the replica's replay
+-- paused, a new player is in the primary and not in the listing; the replica stopped or hung
+-- (SIGSTOP), every read is still answered, from the primary, within the query timeout.
+local server = require "helpers.server"
+
+local PG = os.getenv("MMO_PG")
+local REPLICA = os.getenv("MMO_TEST_PG_REPLICA")
+local STATE = os.getenv("MMO_DEV_STATE")
+local PASSWORD = "correct horse battery staple"
+
+math.randomseed(os.time() + math.floor(os.clock() * 1e6))
+
+local psql = server.psql
+
+
+local function metric(node, db, result)
+    local m = node:request("GET", "/metrics").body
+    local v = m:match('\nmmo_db_queries_total{db="' .. db .. '",result="' .. result .. '"} (%S+)')
+    return tonumber(v) or 0
+end
+
+
+-- the pids of the replica: its postmaster and every child of it
+local function replica_pids()
+    local f = assert(io.open(STATE .. "/replica/data/postmaster.pid"))
+    local pm = f:read("*l"):match("^(%d+)")
+    f:close()
+    local pids = { pm }
+    for pid in server.sh("ps -o pid= --ppid " .. pm):gmatch("%d+") do
+        pids[#pids + 1] = pid
+    end
+    return pids
+end
+
+
+describe("a streaming replica for reads", function()
+    local node, admin, me
+    -- a node reads from the replica; short timeouts so that the hostile cases end soon
+    local ENV = {
+        MMO_POSTGRES_REPLICA_CONNINFO = REPLICA,
+        MMO_POSTGRES_QUERY_TIMEOUT_MS = "1500",
+        MMO_POSTGRES_CONNECT_TIMEOUT_MS = "1000",
+        MMO_POSTGRES_RECONNECT_MAX_MS = "500",
+        MMO_POSTGRES_POOL_SIZE = "2",
+    }
+
+    local function new_player(region)
+        local res = node:request("POST", "/api/players", { token = me.token,
+            body = { name = "R" .. server.letters(10), class = "mage", region = region } })
+        assert.equal(201, res.status, res.body)
+        return res.json
+    end
+
+    -- GET /api/players?name=: the ids it lists, its status, and how long it took
+    local function listed(name)
+        local t0 = server.now()
+        local res = node:request("GET", "/api/players?name=" .. name, { token = admin.token })
+        local took = server.now() - t0
+        assert.equal(200, res.status, res.body)
+        local ids = {}
+        for _, p in ipairs(res.json.players) do
+            ids[#ids + 1] = p.id
+        end
+        return ids, took
+    end
+
+    local function where_read()
+        local res = node:request("GET", "/test/db/read")
+        assert.equal(200, res.status, res.body)
+        return res.json
+    end
+
+    setup(function()
+        assert.truthy(REPLICA and PG and STATE, "tools/dev test exports MMO_TEST_PG_REPLICA")
+        node = server.start({ env = ENV })
+        admin = { token = server.admin_token(node) }
+    end)
+
+    -- a fresh account for every test: an account has at most 10 players
+    before_each(function()
+        local name = "rep" .. server.letters(8)
+        node:request("POST", "/api/auth/register", { body = { username = name, password = PASSWORD } })
+        local res = node:request("POST", "/api/auth/login",
+                                 { body = { username = name, password = PASSWORD } })
+        assert.equal(200, res.status, res.body)
+        me = { token = res.json.access_token }
+    end)
+
+    teardown(function()
+        os.execute("kill -CONT " .. table.concat(replica_pids(), " ") .. " 2>/dev/null")
+        psql("select pg_wal_replay_resume()", REPLICA)
+        if node then
+            assert.equal(0, node:stop())
+        end
+    end)
+
+    it("is a standby streaming from the primary", function()
+        assert.equal("t", psql("select pg_is_in_recovery()", REPLICA))
+        assert.equal("f", psql("select pg_is_in_recovery()", PG))
+        assert.equal("streaming", psql("select state from pg_stat_replication", PG))
+    end)
+
+    it("runs db.read on the replica, and refuses what is not a read", function()
+        local r = where_read()
+        assert.is_true(r.replica, "db.read ran on the primary")
+        assert.is_false(r.shard1_replica, "shard 1 has no replica here: its primary answers")
+        for i = 1, 3 do
+            assert.truthy(r.refused[i]:find("a query that only reads", 1, true), r.refused[i])
+        end
+        assert.truthy(r.refused[4]:find("string expected, got number", 1, true), r.refused[4])
+        local before = metric(node, "main_replica", "ok")
+        listed("x")
+        assert.truthy(metric(node, "main_replica", "ok") > before, "the listing ran on the replica")
+    end)
+
+    it("lists what the replica has: with its replay paused, a new player waits for it", function()
+        local p = new_player("r1")
+        -- write, then read: the replica has it within a second (docs: milliseconds, unbounded)
+        assert.truthy(server.eventually(function() return #listed(p.name) == 1 end, 5))
+        assert.equal("", psql("select pg_wal_replay_pause()", REPLICA))
+        local q = new_player("r2")
+        assert.equal("1", psql("select count(*) from players where id = " .. q.id, PG))
+        assert.same({}, (listed(q.name))) -- stale: the replica has not replayed it
+        -- the player's own document is a read of the primary (through the cache): fresh
+        assert.equal(200, node:request("GET", "/api/players/" .. q.id, { token = me.token }).status)
+        psql("select pg_wal_replay_resume()", REPLICA)
+        assert.truthy(server.eventually(function() return #listed(q.name) == 1 end, 5))
+    end)
+
+    it("measures the lag of write then read: under a second here", function()
+        local worst = 0
+        for _ = 1, 8 do
+            local p = new_player("r1")
+            local t0 = server.now()
+            assert.truthy(server.eventually(function() return #listed(p.name) == 1 end, 5))
+            worst = math.max(worst, server.now() - t0)
+        end
+        assert.truthy(worst < 1, "a write took " .. worst .. " s to reach the listing")
+    end)
+
+    it("falls back to the primary at once when the replica is stopped, and returns to it", function()
+        local p = new_player("r1")
+        server.service("replica", "stop")
+        local ok, err = pcall(function()
+            local q = new_player("r2") -- written while the replica is away: the primary has it
+            for _ = 1, 5 do
+                local ids, took = listed(q.name)
+                assert.same({ q.id }, ids)
+                assert.truthy(took < 1, "a read took " .. took .. " s")
+            end
+            assert.is_false(where_read().replica)
+            assert.same({ p.id }, (listed(p.name)))
+        end)
+        server.service("replica", "start")
+        assert(ok, err)
+        -- the pool reconnects (backoff at most 0.5 s here): reads go to the replica again
+        assert.truthy(server.eventually(function() return where_read().replica end, 10))
+    end)
+
+    it("answers from the primary within the query timeout when the replica hangs", function()
+        local p = new_player("r1")
+        assert.truthy(server.eventually(function() return #listed(p.name) == 1 end, 5))
+        local pids = replica_pids()
+        os.execute("kill -STOP " .. table.concat(pids, " "))
+        local ok, err = pcall(function()
+            local worst = 0
+            for _ = 1, 6 do
+                local ids, took = listed(p.name)
+                assert.same({ p.id }, ids)
+                worst = math.max(worst, took)
+            end
+            -- a read waits the replica's 1.5 s at most, then the primary answers
+            assert.truthy(worst < 3.5, "a read took " .. worst .. " s")
+            -- once the hung connections are closed and new ones time out, straight to the
+            -- primary
+            assert.truthy(server.eventually(function()
+                local _, took = listed(p.name)
+                return took < 0.5
+            end, 10))
+        end)
+        os.execute("kill -CONT " .. table.concat(pids, " "))
+        assert(ok, err)
+        assert.truthy(server.eventually(function() return where_read().replica end, 10))
+    end)
+
+    it("reads from the primary when the replica was never there", function()
+        local other = server.start({ env = {
+            MMO_POSTGRES_REPLICA_CONNINFO = "host=127.0.0.1 port=" .. server.free_port() ..
+                                            " dbname=mmo_test user=postgres",
+            MMO_POSTGRES_CONNECT_TIMEOUT_MS = "1000",
+        } })
+        local ok, err = pcall(function()
+            local t0 = server.now()
+            local res = other:request("GET", "/test/db/read")
+            assert.equal(200, res.status, res.body)
+            assert.is_false(res.json.replica)
+            res = other:request("GET", "/api/players?limit=1", { token = admin.token })
+            assert.equal(200, res.status, res.body)
+            assert.truthy(server.now() - t0 < 3, "took " .. (server.now() - t0) .. " s")
+            assert.equal(200, other:request("GET", "/readyz").status)
+        end)
+        assert.equal(0, other:stop())
+        assert(ok, err)
+    end)
+end)
