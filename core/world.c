@@ -179,6 +179,20 @@ static void mark_dirty(struct world *w, struct wp *p)
     }
 }
 
+/* Into the table and the world at (x, y) of region r (appear to whoever sees it). */
+static void insert(struct world *w, struct wp *p, int r, double x, double y)
+{
+    if (w->count >= w->nbuckets)
+        grow(w);
+    size_t s = slot_of(w, p->id);
+    p->next = w->buckets[s];
+    w->buckets[s] = p;
+    w->count++;
+    begin(w, p);
+    p->ent = aoi_enter(w->aoi, p->id, r, x, y, p);
+    end(w);
+}
+
 /* Out of the table and the world (vanish to whoever saw it), freed. */
 static void drop(struct world *w, struct wp *p)
 {
@@ -282,15 +296,7 @@ int world_join(struct world *w, void *conn, int64_t id, const char *name, int64_
     p->at = now;
     p->since = stamp_ms(now);
     log_json_escape(p->name, sizeof p->name, name, strlen(name));
-    if (w->count >= w->nbuckets)
-        grow(w);
-    size_t s = slot_of(w, id);
-    p->next = w->buckets[s];
-    w->buckets[s] = p;
-    w->count++;
-    begin(w, p);
-    p->ent = aoi_enter(w->aoi, id, r, x, y, p);
-    end(w);
+    insert(w, p, r, x, y);
     tell_joined(w, p);
     return 0;
 }
@@ -394,15 +400,7 @@ int world_remote_join(struct world *w, const char *home, int64_t id, const char 
     p->seen = mono;
     snprintf(p->home, sizeof p->home, "%s", home);
     snprintf(p->name, sizeof p->name, "%s", name);
-    if (w->count >= w->nbuckets)
-        grow(w);
-    size_t s = slot_of(w, id);
-    p->next = w->buckets[s];
-    w->buckets[s] = p;
-    w->count++;
-    begin(w, p);
-    p->ent = aoi_enter(w->aoi, id, r, x, y, p);
-    end(w);
+    insert(w, p, r, x, y);
     return 0;
 }
 

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static int test__failed;
 static int test__run;
@@ -71,6 +72,28 @@ static inline const char *test_env(const char *name)
         exit(2);
     }
     return v;
+}
+
+/* A monotonic clock in milliseconds (for deadlines in tests). */
+static inline double test_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* MMO_TEST_REDIS ("host:port", set by tools/dev test) into host (cap bytes) and *port. */
+static inline void test_redis_addr(char *host, size_t cap, int *port)
+{
+    const char *v = test_env("MMO_TEST_REDIS");
+    const char *colon = strrchr(v, ':');
+    if (colon == NULL || (size_t) (colon - v) >= cap) {
+        fprintf(stderr, "MMO_TEST_REDIS must be host:port, got %s\n", v);
+        exit(2);
+    }
+    memcpy(host, v, (size_t) (colon - v));
+    host[colon - v] = '\0';
+    *port = atoi(colon + 1);
 }
 
 #endif

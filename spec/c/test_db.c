@@ -4,6 +4,7 @@
  * Optional: MMO_TEST_PG_STOP_CMD and MMO_TEST_PG_START_CMD (shell commands) enable the test
  * that stops the server under a running pool and checks that the pool recovers by itself. */
 #include "test.h"
+#include "test_loop.h"
 
 #include "db.h"
 #include "err.h"
@@ -27,13 +28,6 @@ struct call {
 };
 
 static int g_order;
-
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
 
 static void on_result(struct pg_result *res, int status, void *ud)
 {
@@ -60,21 +54,10 @@ static void on_reserve(struct db_conn *conn, int status, void *ud)
     c->conn = conn;
 }
 
-static void on_tick(evutil_socket_t fd, short what, void *arg)
-{
-}
-
-/* Run the loop until *flag is non-zero or ms have passed; returns *flag. */
+/* Run the loop until *flag != 0 or ms pass; returns *flag. */
 static int run_until(struct event_base *base, const int *flag, int ms)
 {
-    struct event *tick = event_new(base, -1, EV_PERSIST, on_tick, NULL);
-    struct timeval tv = {0, 10 * 1000};
-    event_add(tick, &tv);
-    double end = now_ms() + ms;
-    while (!*flag && now_ms() < end)
-        event_base_loop(base, EVLOOP_ONCE);
-    event_free(tick);
-    return *flag;
+    return test_run_until(base, flag, ms, 10000);
 }
 
 static void run_for(struct event_base *base, int ms)
@@ -86,8 +69,8 @@ static void run_for(struct event_base *base, int ms)
 /* Run until the pool has n connections up. */
 static int wait_up(struct event_base *base, struct db_pool *p, int n, int ms)
 {
-    double end = now_ms() + ms;
-    while (db_pool_up(p) < n && now_ms() < end)
+    double end = test_now_ms() + ms;
+    while (db_pool_up(p) < n && test_now_ms() < end)
         run_for(base, 10);
     return db_pool_up(p) >= n;
 }
@@ -185,18 +168,18 @@ TEST(parallel_queries_do_not_block)
     struct db_pool *p = pool_up(base, 2);
     ASSERT(p != NULL);
     struct call slow = {0}, fast = {0};
-    double t0 = now_ms();
+    double t0 = test_now_ms();
     ASSERT_OK(db_query(p, "select pg_sleep(0.3)", 0, NULL, NULL, 0, on_result, &slow, NULL));
     ASSERT_OK(db_query(p, "select 7", 0, NULL, NULL, 0, on_result, &fast, NULL));
     run_until(base, &fast.fired, 3000);
-    double t_fast = now_ms() - t0;
+    double t_fast = test_now_ms() - t0;
     ASSERT_EQ(fast.status, 0);
     ASSERT_EQ(slow.fired, 0);
     ASSERT(t_fast < 250);
     run_until(base, &slow.fired, 3000);
     ASSERT_EQ(slow.status, 0);
     ASSERT(fast.order < slow.order);
-    ASSERT(now_ms() - t0 >= 290);
+    ASSERT(test_now_ms() - t0 >= 290);
     db_pool_free(p);
     event_base_free(base);
 }
@@ -229,7 +212,7 @@ TEST(timeout_then_pool_still_works)
     struct db_pool *p = pool_up(base, 1);
     ASSERT(p != NULL);
     struct call slow = {0}, queued = {0};
-    double t0 = now_ms();
+    double t0 = test_now_ms();
     ASSERT_OK(db_query(p, "select pg_sleep(3)", 0, NULL, NULL, 200, on_result, &slow, NULL));
     /* Waits behind the slow one, and times out in the queue. */
     ASSERT_OK(db_query(p, "select 1", 0, NULL, NULL, 100, on_result, &queued, NULL));
@@ -237,7 +220,7 @@ TEST(timeout_then_pool_still_works)
     ASSERT_EQ(queued.status, ERR_TIMEOUT);
     ASSERT_EQ(slow.fired, 0);
     run_until(base, &slow.fired, 2000);
-    double dt = now_ms() - t0;
+    double dt = test_now_ms() - t0;
     ASSERT_EQ(slow.status, ERR_TIMEOUT);
     ASSERT(dt >= 190 && dt < 600);
     /* The connection was closed and is made again; the next query succeeds. */
@@ -430,10 +413,10 @@ TEST(unavailable_fails_fast)
     run_for(base, 50);
     ASSERT_EQ(db_pool_up(p), 0);
     struct call c = {0};
-    double t0 = now_ms();
+    double t0 = test_now_ms();
     ASSERT_EQ(db_query(p, "select 1", 0, NULL, NULL, 0, on_result, &c, NULL), ERR_UNAVAILABLE);
     ASSERT_EQ(db_reserve(p, 0, on_reserve, &c, NULL), ERR_UNAVAILABLE);
-    ASSERT(now_ms() - t0 < 50);
+    ASSERT(test_now_ms() - t0 < 50);
     run_for(base, 300); /* a few backoff attempts */
     ASSERT_EQ(c.fired, 0);
     ASSERT_EQ(db_pool_up(p), 0);

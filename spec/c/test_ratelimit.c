@@ -6,6 +6,7 @@
  * flushes scripts and pauses Redis. The optional restart test runs MMO_TEST_REDIS_RESTART_CMD
  * (a shell command that stops Redis and starts it again). */
 #include "test.h"
+#include "test_loop.h"
 
 #include "err.h"
 #include "log.h"
@@ -27,24 +28,9 @@ static char host[64];
 static int port;
 static char run[16]; /* per-run id in class names */
 
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
 static void parse_env(void)
 {
-    const char *v = test_env("MMO_TEST_REDIS");
-    const char *colon = strrchr(v, ':');
-    if (colon == NULL || (size_t) (colon - v) >= sizeof host) {
-        fprintf(stderr, "MMO_TEST_REDIS must be host:port, got %s\n", v);
-        exit(2);
-    }
-    memcpy(host, v, (size_t) (colon - v));
-    host[colon - v] = '\0';
-    port = atoi(colon + 1);
+    test_redis_addr(host, sizeof host, &port);
     snprintf(run, sizeof run, "%x", (unsigned) (getpid() ^ time(NULL)) & 0xffffff);
 }
 
@@ -95,21 +81,10 @@ static void cleanup_keys(void)
 
 /* ---- running the loop ----------------------------------------------------------------------- */
 
-static void on_tick(evutil_socket_t fd, short what, void *arg)
-{
-}
-
 /* Run the loop until *flag != 0 or ms pass; returns *flag. */
 static int run_until(struct event_base *base, const int *flag, int ms)
 {
-    struct event *tick = event_new(base, -1, EV_PERSIST, on_tick, NULL);
-    struct timeval tv = {0, 1000};
-    event_add(tick, &tv);
-    double end = now_ms() + ms;
-    while (!*flag && now_ms() < end)
-        event_base_loop(base, EVLOOP_ONCE);
-    event_free(tick);
-    return *flag;
+    return test_run_until(base, flag, ms, 1000);
 }
 
 static void run_for(struct event_base *base, int ms)
@@ -120,8 +95,8 @@ static void run_for(struct event_base *base, int ms)
 
 static int wait_up(struct event_base *base, struct rds *r, int ms)
 {
-    double end = now_ms() + ms;
-    while (!rds_up(r) && now_ms() < end)
+    double end = test_now_ms() + ms;
+    while (!rds_up(r) && test_now_ms() < end)
         run_for(base, 5);
     return rds_up(r);
 }
@@ -199,7 +174,7 @@ static void on_check(int status, int retry_after_ms, void *ud)
     res->fired++;
     res->status = status;
     res->retry_ms = retry_after_ms;
-    res->at_ms = now_ms();
+    res->at_ms = test_now_ms();
     if (res->cancel_in_cb)
         rl_op_cancel(res->cancel_in_cb);
     if (res->free_in_cb)
@@ -290,7 +265,7 @@ TEST(exact_limit_with_batch_1)
         ASSERT_EQ(decide(&nd, 0, "ip:10.0.0.1", &retry, &pending), RL_ALLOW);
         ASSERT(pending); /* asked Redis, each time */
     }
-    double t6 = now_ms();
+    double t6 = test_now_ms();
     ASSERT_EQ(decide(&nd, 0, "ip:10.0.0.1", &retry, &pending), RL_DENY);
     ASSERT(!pending); /* Redis said when the next one is due with the 5th: cached */
     if (retry < 1 || retry > 200)
@@ -320,7 +295,7 @@ TEST(exact_limit_with_batch_1)
     freeReplyObject(r);
 
     /* Allowed again once retry_after has passed, and only one. */
-    run_for(nd.base, (int) (t6 + retry - now_ms()) + 1);
+    run_for(nd.base, (int) (t6 + retry - test_now_ms()) + 1);
     ASSERT_EQ(decide(&nd, 0, "ip:10.0.0.1", &retry, NULL), RL_ALLOW);
     ASSERT_EQ(decide(&nd, 0, "ip:10.0.0.1", &retry, NULL), RL_DENY);
     if (retry < 100 || retry > 200)
@@ -347,9 +322,9 @@ TEST(batch_reduces_redis_calls)
     memset(res, 0, sizeof res);
     for (int i = 0; i < 100; i++)
         ASSERT_EQ(check(nd.rl, 0, "acct:2", &res[i], NULL, NULL), RL_PENDING);
-    double end = now_ms() + 2000;
+    double end = test_now_ms() + 2000;
     int all = 0;
-    while (!all && now_ms() < end) {
+    while (!all && test_now_ms() < end) {
         run_for(nd.base, 2);
         all = 1;
         for (int i = 0; i < 100; i++)
@@ -379,12 +354,12 @@ TEST(batch_stays_within_limit_plus_batch)
     ASSERT(wait_up(nd.base, nd.r, 2000));
     static double at[MAXA];
     int n = 0;
-    double start = now_ms();
-    while (now_ms() - start < RUN_MS && n < MAXA) {
+    double start = test_now_ms();
+    while (test_now_ms() - start < RUN_MS && n < MAXA) {
         int rc = decide(&nd, 0, "acct:hammer", NULL, NULL);
         ASSERT(rc == RL_ALLOW || rc == RL_DENY);
         if (rc == RL_ALLOW)
-            at[n++] = now_ms();
+            at[n++] = test_now_ms();
         else
             run_for(nd.base, 1);
     }
@@ -398,7 +373,7 @@ TEST(batch_stays_within_limit_plus_batch)
             worst = k;
     }
     int exact = BURST + (int) (PERIOD / t_ms);
-    double ideal = BURST + (now_ms() - start) / t_ms;
+    double ideal = BURST + (test_now_ms() - start) / t_ms;
     struct rl_stats s = stats(nd.rl);
     printf("# %d allowed in %d ms (ideal %.0f); worst %d ms window %d (exact bound %d, +%d); "
            "%llu Redis calls\n",
@@ -483,11 +458,11 @@ TEST(redis_unreachable_falls_back_to_local_limits)
         int retry = 0;
         for (int i = 0; i < 5; i++)
             ASSERT_EQ(check(x->rl, 0, "ip:10.9.9.9", &res, NULL, &retry), RL_ALLOW);
-        double t6 = now_ms();
+        double t6 = test_now_ms();
         ASSERT_EQ(check(x->rl, 0, "ip:10.9.9.9", &res, NULL, &retry), RL_DENY);
         if (retry < 150 || retry > 200)
             FAIL_AT("retry_after %d ms, expected ~200", retry);
-        run_for(x->base, (int) (t6 + retry - now_ms()) + 1);
+        run_for(x->base, (int) (t6 + retry - test_now_ms()) + 1);
         ASSERT_EQ(check(x->rl, 0, "ip:10.9.9.9", &res, NULL, &retry), RL_ALLOW);
         ASSERT_EQ(check(x->rl, 0, "ip:10.9.9.9", &res, NULL, &retry), RL_DENY);
         ASSERT_EQ(res.fired, 0);
@@ -513,7 +488,7 @@ TEST(redis_stops_answering_then_comes_back)
     redisReply *r = admin("CLIENT PAUSE 700 ALL");
     ASSERT(r != NULL && r->type == REDIS_REPLY_STATUS);
     freeReplyObject(r);
-    double t0 = now_ms();
+    double t0 = test_now_ms();
 
     struct res res = {0};
     ASSERT_EQ(check(nd.rl, 0, "acct:5", &res, NULL, NULL), RL_PENDING);
@@ -556,9 +531,9 @@ TEST(redis_restart_fallback_then_back)
     ASSERT_OK(system(cmd));
     run_for(nd.base, 50); /* notice the drop */
     int pending = 1;
-    double end = now_ms() + 10000;
+    double end = test_now_ms() + 10000;
     int seen_fallback = 0;
-    while (now_ms() < end) {
+    while (test_now_ms() < end) {
         ASSERT_EQ(decide(&nd, 0, "acct:r", NULL, &pending), RL_ALLOW);
         if (stats(nd.rl).degraded)
             seen_fallback = 1;
@@ -605,7 +580,7 @@ TEST(table_stays_bounded)
     ASSERT(wait_up(nd.base, nd.r, 2000));
     static struct res res[CHUNK];
     char key[32];
-    double t0 = now_ms();
+    double t0 = test_now_ms();
     for (int base = 0; base < KEYS; base += CHUNK) {
         memset(res, 0, sizeof res);
         int pend = 0;
@@ -616,9 +591,9 @@ TEST(table_stays_bounded)
             pend++;
             ASSERT_EQ(check(none.rl, 0, key, &res[i], NULL, NULL), RL_ALLOW);
         }
-        double end = now_ms() + 3000;
+        double end = test_now_ms() + 3000;
         int done = 0;
-        while (done < pend && now_ms() < end) {
+        while (done < pend && test_now_ms() < end) {
             event_base_loop(nd.base, EVLOOP_ONCE);
             done = 0;
             for (int i = 0; i < CHUNK; i++)
@@ -629,7 +604,7 @@ TEST(table_stays_bounded)
     }
     struct rl_stats s = stats(nd.rl), s0 = stats(none.rl);
     printf("# %d keys through Redis in %.0f ms: %d entries, peak %d, %llu evictions\n", KEYS,
-           now_ms() - t0, s.keys, s.keys_peak, s.evictions);
+           test_now_ms() - t0, s.keys, s.keys_peak, s.evictions);
     ASSERT(s.keys_peak <= MAX);
     ASSERT_EQ(s.keys, MAX);
     ASSERT_EQ(s.allowed, KEYS);
@@ -659,9 +634,9 @@ TEST(table_full_of_calls_in_flight)
     struct rl_stats s = stats(nd.rl);
     ASSERT_EQ(s.keys, MAX);
     ASSERT_EQ(s.unlisted, N - MAX);
-    double end = now_ms() + 2000;
+    double end = test_now_ms() + 2000;
     int done = 0;
-    while (done < N && now_ms() < end) {
+    while (done < N && test_now_ms() < end) {
         run_for(nd.base, 2);
         done = 0;
         for (int i = 0; i < N; i++)

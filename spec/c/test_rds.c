@@ -9,6 +9,7 @@
  * connection in CLIENT LIST by its name ("mmo:sub:<channel>") to kill it. The two-node test is
  * the C half of the layered cache: two lcaches fed by two subscribers, one write published. */
 #include "test.h"
+#include "test_loop.h"
 
 #include "err.h"
 #include "lcache.h"
@@ -29,43 +30,17 @@
 static char host[64];
 static int port;
 
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
 static void parse_env(void)
 {
-    const char *v = test_env("MMO_TEST_REDIS");
-    const char *colon = strrchr(v, ':');
-    if (colon == NULL || (size_t) (colon - v) >= sizeof host) {
-        fprintf(stderr, "MMO_TEST_REDIS must be host:port, got %s\n", v);
-        exit(2);
-    }
-    memcpy(host, v, (size_t) (colon - v));
-    host[colon - v] = '\0';
-    port = atoi(colon + 1);
+    test_redis_addr(host, sizeof host, &port);
 }
 
 /* ---- running the loop ----------------------------------------------------------------------- */
 
-static void on_tick(evutil_socket_t fd, short what, void *arg)
-{
-}
-
 /* Run the loop until *flag != 0 or ms pass; returns *flag. */
 static int run_until(struct event_base *base, const int *flag, int ms)
 {
-    struct event *tick = event_new(base, -1, EV_PERSIST, on_tick, NULL);
-    struct timeval tv = {0, 2000};
-    event_add(tick, &tv);
-    double end = now_ms() + ms;
-    while (!*flag && now_ms() < end)
-        event_base_loop(base, EVLOOP_ONCE);
-    event_free(tick);
-    return *flag;
+    return test_run_until(base, flag, ms, 2000);
 }
 
 static void run_for(struct event_base *base, int ms)
@@ -118,7 +93,7 @@ static void on_batch(struct redisReply **replies, int n, int status, void *ud)
     res->fired++;
     res->status = status;
     res->n = n;
-    res->at_ms = now_ms();
+    res->at_ms = test_now_ms();
     if (status == 0) {
         for (int i = 0; i < n && i < MAXR; i++) {
             res->type[i] = replies[i]->type;
@@ -270,9 +245,9 @@ TEST(hundred_batches_in_flight)
     for (int i = 0; i < N; i++)
         ASSERT_OK(SEND(c.r, 0, &res[i], NULL, "INCR " PFX "ctr", "PING"));
     int seen[N + 1] = {0};
-    double end = now_ms() + 2000;
+    double end = test_now_ms() + 2000;
     int all = 0;
-    while (!all && now_ms() < end) {
+    while (!all && test_now_ms() < end) {
         run_for(c.base, 5);
         all = 1;
         for (int i = 0; i < N; i++)
@@ -301,7 +276,7 @@ TEST(timeout_then_recovers)
     ASSERT_OK(pause.status);
     ASSERT_STR(pause.str[0], "OK");
 
-    double t0 = now_ms();
+    double t0 = test_now_ms();
     ASSERT_OK(SEND(c.r, 100, &slow, NULL, "PING"));
     ASSERT_OK(SEND(c.r, 5000, &behind, NULL, "PING"));
     ASSERT(run_until(c.base, &slow.fired, 1000));
@@ -648,8 +623,8 @@ TEST(sub_delivers_messages_in_order)
     ASSERT_OK(publish(&c, ch, "", 0, &res[3]));
     ASSERT(run_until(c.base, &res[3].fired, 1000));
     ASSERT_EQ(res[0].integer[0], 1); /* one subscriber got it */
-    double end = now_ms() + 1000;
-    while (rec.msgs < 4 && now_ms() < end)
+    double end = test_now_ms() + 1000;
+    while (rec.msgs < 4 && test_now_ms() < end)
         run_for(c.base, 2);
     ASSERT_EQ(rec.msgs, 4);
     ASSERT_STR(rec.msg[0], "one");
@@ -716,9 +691,9 @@ TEST(sub_notices_a_redis_that_stops_answering)
     ASSERT_OK(SEND(c.r, 0, &pause, NULL, "CLIENT PAUSE 1800 ALL"));
     ASSERT(run_until(c.base, &pause.fired, 1000));
     ASSERT_OK(pause.status);
-    double t0 = now_ms();
+    double t0 = test_now_ms();
     ASSERT(run_until_pred(c.base, sub_is_down, rec.s, 2000));
-    double took = now_ms() - t0;
+    double took = test_now_ms() - t0;
     if (took > 1500)
         FAIL_AT("noticed after %.0f ms, expected within ping (1000) + timeout (200)", took);
     ASSERT(run_until_pred(c.base, sub_is_up, rec.s, 5000));
@@ -788,7 +763,7 @@ static void node_on_message(const char *msg, size_t len, void *ud)
 {
     struct node2 *n = ud;
     lcache_on_message(msg, len, n->lc);
-    n->msg_at = now_ms();
+    n->msg_at = test_now_ms();
 }
 
 static void node_on_gap(void *ud)
@@ -832,7 +807,7 @@ TEST(two_nodes_invalidate_each_other_within_milliseconds)
     /* A writes version 2: write-through locally, then the message, as cache.store does. */
     ASSERT_EQ(lcache_set(a.lc, k, kl, "v2", 2, 2, 0), 1);
     struct res res = {0};
-    double t0 = now_ms();
+    double t0 = test_now_ms();
     ASSERT_OK(publish(&c, ch, "2 player:1", 10, &res));
     ASSERT(run_until_pred(c.base, node_dropped, b.lc, 1000));
     double took = b.msg_at - t0;

@@ -5,6 +5,7 @@
  *
  * Each test makes its own event_base and frees everything it made (ASan/LSan check). */
 #include "test.h"
+#include "test_loop.h"
 
 #include "err.h"
 #include "log.h"
@@ -24,24 +25,9 @@
 static char rhost[64];
 static int rport;
 
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
 static void parse_env(void)
 {
-    const char *v = test_env("MMO_TEST_REDIS");
-    const char *colon = strrchr(v, ':');
-    if (colon == NULL || (size_t) (colon - v) >= sizeof rhost) {
-        fprintf(stderr, "MMO_TEST_REDIS must be host:port, got %s\n", v);
-        exit(2);
-    }
-    memcpy(rhost, v, (size_t) (colon - v));
-    rhost[colon - v] = '\0';
-    rport = atoi(colon + 1);
+    test_redis_addr(rhost, sizeof rhost, &rport);
 }
 
 /* ---- the parsers ---------------------------------------------------------------------------- */
@@ -263,26 +249,16 @@ static void on_answer(int status, const char *host, int port, const char *why, v
     struct answer *a = ud;
     a->fired++;
     a->status = status;
-    a->at_ms = now_ms();
+    a->at_ms = test_now_ms();
     snprintf(a->host, sizeof a->host, "%s", host ? host : "");
     a->port = port;
     snprintf(a->why, sizeof a->why, "%s", why ? why : "");
 }
 
-static void on_tick(evutil_socket_t fd, short what, void *arg)
-{
-}
-
+/* Run the loop until *flag != 0 or ms pass; returns *flag. */
 static int run_until(struct event_base *base, const int *flag, int ms)
 {
-    struct event *tick = event_new(base, -1, EV_PERSIST, on_tick, NULL);
-    struct timeval tv = {0, 2000};
-    event_add(tick, &tv);
-    double end = now_ms() + ms;
-    while (!*flag && now_ms() < end)
-        event_base_loop(base, EVLOOP_ONCE);
-    event_free(tick);
-    return *flag;
+    return test_run_until(base, flag, ms, 2000);
 }
 
 static void addr(struct sentinel_addr *a, const char *host, int port)
@@ -307,7 +283,7 @@ TEST(ask_tries_each_in_turn_then_asks_the_one_that_answered_first)
     addr(&a[3], "127.0.0.1", good.port);
     struct sentinel *s = sentinel_new(base, a, 4, "mmo", 300);
     struct answer ans = {0};
-    double t0 = now_ms();
+    double t0 = test_now_ms();
     sentinel_ask(s, on_answer, &ans);
     ASSERT_EQ(ans.fired, 0); /* never from inside the call */
     ASSERT(run_until(base, &ans.fired, 3000));
@@ -322,7 +298,7 @@ TEST(ask_tries_each_in_turn_then_asks_the_one_that_answered_first)
     ASSERT_EQ(sentinel_switches(s), 0);
     /* next time the good one is asked first: at once */
     memset(&ans, 0, sizeof ans);
-    t0 = now_ms();
+    t0 = test_now_ms();
     sentinel_ask(s, on_answer, &ans);
     ASSERT(run_until(base, &ans.fired, 3000));
     ASSERT_OK(ans.status);
@@ -345,7 +321,7 @@ TEST(ask_fails_when_none_answers_with_the_reason)
     addr(&a[2], "127.0.0.1", unknown.port);
     struct sentinel *s = sentinel_new(base, a, 3, "mmo", 500);
     struct answer ans = {0};
-    double t0 = now_ms();
+    double t0 = test_now_ms();
     sentinel_ask(s, on_answer, &ans);
     ASSERT(run_until(base, &ans.fired, 3000));
     ASSERT_EQ(ans.status, ERR_UNAVAILABLE);
