@@ -8,6 +8,7 @@
 -- centre, outside it, and walk in over WebSocket within the speed rule.
 local json = require "cjson.safe"
 local server = require "helpers.server"
+local territories = require "helpers.territory"
 local letters = server.letters
 local psql = server.psql
 local ws = require "helpers.ws"
@@ -23,26 +24,17 @@ describe("territory control", function()
 
     setup(function()
         assert.truthy(ADMIN_PASSWORD and PG, "MMO_ADMIN_PASSWORD and MMO_PG (tools/dev test)")
-        dir = server.tmpdir()
-        local f = assert(io.open(server.ROOT .. "/scripts/rules/territory.lua"))
-        local rule = f:read("*a")
-        f:close()
-        local fast, n = rule:gsub("_M%.RATE_PER_MEMBER_S = [%d%.]+", "_M.RATE_PER_MEMBER_S = 20")
-        assert.equal(1, n)
-        server.write(dir .. "/rules/territory.lua", fast)
-        tid = "t-spec-" .. letters(6)
-        psql("delete from territories where id like 't-spec-%'")
-        assert.equal("", psql("insert into territories (id, region, name, x0, y0, x1, y1) " ..
-                              "values ('" .. tid .. "', 'r1', 'Spec Square', 508, 490, 528, 510)"))
-        node = server.start { scripts = dir .. ";" .. server.ROOT .. "/spec/e2e/scripts;" ..
-                                        server.ROOT .. "/scripts" }
+        local scripts
+        scripts, dir = territories.fast_rules(20)
+        tid = territories.square("t-spec-", "Spec Square")
+        node = server.start { scripts = scripts }
     end)
 
     teardown(function()
         if node then
             node:stop()
         end
-        psql("delete from territories where id like 't-spec-%'")
+        territories.clear("t-spec-")
         server.rm_rf(dir)
     end)
 
