@@ -75,14 +75,9 @@ local function stop_all(nodes)
 end
 
 
--- nodes a test started are gone when it ends, passed or failed: one left running would hold
--- region leases and consume game events in the specs that follow
+-- nodes a test started are gone when it ends, passed or failed (server.kill_all)
 local function for_this_test(nodes)
-    finally(function()
-        for _, n in ipairs(nodes) do
-            n:kill()
-        end
-    end)
+    finally(function() server.kill_all(nodes) end)
     return nodes
 end
 

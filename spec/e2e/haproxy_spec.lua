@@ -36,10 +36,12 @@ describe("haproxy in front of two nodes", function()
         assert.truthy(os.execute("command -v haproxy >/dev/null") == 0,
                       "haproxy is not installed (tools/dev installs it)")
         local env = { MMO_HTTP_MAX_CONNECTIONS_PER_IP = "0" } -- every client is haproxy here
+        local a, b
+        finally(function() server.kill_all(a, b) end)
         env.MMO_NODE_ID = "lb-a"
-        local a = server.start { env = env }
+        a = server.start { env = env }
         env.MMO_NODE_ID = "lb-b"
-        local b = server.start { env = env }
+        b = server.start { env = env }
         local dir = server.tmpdir()
         local port = server.free_port()
         assert.equal(0, os.execute(server.ROOT .. "/tools/deploy/haproxy-config --bind 127.0.0.1:" ..

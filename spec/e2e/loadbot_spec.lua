@@ -56,7 +56,9 @@ describe("loadbot", function()
 
     it("reconnects its bots, with their tokens, when the node goes away and comes back", function()
         local port = server.free_port()
-        local a = server.start { env = { MMO_PORT = tostring(port), MMO_NODE_ID = "lb-back" } }
+        local a, b
+        finally(function() server.kill_all(a, b) end)
+        a = server.start { env = { MMO_PORT = tostring(port), MMO_NODE_ID = "lb-back" } }
         local out = os.tmpname()
         local prefix = "rc" .. string.char(math.random(97, 122), math.random(97, 122))
         os.execute(("%s --url http://127.0.0.1:%d --bots 20 --rate 2 --duration 12 --region r2 " ..
@@ -82,7 +84,7 @@ describe("loadbot", function()
         server.sleep(2) -- into the steady window, which the summary covers
         -- the node stops (its WebSockets close with 1001) and a new one takes the port
         assert.equal(0, a:stop())
-        local b = server.start { env = { MMO_PORT = tostring(port), MMO_NODE_ID = "lb-back" } }
+        b = server.start { env = { MMO_PORT = tostring(port), MMO_NODE_ID = "lb-back" } }
         assert.truthy(server.eventually(function() return online(b) >= before end, 15),
                       "the bots did not come back to the new node")
         -- the run ends by itself; its summary counts the closes and the returns

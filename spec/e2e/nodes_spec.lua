@@ -21,9 +21,11 @@ describe("nodes sharing a port", function()
         local port, pa, pb = server.free_port(), server.free_port(), server.free_port()
         local env = { MMO_PORT = tostring(port), MMO_HTTP_REUSEPORT = "1" }
         env.MMO_NODE_ID, env.MMO_HTTP_ADMIN_PORT = "share-a", tostring(pa)
-        local a = server.start { env = env }
+        local a, b
+        finally(function() server.kill_all(a, b) end)
+        a = server.start { env = env }
         env.MMO_NODE_ID, env.MMO_HTTP_ADMIN_PORT = "share-b", tostring(pb)
-        local b = server.start { env = env }
+        b = server.start { env = env }
         assert.equal(port, a.port)
         assert.equal(port, b.port)
         local token = server.admin_token(a)
@@ -48,6 +50,7 @@ describe("nodes sharing a port", function()
     it("refuses at start a port another node holds, unless both share it", function()
         local port = server.free_port()
         local a = server.start { env = { MMO_PORT = tostring(port), MMO_NODE_ID = "alone-a" } }
+        finally(function() server.kill_all(a) end)
         local rc, out = server.start { env = { MMO_PORT = tostring(port), MMO_NODE_ID = "alone-b",
                                                 MMO_HTTP_REUSEPORT = "1" },
                                        expect_fail = true }

@@ -74,6 +74,7 @@ end
 describe("world regions", function()
     it("lists every region with its bounds, this node as owner, and who is online", function()
         local node = server.start()
+        finally(function() server.kill_all(node) end)
         local p = player(node, "r2")
         local res = node:request("GET", "/api/world/regions")
         assert.equal(401, res.status)
@@ -116,13 +117,15 @@ describe("world regions", function()
     it("spreads the regions over the live nodes; hands them over at once when a node stops, " ..
        "and within 5 s when it dies", function()
         local env = { MMO_WORLD_LEASE_MS = "3000" }
+        local a, b
+        finally(function() server.kill_all(a, b) end)
         env.MMO_NODE_ID = "node-a"
-        local a = server.start { env = env }
+        a = server.start { env = env }
         local p = player(a, "r1")
         assert.truthy(server.eventually(all_owned_by(a, p.token, "node-a"), 12))
         -- b joins: a hands it its share (4 regions, two each), and both see the same owners
         env.MMO_NODE_ID = "node-b"
-        local b = server.start { env = env }
+        b = server.start { env = env }
         assert.truthy(server.eventually(spread(b, p.token, { "node-a", "node-b" }, 2), 8),
                       "the regions were not spread over the two nodes")
         assert.truthy(server.eventually(function()
@@ -153,6 +156,7 @@ describe("world regions", function()
     it("spreads the regions over three nodes, and over two when one dies", function()
         local env = { MMO_WORLD_LEASE_MS = "3000" }
         local nodes = {}
+        finally(function() server.kill_all(nodes) end)
         for _, id in ipairs({ "node-x", "node-y", "node-z" }) do
             env.MMO_NODE_ID = id
             nodes[#nodes + 1] = server.start { env = env }

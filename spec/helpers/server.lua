@@ -472,6 +472,22 @@ function _M.start_nodes(n, opts)
 end
 
 
+-- Kill the nodes given (nodes, lists of nodes, nils) that still run. For a test's finally, so a
+-- failed assertion leaves no node behind to hold region leases and consume game events in the
+-- specs after it: finally(function() server.kill_all(a, b) end) (busted's finally is the
+-- spec's to call).
+function _M.kill_all(...)
+    for i = 1, select("#", ...) do
+        local v = select(i, ...)
+        if type(v) == "table" and getmetatable(v) == Node then
+            v:kill()
+        elseif type(v) == "table" then
+            _M.kill_all(unpack(v))
+        end
+    end
+end
+
+
 -- A fresh temporary directory (removed by the caller with rm_rf).
 function _M.tmpdir()
     local p = io.popen("mktemp -d")
