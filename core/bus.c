@@ -59,13 +59,8 @@ static void publish(struct bus *b)
 {
     if (b->len <= b->node_len + 1)
         return;
-    int argc = 3;
-    const char *argv[3] = {"PUBLISH", BUS_CHANNEL, b->out};
-    size_t lens[3] = {7, sizeof BUS_CHANNEL - 1, b->len};
-    const char *const *av = argv;
-    const size_t *al = lens;
-    /* rds copies the arguments: the buffer is ours again at once */
-    if (rds_batch(b->rds, 1, &argc, &av, &al, 0, on_published, b, NULL) != 0)
+    /* rds copies the message: the buffer is ours again at once */
+    if (rds_publish(b->rds, BUS_CHANNEL, b->out, b->len, on_published, b) != 0)
         b->failed++;
     else
         b->published++;

@@ -46,13 +46,8 @@ static void publish(struct live *l, char kind, const char *target, size_t tlen, 
     memcpy(p, target, tlen), p += tlen;
     *p++ = '\t';
     memcpy(p, text, len);
-    int argc = 3;
-    const char *argv[3] = {"PUBLISH", LIVE_CHANNEL, msg};
-    size_t lens[3] = {7, sizeof LIVE_CHANNEL - 1, n};
-    const char *const *av = argv;
-    const size_t *al = lens;
     /* rds copies the arguments: msg is ours to free at once */
-    if (rds_batch(l->rds, 1, &argc, &av, &al, 0, on_published, l, NULL) != 0)
+    if (rds_publish(l->rds, LIVE_CHANNEL, msg, n, on_published, l) != 0)
         l->failed++;
     else
         l->published++;

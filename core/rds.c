@@ -608,6 +608,17 @@ int rds_batch(struct rds *r, int ncmds, const int *argc, const char *const *cons
     return 0;
 }
 
+int rds_publish(struct rds *r, const char *channel, const char *msg, size_t len, rds_batch_cb *cb,
+                void *ud)
+{
+    int argc = 3;
+    const char *argv[3] = {"PUBLISH", channel, msg};
+    size_t lens[3] = {7, strlen(channel), len};
+    const char *const *av = argv;
+    const size_t *al = lens;
+    return rds_batch(r, 1, &argc, &av, &al, 0, cb, ud, NULL);
+}
+
 void rds_op_cancel(struct rds_op *op)
 {
     if (op == NULL || op->done)

@@ -53,6 +53,10 @@ int rds_up(const struct rds *r);
 int rds_batch(struct rds *r, int ncmds, const int *argc, const char *const *const *argv,
               const size_t *const *argvlen, int timeout_ms, rds_batch_cb *cb, void *ud,
               struct rds_op **op);
+/* PUBLISH channel msg (both copied): rds_batch's return and callback (one reply: the number of
+ * subscribers that got it). */
+int rds_publish(struct rds *r, const char *channel, const char *msg, size_t len, rds_batch_cb *cb,
+                void *ud);
 /* Forget a pending call: its callback never fires. */
 void rds_op_cancel(struct rds_op *op);
 
