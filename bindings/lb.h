@@ -29,6 +29,7 @@ struct event_base;
 struct db_pool;
 struct rds;
 struct rds_sub;
+struct rds_set;
 struct lcache;
 struct work_pool;
 struct conf;
@@ -49,7 +50,8 @@ struct lb_ctx {
     /* [id] a streaming replica's pool for db.read ([0]: the main database's; NULL: none,
      * reads go to the primary) */
     struct db_pool *replicas[64];
-    struct rds *rds;
+    struct rds *rds;        /* home: redis->r[0] */
+    struct rds_set *redis;  /* every Redis instance (core/rds_set.h); NULL: home alone */
     struct work_pool *work; /* worker threads (mmo.crypto); NULL: "unavailable" */
     const struct conf *conf;
     struct script *script;

@@ -8,6 +8,14 @@
  *   cache.eval(script [, keys [, args]]) -> reply | nil, err   EVAL script #keys keys.. args..
  *   cache.cmd(name, ...)              -> reply | nil, err        any one command
  *   cache.pipeline(cmds)              -> results | nil, err      { {"SET","a",1}, {"GET","a"} }
+ *   cache.pipeline(cmds, {at = tag})  the same on the Redis instance tag is placed on
+ *       (several Redis instances, core/rds_set.h): a command's own field at (cmds[i].at) wins
+ *       over opts.at; without either it goes to home. Commands of one pipeline on several
+ *       instances leave at once, one batch per instance, and the results come back in order.
+ *       A MULTI's commands up to EXEC take its instance; one placed elsewhere raises.
+ *   cache.place(tag)                  -> the name of the instance tag is placed on
+ *   cache.at(tag)                     -> { get, set, del, incr, expire, eval, cmd, pipeline,
+ *                                          name }: those calls on the instance tag is placed on
  *   cache.pipeline(cmds, {replies = false}) -> { true | {err = ...}, ... } | nil, err
  *       the same, without the replies: true for each command that succeeded (many XADDs
  *       whose ids nobody reads: no string made per reply)
@@ -86,6 +94,7 @@
 #include "log.h"
 #include "mem.h"
 #include "rds.h"
+#include "rds_set.h"
 #include "conf.h"
 
 #include <errno.h>
@@ -95,6 +104,7 @@
 #include <string.h>
 
 #include <hiredis/hiredis.h>
+#include <strings.h>
 
 #define NUM_CAP 32 /* "%.17g" of any double, or an int64 */
 #define VER_CAP 24 /* an int64 in decimal */
@@ -365,20 +375,75 @@ static void cancel_op(void *ud)
     rds_op_cancel(ud);
 }
 
+/* The instance a function of cache.at(tag) is bound to (upvalue 3), 0 (home) for cache's own. */
+static int bound_instance(lua_State *L)
+{
+    return (int) lua_tointeger(L, lua_upvalueindex(3));
+}
+
 /* Send a's commands and park the task (bindings/lb.h's pattern). */
 static int run(lua_State *L, const struct args *a, rds_batch_cb *cb)
 {
     const struct lb_ctx *ctx = lua_touserdata(L, lua_upvalueindex(1));
-    if (ctx == NULL || ctx->rds == NULL)
+    int k = bound_instance(L);
+    struct rds *r = ctx == NULL ? NULL : k > 0 && ctx->redis ? ctx->redis->r[k] : ctx->rds;
+    if (r == NULL)
         return lb_push_err(L, ERR_UNAVAILABLE);
     int timeout_ms = ctx->conf ? ctx->conf->redis_timeout_ms : 0;
     struct lb_wait *w = lb_wait_begin(L);
     struct rds_op *op = NULL;
-    int rc = rds_batch(ctx->rds, a->ncmds, a->argc, a->argv, a->argvlen, timeout_ms, cb, w, &op);
+    int rc = rds_batch(r, a->ncmds, a->argc, a->argv, a->argvlen, timeout_ms, cb, w, &op);
     if (rc < 0)
         return lb_wait_fail(L, w, rc);
     lb_wait_on_cancel(w, cancel_op, op);
     return lua_yield(L, 0);
+}
+
+static void cancel_split(void *ud)
+{
+    rds_split_cancel(ud);
+}
+
+/* As run, each command i on instance inst[i] of ctx->redis (inst NULL: all on home). */
+static int run_at(lua_State *L, const struct args *a, const int *inst, rds_batch_cb *cb)
+{
+    const struct lb_ctx *ctx = lua_touserdata(L, lua_upvalueindex(1));
+    int k = inst ? inst[0] : 0;
+    for (int i = 1; inst && i < a->ncmds; i++)
+        if (inst[i] != k)
+            k = -1;
+    if (k >= 0 && k == bound_instance(L))
+        return run(L, a, cb);
+    if (ctx == NULL || ctx->redis == NULL)
+        return lb_push_err(L, ERR_UNAVAILABLE);
+    int timeout_ms = ctx->conf ? ctx->conf->redis_timeout_ms : 0;
+    struct lb_wait *w = lb_wait_begin(L);
+    int rc;
+    if (k > 0) {
+        struct rds_op *op = NULL;
+        rc = rds_batch(ctx->redis->r[k], a->ncmds, a->argc, a->argv, a->argvlen, timeout_ms, cb, w,
+                       &op);
+        if (rc < 0)
+            return lb_wait_fail(L, w, rc);
+        lb_wait_on_cancel(w, cancel_op, op);
+    } else {
+        struct rds_split *sp = NULL;
+        rc = rds_split_batch(ctx->redis, inst, a->ncmds, a->argc, a->argv, a->argvlen, timeout_ms,
+                             cb, w, &sp);
+        if (rc < 0)
+            return lb_wait_fail(L, w, rc);
+        lb_wait_on_cancel(w, cancel_split, sp);
+    }
+    return lua_yield(L, 0);
+}
+
+/* The instance of the tag at idx (absolute; a string): 0 with a single instance. */
+static int place_at(lua_State *L, int idx)
+{
+    const struct lb_ctx *ctx = lua_touserdata(L, lua_upvalueindex(1));
+    size_t len;
+    const char *tag = lua_tolstring(L, idx, &len);
+    return ctx && ctx->redis ? rds_set_place(ctx->redis, tag, len) : 0;
 }
 
 /* ---- the API -------------------------------------------------------------------------------- */
@@ -497,12 +562,19 @@ static int l_cmd(lua_State *L) /* cache.cmd(name, ...) -> reply | nil, err */
 static int l_pipeline(lua_State *L) /* cache.pipeline(cmds [, opts]) -> results | nil, err */
 {
     luaL_checktype(L, 1, LUA_TTABLE);
-    int replies = 1;
+    int replies = 1, home = bound_instance(L);
     if (!lua_isnoneornil(L, 2)) {
         luaL_checktype(L, 2, LUA_TTABLE);
         lua_getfield(L, 2, "replies");
         replies = lua_isnil(L, -1) || lua_toboolean(L, -1);
-        lua_pop(L, 1);
+        lua_getfield(L, 2, "at");
+        if (!lua_isnil(L, -1)) {
+            if (lua_type(L, -1) != LUA_TSTRING)
+                luaL_error(L, "mmo.cache: opts.at is a %s (a tag string expected)",
+                           luaL_typename(L, -1));
+            home = place_at(L, lua_gettop(L));
+        }
+        lua_pop(L, 2);
     }
     lua_settop(L, 1);
     int ncmds = (int) lua_objlen(L, 1);
@@ -520,6 +592,9 @@ static int l_pipeline(lua_State *L) /* cache.pipeline(cmds [, opts]) -> results 
         lua_pop(L, 1);
     }
     struct args *a = args_new(L, ncmds, total);
+    /* each command's instance: its own at, else the open MULTI's, else opts.at's */
+    int *inst = lua_newuserdata(L, (size_t) ncmds * sizeof *inst);
+    int multi = -1;
     for (int i = 1; i <= ncmds; i++) {
         lua_rawgeti(L, 1, i);
         int cmd = lua_gettop(L);
@@ -530,10 +605,74 @@ static int l_pipeline(lua_State *L) /* cache.pipeline(cmds [, opts]) -> results 
             args_add(L, a, lua_gettop(L), i, j);
             lua_pop(L, 1); /* the string stays alive in the table */
         }
-        lua_pop(L, 1);
+        lua_getfield(L, cmd, "at");
+        if (lua_isnil(L, -1)) {
+            inst[i - 1] = multi >= 0 ? multi : home;
+        } else {
+            if (lua_type(L, -1) != LUA_TSTRING)
+                luaL_error(L, "mmo.cache: command %d: at is a %s (a tag string expected)", i,
+                           luaL_typename(L, -1));
+            inst[i - 1] = place_at(L, lua_gettop(L));
+            if (multi >= 0 && inst[i - 1] != multi)
+                luaL_error(L,
+                           "mmo.cache: command %d: a transaction (MULTI ... EXEC) must stay on "
+                           "one Redis instance, and at places it on another",
+                           i);
+        }
+        lua_pop(L, 2);
+        const char *name = a->argv[i - 1][0];
+        size_t nlen = a->argvlen[i - 1][0];
+        if (nlen == 5 && strncasecmp(name, "MULTI", 5) == 0)
+            multi = inst[i - 1];
+        else if ((nlen == 4 && strncasecmp(name, "EXEC", 4) == 0) ||
+                 (nlen == 7 && strncasecmp(name, "DISCARD", 7) == 0))
+            multi = -1;
     }
     args_check(L, a);
-    return run(L, a, replies ? on_pipe : on_pipe_ok);
+    return run_at(L, a, inst, replies ? on_pipe : on_pipe_ok);
+}
+
+/* What cache.at binds: the calls that take a command, not the layers (those are home's). */
+static const luaL_Reg AT_FUNCS[] = {
+    {"get", l_get},   {"set", l_set},           {"del", l_del},
+    {"incr", l_incr}, {"expire", l_expire},     {"eval", l_eval},
+    {"cmd", l_cmd},   {"pipeline", l_pipeline}, {NULL, NULL},
+};
+
+/* cache.at(tag) -> { get, set, del, incr, expire, eval, cmd, pipeline, name }: cache's calls
+ * on the instance tag is placed on */
+static int l_at(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TSTRING);
+    const struct lb_ctx *ctx = lua_touserdata(L, lua_upvalueindex(1));
+    int k = place_at(L, 1);
+    lua_createtable(L, 0, 9);
+    for (const luaL_Reg *f = AT_FUNCS; f->name; f++) {
+        lua_pushvalue(L, lua_upvalueindex(1));
+        lua_pushvalue(L, lua_upvalueindex(2));
+        lua_pushinteger(L, k);
+        lua_pushcclosure(L, f->func, 3);
+        lua_setfield(L, -2, f->name);
+    }
+    if (ctx && ctx->redis && ctx->redis->n > 0)
+        lua_pushstring(L, ctx->redis->name[k]);
+    else
+        lua_pushliteral(L, "main");
+    lua_setfield(L, -2, "name");
+    return 1;
+}
+
+/* cache.place(tag) -> the name of the Redis instance tag lives on (redis.name with one) */
+static int l_place(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TSTRING);
+    const struct lb_ctx *ctx = lua_touserdata(L, lua_upvalueindex(1));
+    int k = place_at(L, 1);
+    if (ctx && ctx->redis && ctx->redis->n > 0)
+        lua_pushstring(L, ctx->redis->name[k]);
+    else
+        lua_pushliteral(L, "main");
+    return 1;
 }
 
 /* ---- the cache layers ----------------------------------------------------------------------- */
@@ -983,6 +1122,8 @@ static const luaL_Reg FUNCS[] = {
     {"eval", l_eval},
     {"cmd", l_cmd},
     {"pipeline", l_pipeline},
+    {"place", l_place},
+    {"at", l_at},
     {"fetch", l_fetch},
     {"fill", l_fill},
     {"store", l_store},

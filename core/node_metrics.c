@@ -62,6 +62,12 @@ struct node_metrics {
         char name[24];
         struct metric_series *ok, *seconds;
     } dbs[129]; /* main, 63 shards, and a replica of each */
+    struct metric_family *inst_up;
+    struct rdswatch {
+        struct rds *rds;
+        char name[40];
+    } rdss[16];
+    int nrdss;
     int ndbs;
 };
 
@@ -127,6 +133,17 @@ void node_metrics_watch_db(struct node_metrics *nm, struct db_pool *p, const cha
     w->ok = metrics_series(nm->q_total, v);
     w->seconds = metrics_series(nm->q_seconds, v);
     db_pool_observe(p, on_query, w);
+}
+
+void node_metrics_watch_redis(struct node_metrics *nm, struct rds *r, const char *name)
+{
+    if (r == NULL || nm->nrdss >= (int) (sizeof nm->rdss / sizeof nm->rdss[0]))
+        return;
+    struct rdswatch *w = &nm->rdss[nm->nrdss++];
+    w->rds = r;
+    snprintf(w->name, sizeof w->name, "%s", name);
+    if (r != nm->src.rds) /* the home's calls are observed already */
+        rds_observe(r, on_redis, nm);
 }
 
 /* Full GC cycles of the Lua VM, counted by a sentinel: an unreachable userdata whose __gc
@@ -202,6 +219,10 @@ static void collect(struct metrics *m, void *ud)
         metrics_set(metrics_only(nm->redis_up), rds_up(s->rds) != 0);
         unsigned long c = rds_connects(s->rds);
         metrics_set(metrics_only(nm->r_connects), c > 0 ? (double) (c - 1) : 0);
+    }
+    for (int i = 0; i < nm->nrdss; i++) {
+        const char *v[1] = {nm->rdss[i].name};
+        metrics_set(metrics_series(nm->inst_up, v), rds_up(nm->rdss[i].rds) != 0);
     }
     if (s->live) {
         uint64_t pub, recv, failed;
@@ -359,7 +380,11 @@ struct node_metrics *node_metrics_new(struct metrics *m, struct event_base *base
         nm->gc_count = gc_watch(src->L);
     }
     nm->pg_up = gauge(m, "mmo_postgres_up", "1 when the main PostgreSQL pool has a connection");
-    nm->redis_up = gauge(m, "mmo_redis_up", "1 when the Redis connection is up");
+    nm->redis_up = gauge(m, "mmo_redis_up", "1 when the Redis connection is up (home's)");
+    const char *il[] = {"instance"};
+    nm->inst_up = metrics_family(m, "mmo_redis_instance_up",
+                                 "1 when the connection to a Redis instance is up, by name",
+                                 METRIC_GAUGE, 1, il, NULL, 0, NULL);
     nm->live_pub = metrics_family(m, "mmo_live_published_total",
                                   "Notifications published for the players of other nodes",
                                   METRIC_COUNTER, 0, NULL, NULL, 0, NULL);

@@ -52,6 +52,11 @@ struct ops {
     char *node_id;
     struct db_pool *db;
     struct rds *rds;
+    struct extra_rds {
+        char name[40];
+        struct rds *rds;
+    } extra[15]; /* the other Redis instances: their connection must be up */
+    int nextra;
     struct script *script;
     ops_next_cb *next;
     void *next_ud;
@@ -120,6 +125,44 @@ struct ops *ops_new(const char *node_id, struct db_pool *db, struct rds *rds, st
 }
 
 static void answer_ready(struct ops *o, struct http_req *req);
+
+void ops_watch_redis(struct ops *o, const char *name, struct rds *rds)
+{
+    if (o->nextra >= (int) (sizeof o->extra / sizeof o->extra[0]))
+        return;
+    struct extra_rds *e = &o->extra[o->nextra++];
+    log_json_escape(e->name, sizeof e->name, name, strlen(name));
+    e->rds = rds;
+}
+
+/* ,"instances":{"name":{"status":..,"addr":..[,"error":..]},..} of the other Redis instances
+ * into buf; *ok cleared when one is down. */
+static int put_extra(const struct ops *o, char *buf, size_t cap, int *ok)
+{
+    if (o->nextra == 0)
+        return 0;
+    int n = snprintf(buf, cap, ",\"instances\":{");
+    for (int i = 0; i < o->nextra && n > 0 && (size_t) n < cap; i++) {
+        const struct extra_rds *e = &o->extra[i];
+        int up = rds_up(e->rds);
+        char addr[300], esc[320], why[400];
+        rds_addr(e->rds, addr, sizeof addr);
+        log_json_escape(esc, sizeof esc, addr, strlen(addr));
+        n += snprintf(buf + n, cap - (size_t) n, "%s\"%s\":{\"status\":\"%s\",\"addr\":\"%s\"",
+                      i ? "," : "", e->name, up ? "ok" : "down", esc);
+        if (!up && n > 0 && (size_t) n < cap) {
+            const char *w = rds_down_reason(e->rds);
+            log_json_escape(why, sizeof why, w, strlen(w));
+            n += snprintf(buf + n, cap - (size_t) n, ",\"error\":\"%s\"", why);
+        }
+        if (n > 0 && (size_t) n < cap)
+            n += snprintf(buf + n, cap - (size_t) n, "}");
+        *ok &= up;
+    }
+    if (n > 0 && (size_t) n < cap)
+        n += snprintf(buf + n, cap - (size_t) n, "}");
+    return n;
+}
 
 void ops_free(struct ops *o)
 {
@@ -407,14 +450,16 @@ static void answer_ready(struct ops *o, struct http_req *req)
     int routes = sc ? script_routes(o->script) : 0;
     double sc_ms = (mono() - now) * 1000;
     int ok = o->pg.status == 0 && o->rd.status == 0 && sc && !o->draining;
-    char pg[600], rd[800], body[1800], addr[300], esc[320];
+    char pg[600], rd[800 + 15 * 800], body[2000 + 15 * 800], addr[300], esc[320];
     put_check(pg, sizeof pg, &o->pg, now);
     int n = put_check(rd, sizeof rd, &o->rd, now);
     if (o->rds && n > 0 && (size_t) n < sizeof rd) {
         rds_addr(o->rds, addr, sizeof addr);
         log_json_escape(esc, sizeof esc, addr, strlen(addr));
-        snprintf(rd + n, sizeof rd - (size_t) n, ",\"addr\":\"%s\"", esc);
+        n += snprintf(rd + n, sizeof rd - (size_t) n, ",\"addr\":\"%s\"", esc);
     }
+    if (n > 0 && (size_t) n < sizeof rd)
+        put_extra(o, rd + n, sizeof rd - (size_t) n, &ok);
     n = snprintf(body, sizeof body,
                  "{\"status\":\"%s\",\"node\":\"%s\",\"checks\":{"
                  "\"postgres\":{%s,\"connections\":%d},"

@@ -4,7 +4,8 @@
  *   GET /readyz   200 when PostgreSQL, Redis and the scripts are all ready, else 503; each in
  *                 "checks" with its status and how long it took ("ms"): PostgreSQL and Redis
  *                 are asked (select 1, PING; 1 s timeout), one probe at a time, a result used
- *                 again for 1 s (0.25 s when it failed)
+ *                 again for 1 s (0.25 s when it failed); other Redis instances (ops_watch_redis)
+ *                 must have their connection up
  *   GET /metrics  the Prometheus text exposition (core/metrics.h), to metrics.allow
  * Everything else goes to the next dispatcher (the Lua routes). */
 #ifndef CORE_OPS_H
@@ -25,6 +26,9 @@ typedef void ops_next_cb(struct http_req *req, void *ud);
 struct ops *ops_new(const char *node_id, struct db_pool *db, struct rds *rds, struct script *script,
                     ops_next_cb *next, void *next_ud);
 void ops_free(struct ops *o);
+/* Another Redis instance (core/rds_set.h; name copied, rds borrowed): /readyz is 503 while its
+ * connection is down, and lists it under checks.redis.instances. At most 15. */
+void ops_watch_redis(struct ops *o, const char *name, struct rds *rds);
 /* From now on /readyz answers 503 "draining" (at once: no probe); the requests waiting on a
  * probe are answered now. */
 void ops_set_draining(struct ops *o);

@@ -91,6 +91,13 @@ function _M.key(region)
 end
 
 
+-- The placement tag of a region's keys (its lease, the territories' shared live state): with
+-- several Redis instances they live on the one cache.place(_M.at(region)) names.
+function _M.at(region)
+    return "region:" .. region
+end
+
+
 function _M.self()
     return SELF
 end
@@ -180,13 +187,14 @@ function _M.tick(regions)
             -- ours; or another's that stayed free for a whole lease (its node does not take
             -- it), then kept for FALLBACK_LEASES leases before its node gets another chance
             what[i] = "take"
-            cmds[i] = { "EVAL", _M.TAKE_OR_RENEW, 1, _M.key(r.id), SELF, settings.lease_ms }
+            cmds[i] = { "EVAL", _M.TAKE_OR_RENEW, 1, _M.key(r.id), SELF, settings.lease_ms,
+                        at = _M.at(r.id) }
         elseif held then
             what[i] = "release" -- now another node's: handed back
-            cmds[i] = { "EVAL", _M.RELEASE, 1, _M.key(r.id), SELF }
+            cmds[i] = { "EVAL", _M.RELEASE, 1, _M.key(r.id), SELF, at = _M.at(r.id) }
         else
             what[i] = "look"
-            cmds[i] = { "GET", _M.key(r.id) }
+            cmds[i] = { "GET", _M.key(r.id), at = _M.at(r.id) }
         end
     end
     local res
@@ -237,7 +245,7 @@ end
 function _M.release_all(regions)
     local cmds = { { "ZREM", _M.LIVE, SELF } }
     for _, r in ipairs(regions) do
-        cmds[#cmds + 1] = { "EVAL", _M.RELEASE, 1, _M.key(r.id), SELF }
+        cmds[#cmds + 1] = { "EVAL", _M.RELEASE, 1, _M.key(r.id), SELF, at = _M.at(r.id) }
     end
     S.known = {}
     return cache.pipeline(cmds)

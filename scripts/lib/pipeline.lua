@@ -26,7 +26,6 @@
 -- group's last delivered one are dropped (XTRIM MINID ~): they were all acknowledged, so the
 -- stream holds what is still to do and no more. (Trimming by length, MAXLEN, could drop
 -- accepted events nobody had read yet: it is not used.)
-local cache = require "mmo.cache"
 local db = require "mmo.db"
 local mod_events = require "mmo.events"
 local json = require "mmo.json"
@@ -34,6 +33,8 @@ local log = require "mmo.log"
 local player = require "rules.player"
 local players = require "lib.players"
 local queue = require "lib.queue"
+-- the Redis instance of the stream and its keys (queue.AT): every command here is theirs
+local cache = require("mmo.cache").at(queue.AT)
 local state = require "mmo.state"
 local time = require "mmo.time"
 local validation = require "rules.validation"

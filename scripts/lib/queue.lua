@@ -10,7 +10,6 @@
 -- dead letters (default the pipeline's). `key`: an idempotency key: a second push with the
 -- same key within KEY_TTL is refused ("duplicate"), so a retried caller makes one job. A job
 -- runs at least once; one that must not repeat its effect keys it (as events do).
-local cache = require "mmo.cache"
 local json = require "mmo.json"
 local time = require "mmo.time"
 
@@ -23,6 +22,11 @@ local _M = {}
 _M.STREAM = "mmo:events"
 _M.DELAYED = "mmo:jobs:delayed"
 _M.KEYS = "mmo:jobs:key:"
+-- The placement tag of the stream and every key that goes with it (the delayed jobs, the job
+-- keys, the group, lib/pipeline.lua's dead letters): with several Redis instances they all live
+-- on the one this tag is placed on, so a script may span them.
+_M.AT = "stream:" .. _M.STREAM
+local cache = require("mmo.cache").at(_M.AT)
 _M.KEY_TTL = 86400
 _M.MAX_PAYLOAD = 16384
 _M.MAX_DELAY = 30 * 86400

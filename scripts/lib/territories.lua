@@ -14,6 +14,7 @@ local cache = require "mmo.cache"
 local db = require "mmo.db"
 local events = require "mmo.events"
 local json = require "mmo.json"
+local leases = require "lib.leases"
 local log = require "mmo.log"
 local rule = require "rules.territory"
 local state = require "mmo.state"
@@ -25,7 +26,6 @@ local pairs = pairs
 local next = next
 local tostring = tostring
 local type = type
-local unpack = unpack
 
 
 local _M = {}
@@ -129,7 +129,8 @@ local function share(region, r)
         list[i] = { t.id, t.owner_guild or 0, t.capturing_guild or 0, t.progress or 0,
                     t.contested and 1 or 0 }
     end
-    local ok, err = cache.set("territories:live:" .. region, json.encode(list), _M.SHARE_TTL_MS)
+    local ok, err = cache.at(leases.at(region)).set("territories:live:" .. region,
+                                                     json.encode(list), _M.SHARE_TTL_MS)
     r.sharing = false
     if not ok then
         log.debug("territory state not shared: " .. tostring(err))
@@ -225,15 +226,16 @@ end
 -- The live state other nodes shared for the regions this node does not tick: territory id ->
 -- {owner_guild, capturing_guild, progress, contested}; empty when Redis cannot say.
 local function shared(rows)
-    local keys, seen = {}, {}
+    local cmds, seen = {}, {}
     for _, row in ipairs(rows) do
         if not regions[row.region] and not seen[row.region] then
             seen[row.region] = true
-            keys[#keys + 1] = "territories:live:" .. row.region
+            cmds[#cmds + 1] = { "GET", "territories:live:" .. row.region,
+                                at = leases.at(row.region) }
         end
     end
     local out = {}
-    local vals = #keys > 0 and cache.cmd("MGET", unpack(keys))
+    local vals = #cmds > 0 and cache.pipeline(cmds)
     for _, v in ipairs(vals or {}) do
         local list = type(v) == "string" and json.decode(v)
         for _, e in ipairs(type(list) == "table" and list or {}) do
