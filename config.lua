@@ -5,7 +5,8 @@
 -- Every key can be overridden from the environment as MMO_<SECTION>_<KEY>
 -- (MMO_HTTP_PORT=8081, MMO_POSTGRES_POOL_SIZE=4), and a few have short forms:
 -- MMO_PORT, MMO_PG (postgres.conninfo), MMO_REDIS ("host:port"), MMO_NODE_ID,
--- MMO_LOG_LEVEL, MMO_SCRIPTS (scripts.path), MMO_ROUTES (scripts.routes).
+-- MMO_LOG_LEVEL, MMO_SCRIPTS (scripts.path), MMO_ROUTES (scripts.routes); lists have their
+-- own: MMO_SHARD_<n>_* (shards), MMO_REDIS_INSTANCES (redis.instances).
 -- `build/mmo config` prints the values in effect.
 return {
     node = {
@@ -63,6 +64,20 @@ return {
         -- Empty: host and port are the one Redis.
         sentinels = {},
         master_name = "mmo",            -- the name the sentinels monitor the primary by
+        name = "main",                  -- this (the home) instance's name, [A-Za-z0-9_-]{1,32}
+        -- More Redis instances (docs/operations.md, "Several Redis instances"): regions' keys,
+        -- streams and channels are spread over home and these by a stable hash of each
+        -- instance's name; sessions, rate limits and the cache stay on home. Renaming,
+        -- adding or removing an instance moves things: let the pipeline drain, stop every
+        -- node, then change it. Every node must have the same list. Each entry: name
+        -- (required, unique, home's included), host ("127.0.0.1"), port (6379), or sentinels
+        -- and master_name as above; the timeouts are the ones above. At most 15 (16 with home).
+        -- Env: MMO_REDIS_INSTANCES="b=10.0.0.6:6379,c=10.0.0.7:6379" replaces the list (no
+        -- sentinels that way); MMO_REDIS_NAME sets name.
+        -- instances = { { name = "b", host = "10.0.0.6", port = 6379 },
+        --               { name = "c", sentinels = { "10.0.0.7:26379", "10.0.0.8:26379" },
+        --                 master_name = "mmo-c" } },
+        instances = {},
     },
     scripts = {
         path = "scripts",               -- directories searched for modules, ';'-separated

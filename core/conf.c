@@ -70,6 +70,7 @@ static const struct key KEYS[] = {
     K_INT("redis", "reconnect_max_ms", redis_reconnect_max_ms, "2000", 10, 600000),
     K_STR("redis", "sentinels", redis_sentinels, ""),
     K_STR("redis", "master_name", redis_master_name, "mmo"),
+    K_STR("redis", "name", redis_name, "main"),
     K_STR("scripts", "path", scripts_path, "scripts"),
     K_STR("scripts", "routes", scripts_routes, "routes"),
     K_INT("scripts", "watch", scripts_watch, "0", 0, 1),
@@ -424,6 +425,299 @@ static int join_list(lua_State *L, char *buf, size_t cap)
     return 0;
 }
 
+/* ---- redis.instances ------------------------------------------------------------------------ */
+
+/* [A-Za-z0-9_-]{1,32}, len bytes (a Lua string may hold a NUL) */
+static int valid_instance_name(const char *s, size_t len)
+{
+    if (len < 1 || len > 32)
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        char ch = s[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == '_' || ch == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+static void redis_instances_clear(struct conf *c)
+{
+    for (int i = 0; i < c->nredis_instances; i++) {
+        struct conf_redis_instance *ri = &c->redis_instances[i];
+        free(ri->name);
+        free(ri->host);
+        free(ri->sentinels);
+        free(ri->master_name);
+    }
+    free(c->redis_instances);
+    c->redis_instances = NULL;
+    c->nredis_instances = 0;
+}
+
+/* A new instance at the end of the list, with the defaults; NULL when the list is full. */
+static struct conf_redis_instance *redis_instance_add(struct conf *c)
+{
+    if (c->nredis_instances >= CONF_MAX_REDIS - 1)
+        return NULL;
+    if (c->redis_instances == NULL)
+        c->redis_instances = xcalloc(CONF_MAX_REDIS - 1, sizeof *c->redis_instances);
+    struct conf_redis_instance *ri = &c->redis_instances[c->nredis_instances++];
+    ri->name = xstrdup("");
+    ri->host = xstrdup("127.0.0.1");
+    ri->port = 6379;
+    ri->sentinels = xstrdup("");
+    ri->master_name = xstrdup("");
+    return ri;
+}
+
+/* [.., t(instance)] -> same: field `key` of instance i (1-based) into *out when it is a string
+ * (a copy); absent leaves *out as it is. -1 with a message when it is another type. */
+static int instance_string(lua_State *L, const char *key, int i, char **out, const char *path,
+                           char *err, size_t cap)
+{
+    lua_getfield(L, -1, key);
+    int t = lua_type(L, -1);
+    if (t != LUA_TNIL && t != LUA_TSTRING) {
+        snprintf(err, cap, "%s: redis.instances[%d].%s must be a string", path, i, key);
+        return -1;
+    }
+    if (t == LUA_TSTRING) {
+        size_t len;
+        const char *v = lua_tolstring(L, -1, &len);
+        if (strlen(v) != len) {
+            snprintf(err, cap, "%s: redis.instances[%d].%s holds a NUL byte", path, i, key);
+            return -1;
+        }
+        free(*out);
+        *out = xstrdup(v);
+    }
+    lua_pop(L, 1);
+    return 0;
+}
+
+/* [.., t(instance)] -> same: instance i (1-based) of the file into ri */
+static int read_redis_instance(lua_State *L, struct conf_redis_instance *ri, int i,
+                               const char *path, char *err, size_t cap)
+{
+    lua_pushnil(L); /* nothing but these five keys */
+    while (lua_next(L, -2)) {
+        const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+        if (k == NULL ||
+            (strcmp(k, "name") != 0 && strcmp(k, "host") != 0 && strcmp(k, "port") != 0 &&
+             strcmp(k, "sentinels") != 0 && strcmp(k, "master_name") != 0)) {
+            snprintf(err, cap,
+                     "%s: redis.instances[%d]: unknown key %s (name, host, port, sentinels and "
+                     "master_name are known)",
+                     path, i, k ? k : "(not a name)");
+            return -1;
+        }
+        lua_pop(L, 1);
+    }
+    lua_getfield(L, -1, "name");
+    if (lua_isnil(L, -1)) {
+        snprintf(err, cap, "%s: redis.instances[%d].name is missing", path, i);
+        return -1;
+    }
+    lua_pop(L, 1);
+    if (instance_string(L, "name", i, &ri->name, path, err, cap) < 0 ||
+        instance_string(L, "host", i, &ri->host, path, err, cap) < 0 ||
+        instance_string(L, "master_name", i, &ri->master_name, path, err, cap) < 0)
+        return -1;
+    if (!valid_instance_name(ri->name, strlen(ri->name))) {
+        snprintf(err, cap, "%s: redis.instances[%d].name \"%s\" must be 1 to 32 of [A-Za-z0-9_-]",
+                 path, i, ri->name);
+        return -1;
+    }
+    if (ri->host[0] == '\0') {
+        snprintf(err, cap, "%s: redis.instances[%d].host is empty", path, i);
+        return -1;
+    }
+    lua_getfield(L, -1, "port");
+    if (!lua_isnil(L, -1)) {
+        lua_Number n = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : 0;
+        if (!(n >= 1 && n <= 65535) || n != (int) n) {
+            snprintf(err, cap, "%s: redis.instances[%d].port must be an integer in [1, 65535]",
+                     path, i);
+            return -1;
+        }
+        ri->port = (int) n;
+    }
+    lua_pop(L, 1);
+    lua_getfield(L, -1, "sentinels"); /* a list of "host:port", or one "h:p,h:p" string */
+    char buf[SENTINEL_MAX * (SENTINEL_HOST_MAX + 8)];
+    const char *text = NULL;
+    if (lua_istable(L, -1)) {
+        if (join_list(L, buf, sizeof buf) == 0)
+            text = buf;
+    } else if (lua_type(L, -1) == LUA_TSTRING) {
+        size_t len;
+        text = lua_tolstring(L, -1, &len);
+        if (strlen(text) != len)
+            text = NULL;
+    } else if (lua_isnil(L, -1)) {
+        text = "";
+    }
+    if (text == NULL) {
+        snprintf(err, cap,
+                 "%s: redis.instances[%d].sentinels must be a list of \"host:port\" strings", path,
+                 i);
+        return -1;
+    }
+    free(ri->sentinels);
+    ri->sentinels = xstrdup(text);
+    lua_pop(L, 1);
+    struct sentinel_addr sa[SENTINEL_MAX];
+    char why[256];
+    if (sentinel_parse_addrs(ri->sentinels, sa, SENTINEL_MAX, why, sizeof why) < 0) {
+        /* its message starts with "redis.sentinels: " */
+        const char *m = strncmp(why, "redis.sentinels: ", 17) == 0 ? why + 17 : why;
+        snprintf(err, cap, "%s: redis.instances[%d].sentinels: %s", path, i, m);
+        return -1;
+    }
+    if (ri->sentinels[0] && ri->master_name[0] == '\0') {
+        snprintf(err, cap, "%s: redis.instances[%d].master_name must be set when its sentinels are",
+                 path, i);
+        return -1;
+    }
+    return 0;
+}
+
+/* [.., t(redis.instances)] -> same.
+ * instances = { { name = "b", host = "...", port = 6379 }, { name = "c", sentinels = {...},
+ *               master_name = "..." } } */
+static int read_redis_instances(lua_State *L, struct conf *c, const char *path, char *err,
+                                size_t cap)
+{
+    if (!lua_istable(L, -1)) {
+        snprintf(err, cap,
+                 "%s: redis.instances must be a list of { name = ..., host = ..., port = ... }",
+                 path);
+        return -1;
+    }
+    redis_instances_clear(c);
+    int n = (int) lua_objlen(L, -1);
+    lua_pushnil(L); /* a list: keys 1..n and no others */
+    while (lua_next(L, -2)) {
+        lua_Number k = lua_type(L, -2) == LUA_TNUMBER ? lua_tonumber(L, -2) : 0;
+        if (!(k >= 1 && k <= n) || k != (int) k) {
+            snprintf(err, cap,
+                     "%s: redis.instances must be a list [1..n] of { name = ..., ... } tables",
+                     path);
+            return -1;
+        }
+        lua_pop(L, 1);
+    }
+    if (n > CONF_MAX_REDIS - 1) {
+        snprintf(err, cap, "%s: redis.instances: %d instances, at most %d (%d with home)", path, n,
+                 CONF_MAX_REDIS - 1, CONF_MAX_REDIS);
+        return -1;
+    }
+    for (int i = 1; i <= n; i++) {
+        lua_rawgeti(L, -1, i);
+        if (!lua_istable(L, -1)) {
+            snprintf(err, cap, "%s: redis.instances[%d] must be a table { name = ..., ... }", path,
+                     i);
+            return -1;
+        }
+        if (read_redis_instance(L, redis_instance_add(c), i, path, err, cap) < 0)
+            return -1;
+        lua_pop(L, 1);
+    }
+    return 0;
+}
+
+/* MMO_REDIS_INSTANCES="b=10.0.0.6:6379,c=10.0.0.7:6379" (spaces around entries allowed; a v6
+ * host as [addr]:port) replaces redis.instances; sentinels only come from the file. */
+static int env_redis_instances(struct conf *c, const char *v, char *err, size_t cap)
+{
+    static const char *const VAR = "MMO_REDIS_INSTANCES";
+    redis_instances_clear(c);
+    const char *p = v;
+    for (int i = 1;; i++) {
+        while (*p == ' ' || *p == '\t')
+            p++;
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t) (end - p) : strlen(p);
+        while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
+            len--;
+        const char *eq = memchr(p, '=', len);
+        const char *colon = NULL;
+        for (size_t j = 0; j < len; j++)
+            if (p[j] == ':')
+                colon = p + j; /* the last one */
+        char *endp = NULL;
+        long port = 0;
+        if (colon && isdigit((unsigned char) colon[1])) {
+            errno = 0;
+            port = strtol(colon + 1, &endp, 10);
+            if (errno || endp != p + len)
+                port = 0;
+        }
+        if (eq == NULL || colon == NULL || colon < eq || colon == eq + 1 || port < 1 ||
+            port > 65535) {
+            snprintf(err, cap, "%s: entry %d \"%.*s\" is not name=host:port (port 1..65535)", VAR,
+                     i, (int) len, p);
+            return -1;
+        }
+        if (!valid_instance_name(p, (size_t) (eq - p))) {
+            snprintf(err, cap, "%s: entry %d: name \"%.*s\" must be 1 to 32 of [A-Za-z0-9_-]", VAR,
+                     i, (int) (eq - p), p);
+            return -1;
+        }
+        struct conf_redis_instance *ri = redis_instance_add(c);
+        if (ri == NULL) {
+            snprintf(err, cap, "%s: more than %d instances (%d with home)", VAR, CONF_MAX_REDIS - 1,
+                     CONF_MAX_REDIS);
+            return -1;
+        }
+        const char *host = eq + 1;
+        size_t hlen = (size_t) (colon - host);
+        if (hlen > 2 && host[0] == '[' && host[hlen - 1] == ']') { /* [v6 address] */
+            host++;
+            hlen -= 2;
+        }
+        free(ri->name);
+        ri->name = xstrndup(p, (size_t) (eq - p));
+        free(ri->host);
+        ri->host = xstrndup(host, hlen);
+        ri->port = (int) port;
+        if (end == NULL)
+            break;
+        p = end + 1;
+    }
+    return 0;
+}
+
+/* The names: valid, and no two alike (home's included). origin names where the list came
+ * from (the file, or MMO_REDIS_INSTANCES). */
+static int check_redis_instances(const struct conf *c, const char *origin, char *err, size_t cap)
+{
+    if (!valid_instance_name(c->redis_name, strlen(c->redis_name))) {
+        const char *e = getenv("MMO_REDIS_NAME");
+        snprintf(err, cap, "%s: redis.name \"%s\" must be 1 to 32 of [A-Za-z0-9_-]",
+                 e && *e ? "MMO_REDIS_NAME" : origin, c->redis_name);
+        return -1;
+    }
+    for (int i = 0; i < c->nredis_instances; i++) {
+        const char *name = c->redis_instances[i].name;
+        if (strcmp(name, c->redis_name) == 0) {
+            snprintf(err, cap,
+                     "%s: redis.instances[%d].name \"%s\" is the home instance's (redis.name)",
+                     origin, i + 1, name);
+            return -1;
+        }
+        for (int j = 0; j < i; j++)
+            if (strcmp(name, c->redis_instances[j].name) == 0) {
+                snprintf(err, cap,
+                         "%s: redis.instances[%d].name \"%s\" is also redis.instances[%d]'s",
+                         origin, i + 1, name, j + 1);
+                return -1;
+            }
+    }
+    return 0;
+}
+
 /* [.., t(section)] -> [.., t(section)] */
 static int read_section(lua_State *L, struct conf *c, const char *section, const char *path,
                         char *err, size_t cap)
@@ -435,6 +729,12 @@ static int read_section(lua_State *L, struct conf *c, const char *section, const
             return -1;
         }
         const char *name = lua_tostring(L, -2);
+        if (strcmp(section, "redis") == 0 && strcmp(name, "instances") == 0) {
+            if (read_redis_instances(L, c, path, err, cap) < 0)
+                return -1;
+            lua_pop(L, 1);
+            continue;
+        }
         const struct key *k = find_key(section, name);
         if (k == NULL) {
             snprintf(err, cap, "%s: unknown key %s.%s", path, section, name);
@@ -622,6 +922,9 @@ static int apply_env(struct conf *c, char *err, size_t cap)
         if (rc < 0 || set_value(c, find_key("redis", "port"), colon + 1, "MMO_REDIS", err, cap) < 0)
             return -1;
     }
+    const char *ri = getenv("MMO_REDIS_INSTANCES"); /* name=host:port,... */
+    if (ri && *ri && env_redis_instances(c, ri, err, cap) < 0)
+        return -1;
     return 0;
 }
 
@@ -662,6 +965,13 @@ static int load(struct conf *c, const char *path, const char *text, size_t len, 
         return -1;
     if (check_shards(c, err, cap) < 0)
         return -1;
+    const char *ri = getenv("MMO_REDIS_INSTANCES");
+    if (check_redis_instances(c,
+                              ri && *ri ? "MMO_REDIS_INSTANCES"
+                              : path    ? path
+                                        : "default",
+                              err, cap) < 0)
+        return -1;
     struct sentinel_addr sa[SENTINEL_MAX];
     if (sentinel_parse_addrs(c->redis_sentinels, sa, SENTINEL_MAX, err, cap) < 0)
         return -1;
@@ -698,6 +1008,7 @@ void conf_free(struct conf *c)
     free(c->shards);
     c->shards = NULL;
     c->nshards = 0;
+    redis_instances_clear(c);
     for (int i = 0; i < c->nrate; i++)
         free(c->rate[i].name);
     free(c->rate);
@@ -732,6 +1043,13 @@ void conf_dump(const struct conf *c, int fd)
         else
             dprintf(fd, "%s.%s = %d\n", KEYS[i].section, KEYS[i].name,
                     *(const int *) (const void *) field);
+    }
+    for (int i = 0; i < c->nredis_instances; i++) {
+        const struct conf_redis_instance *ri = &c->redis_instances[i];
+        dprintf(fd,
+                "redis.instances[%d] = { name = \"%s\", host = \"%s\", port = %d, sentinels = "
+                "\"%s\", master_name = \"%s\" }\n",
+                i + 1, ri->name, ri->host, ri->port, ri->sentinels, ri->master_name);
     }
     for (int i = 0; i < c->nshards; i++)
         dprintf(fd, "shards[%d] = { regions = \"%s\", conninfo = (set), replica_conninfo = %s }\n",

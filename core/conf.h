@@ -4,7 +4,8 @@
  * every key against the table of known keys (an unknown key is an error, so typos fail
  * loudly), then applies environment overrides: MMO_<SECTION>_<KEY> for every key, plus the
  * short aliases MMO_PORT, MMO_PG, MMO_REDIS ("host:port"), MMO_NODE_ID, MMO_LOG_LEVEL,
- * MMO_SCRIPTS and MMO_ROUTES. Every key is documented in config.lua itself. */
+ * MMO_SCRIPTS and MMO_ROUTES; MMO_SHARD_<n>_* for shards and MMO_REDIS_INSTANCES
+ * ("name=host:port,...") for redis.instances. Every key is documented in config.lua itself. */
 #ifndef CORE_CONF_H
 #define CORE_CONF_H
 
@@ -30,6 +31,18 @@ struct conf_shard {
     char *conninfo;
     char *replica_conninfo; /* a streaming replica for db.read ("": none) */
     char *regions;          /* "r3,r4" */
+};
+
+/* A Redis instance besides the home one (redis.instances of config.lua). Regions' keys, streams
+ * and channels are placed over home and these by a hash of the instance's name; everything
+ * else stays on home. Timeouts are the home instance's (redis.*_ms). */
+#define CONF_MAX_REDIS 16 /* instances, home included */
+struct conf_redis_instance {
+    char *name; /* unique, [A-Za-z0-9_-]{1,32}: what placement hashes (rename = move) */
+    char *host;
+    int port;
+    char *sentinels;   /* "host:port,host:port" like redis_sentinels; "": none */
+    char *master_name; /* required when sentinels is set */
 };
 
 struct conf {
@@ -63,6 +76,9 @@ struct conf {
     int redis_reconnect_max_ms;
     char *redis_sentinels;   /* "host:port,host:port" (config.lua: a list); "": none */
     char *redis_master_name; /* the name the sentinels monitor the primary by */
+    char *redis_name;        /* the home instance's name, default "main" */
+    struct conf_redis_instance *redis_instances; /* the others (home not in it), owned */
+    int nredis_instances;
     /* scripts */
     char *scripts_path;         /* ';'-separated directories searched in order */
     char *scripts_routes;       /* module name of the route table */

@@ -3,9 +3,9 @@
  * the checks of every section, key, shard and rate class.
  *
  * Input: the text of config.lua. Checks: a refusal has a one-line message; an accepted config
- * reads the same twice (conf_dump's text is equal), its shards have regions and conninfo and
- * its rate classes names. The environment's MMO_* variables are cleared once at start, so
- * only the input decides. */
+ * reads the same twice (conf_dump's text is equal), its shards have regions and conninfo, its
+ * rate classes names and its Redis instances a name (not home's) and every field. The
+ * environment's MMO_* variables are cleared once at start, so only the input decides. */
 #include "conf.h"
 
 #include <stdint.h>
@@ -74,6 +74,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         for (int i = 0; i < c.nrate; i++)
             if (c.rate[i].name == NULL || c.rate[i].name[0] == '\0')
                 abort();
+        if (c.nredis_instances < 0 || c.nredis_instances >= CONF_MAX_REDIS)
+            abort();
+        for (int i = 0; i < c.nredis_instances; i++) {
+            const struct conf_redis_instance *ri = &c.redis_instances[i];
+            if (ri->name == NULL || ri->name[0] == '\0' || ri->host == NULL ||
+                ri->sentinels == NULL || ri->master_name == NULL ||
+                strcmp(ri->name, c.redis_name) == 0)
+                abort();
+        }
         size_t na = dump(&c, a, sizeof a);
         conf_free(&c);
         if (conf_load_text(&c, "config.lua", text, size, err, sizeof err) != 0)

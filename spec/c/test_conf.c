@@ -27,6 +27,8 @@ static void clear_env(void)
     unsetenv("MMO_PG");
     unsetenv("MMO_POSTGRES_POOL_SIZE");
     unsetenv("MMO_MODS_STRIKES");
+    unsetenv("MMO_REDIS_INSTANCES");
+    unsetenv("MMO_REDIS_NAME");
 }
 
 TEST(defaults)
@@ -132,6 +134,8 @@ TEST(the_shipped_config_loads)
     ASSERT_EQ(c.mods_instructions, 1000000);
     ASSERT_EQ(c.mods_time_ms, 100);
     ASSERT_EQ(c.mods_strikes, 3);
+    ASSERT_STR(c.redis_name, "main");
+    ASSERT_EQ(c.nredis_instances, 0);
     conf_free(&c);
 }
 
@@ -310,6 +314,201 @@ TEST(replicas)
     }
 }
 
+/* redis.name and redis.instances: the list read in order with its defaults, shown by conf_dump,
+ * replaced by MMO_REDIS_INSTANCES; each refusal names the file (or variable) and the entry */
+TEST(redis_instances)
+{
+    clear_env();
+    struct conf c;
+    char err[256];
+    ASSERT_OK(conf_load(&c, NULL, err, sizeof err));
+    ASSERT_STR(c.redis_name, "main");
+    ASSERT_EQ(c.nredis_instances, 0);
+    ASSERT(c.redis_instances == NULL);
+    conf_free(&c);
+
+    const char *two = "return { redis = { name = 'home', instances = {\n"
+                      "  { name = 'b', host = '10.0.0.6', port = 6380 },\n"
+                      "  { name = 'c-2_X', sentinels = { '10.0.0.7:26379', '10.0.0.8:26379' },\n"
+                      "    master_name = 'mmo-c' } } } }";
+    ASSERT_OK(conf_load_text(&c, "cfg.lua", two, strlen(two), err, sizeof err));
+    ASSERT_STR(c.redis_name, "home");
+    ASSERT_EQ(c.nredis_instances, 2);
+    ASSERT_STR(c.redis_instances[0].name, "b");
+    ASSERT_STR(c.redis_instances[0].host, "10.0.0.6");
+    ASSERT_EQ(c.redis_instances[0].port, 6380);
+    ASSERT_STR(c.redis_instances[0].sentinels, "");
+    ASSERT_STR(c.redis_instances[0].master_name, "");
+    ASSERT_STR(c.redis_instances[1].name, "c-2_X");
+    ASSERT_STR(c.redis_instances[1].host, "127.0.0.1"); /* defaults */
+    ASSERT_EQ(c.redis_instances[1].port, 6379);
+    ASSERT_STR(c.redis_instances[1].sentinels, "10.0.0.7:26379,10.0.0.8:26379");
+    ASSERT_STR(c.redis_instances[1].master_name, "mmo-c");
+    FILE *f = tmpfile();
+    ASSERT(f != NULL);
+    conf_dump(&c, fileno(f));
+    conf_free(&c);
+    rewind(f);
+    char line[512];
+    int seen = 0;
+    while (fgets(line, sizeof line, f)) {
+        seen += strcmp(line, "redis.name = \"home\"\n") == 0;
+        seen += strcmp(line, "redis.instances[1] = { name = \"b\", host = \"10.0.0.6\", port = "
+                             "6380, sentinels = \"\", master_name = \"\" }\n") == 0;
+        seen += strcmp(line, "redis.instances[2] = { name = \"c-2_X\", host = \"127.0.0.1\", "
+                             "port = 6379, sentinels = \"10.0.0.7:26379,10.0.0.8:26379\", "
+                             "master_name = \"mmo-c\" }\n") == 0;
+    }
+    fclose(f);
+    ASSERT_EQ(seen, 3);
+
+    /* a name only: every default; 15 others is the most */
+    const char *one = "return { redis = { instances = { { name = 'x' } } } }";
+    ASSERT_OK(conf_load_text(&c, "cfg.lua", one, strlen(one), err, sizeof err));
+    ASSERT_EQ(c.nredis_instances, 1);
+    ASSERT_STR(c.redis_instances[0].host, "127.0.0.1");
+    ASSERT_EQ(c.redis_instances[0].port, 6379);
+    conf_free(&c);
+    char many[2048] = "return { redis = { instances = {";
+    for (int i = 1; i < CONF_MAX_REDIS; i++)
+        snprintf(many + strlen(many), sizeof many - strlen(many), " { name = 'i%d' },", i);
+    strcat(many, " } } }");
+    ASSERT_OK(conf_load_text(&c, "cfg.lua", many, strlen(many), err, sizeof err));
+    ASSERT_EQ(c.nredis_instances, CONF_MAX_REDIS - 1);
+    conf_free(&c);
+    strcpy(strstr(many, " } } }"), " { name = 'i16' }, } } }");
+    ASSERT_EQ(conf_load_text(&c, "cfg.lua", many, strlen(many), err, sizeof err), -1);
+    ASSERT_STR(err, "cfg.lua: redis.instances: 16 instances, at most 15 (16 with home)");
+    conf_free(&c);
+
+    static const struct {
+        const char *src, *want;
+    } bad[] = {
+        {"return { redis = { instances = { { host = 'h' } } } }",
+         "cfg.lua: redis.instances[1].name is missing"},
+        {"return { redis = { instances = { { name = 'a b' } } } }",
+         "cfg.lua: redis.instances[1].name \"a b\" must be 1 to 32 of [A-Za-z0-9_-]"},
+        {"return { redis = { instances = { { name = '' } } } }",
+         "cfg.lua: redis.instances[1].name \"\" must be 1 to 32 of [A-Za-z0-9_-]"},
+        {"return { redis = { instances = { { name = 'abcdefghijklmnopqrstuvwxyz0123456' } } } }",
+         "cfg.lua: redis.instances[1].name \"abcdefghijklmnopqrstuvwxyz0123456\" must be 1 to 32 "
+         "of [A-Za-z0-9_-]"},
+        {"return { redis = { instances = { { name = 'b' }, { name = 'c' }, { name = 'b' } } } }",
+         "cfg.lua: redis.instances[3].name \"b\" is also redis.instances[1]'s"},
+        {"return { redis = { instances = { { name = 'main' } } } }",
+         "cfg.lua: redis.instances[1].name \"main\" is the home instance's (redis.name)"},
+        {"return { redis = { instances = { { name = 'h' } }, name = 'h' } }",
+         "cfg.lua: redis.instances[1].name \"h\" is the home instance's (redis.name)"},
+        {"return { redis = { name = 'no/slash' } }",
+         "cfg.lua: redis.name \"no/slash\" must be 1 to 32 of [A-Za-z0-9_-]"},
+        {"return { redis = { instances = { { name = 'b', port = 0 } } } }",
+         "cfg.lua: redis.instances[1].port must be an integer in [1, 65535]"},
+        {"return { redis = { instances = { { name = 'b', port = 65536 } } } }",
+         "cfg.lua: redis.instances[1].port must be an integer in [1, 65535]"},
+        {"return { redis = { instances = { { name = 'b', port = 63.5 } } } }",
+         "cfg.lua: redis.instances[1].port must be an integer in [1, 65535]"},
+        {"return { redis = { instances = { { name = 'b', port = '6379' } } } }",
+         "cfg.lua: redis.instances[1].port must be an integer in [1, 65535]"},
+        {"return { redis = { instances = { { name = 'b' }, { name = 'c', hots = 'h' } } } }",
+         "cfg.lua: redis.instances[2]: unknown key hots (name, host, port, sentinels and "
+         "master_name are known)"},
+        {"return { redis = { instances = { { name = 'b', [1] = 2 } } } }",
+         "cfg.lua: redis.instances[1]: unknown key (not a name) (name, host, port, sentinels and "
+         "master_name are known)"},
+        {"return { redis = { instances = 5 } }",
+         "cfg.lua: redis.instances must be a list of { name = ..., host = ..., port = ... }"},
+        {"return { redis = { instances = { b = { name = 'b' } } } }",
+         "cfg.lua: redis.instances must be a list [1..n] of { name = ..., ... } tables"},
+        {"return { redis = { instances = { 'b' } } }",
+         "cfg.lua: redis.instances[1] must be a table { name = ..., ... }"},
+        {"return { redis = { instances = { { name = 7 } } } }",
+         "cfg.lua: redis.instances[1].name must be a string"},
+        {"return { redis = { instances = { { name = 'b', host = 7 } } } }",
+         "cfg.lua: redis.instances[1].host must be a string"},
+        {"return { redis = { instances = { { name = 'b', host = '' } } } }",
+         "cfg.lua: redis.instances[1].host is empty"},
+        {"return { redis = { instances = { { name = 'b', master_name = {} } } } }",
+         "cfg.lua: redis.instances[1].master_name must be a string"},
+        {"return { redis = { instances = { { name = 'b', sentinels = 7 } } } }",
+         "cfg.lua: redis.instances[1].sentinels must be a list of \"host:port\" strings"},
+        {"return { redis = { instances = { { name = 'b', sentinels = { 'a:1', 2 } } } } }",
+         "cfg.lua: redis.instances[1].sentinels must be a list of \"host:port\" strings"},
+        {"return { redis = { instances = { { name = 'b', sentinels = { 'a:0' }, "
+         "master_name = 'm' } } } }",
+         "cfg.lua: redis.instances[1].sentinels: \"a:0\" is not host:port (port 1..65535)"},
+        {"return { redis = { instances = { { name = 'b', sentinels = { 'a:1' } } } } }",
+         "cfg.lua: redis.instances[1].master_name must be set when its sentinels are"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        err[0] = '\0';
+        int rc = conf_load_text(&c, "cfg.lua", bad[i].src, strlen(bad[i].src), err, sizeof err);
+        conf_free(&c);
+        if (rc != -1)
+            FAIL_AT("accepted: %s", bad[i].src);
+        ASSERT_STR(err, bad[i].want);
+    }
+
+    /* the environment replaces the file's list and names home */
+    setenv("MMO_REDIS_INSTANCES", "x=10.1.0.1:7000, y=[::1]:7001 ,z=redis-z.local:7002", 1);
+    setenv("MMO_REDIS_NAME", "b", 1); /* the file's "b" is gone: no clash */
+    ASSERT_OK(conf_load_text(&c, "cfg.lua", two, strlen(two), err, sizeof err));
+    ASSERT_STR(c.redis_name, "b");
+    ASSERT_EQ(c.nredis_instances, 3);
+    ASSERT_STR(c.redis_instances[0].name, "x");
+    ASSERT_STR(c.redis_instances[0].host, "10.1.0.1");
+    ASSERT_EQ(c.redis_instances[0].port, 7000);
+    ASSERT_STR(c.redis_instances[1].name, "y");
+    ASSERT_STR(c.redis_instances[1].host, "::1");
+    ASSERT_EQ(c.redis_instances[1].port, 7001);
+    ASSERT_STR(c.redis_instances[1].sentinels, "");
+    ASSERT_STR(c.redis_instances[2].host, "redis-z.local");
+    conf_free(&c);
+    unsetenv("MMO_REDIS_NAME");
+
+    static const struct {
+        const char *v, *want;
+    } bad_env[] = {
+        {"b", "MMO_REDIS_INSTANCES: entry 1 \"b\" is not name=host:port (port 1..65535)"},
+        {"b=h", "MMO_REDIS_INSTANCES: entry 1 \"b=h\" is not name=host:port (port 1..65535)"},
+        {"b=h:0", "MMO_REDIS_INSTANCES: entry 1 \"b=h:0\" is not name=host:port (port 1..65535)"},
+        {"b=h:1,c=h:65536",
+         "MMO_REDIS_INSTANCES: entry 2 \"c=h:65536\" is not name=host:port (port 1..65535)"},
+        {"b=h:x", "MMO_REDIS_INSTANCES: entry 1 \"b=h:x\" is not name=host:port (port 1..65535)"},
+        {"b=h:-1", "MMO_REDIS_INSTANCES: entry 1 \"b=h:-1\" is not name=host:port (port 1..65535)"},
+        {"b=:1", "MMO_REDIS_INSTANCES: entry 1 \"b=:1\" is not name=host:port (port 1..65535)"},
+        {"b=h:1,", "MMO_REDIS_INSTANCES: entry 2 \"\" is not name=host:port (port 1..65535)"},
+        {"=h:1", "MMO_REDIS_INSTANCES: entry 1: name \"\" must be 1 to 32 of [A-Za-z0-9_-]"},
+        {"b.c=h:1", "MMO_REDIS_INSTANCES: entry 1: name \"b.c\" must be 1 to 32 of [A-Za-z0-9_-]"},
+        {"b=h:1,b=g:2", "MMO_REDIS_INSTANCES: redis.instances[2].name \"b\" is also "
+                        "redis.instances[1]'s"},
+        {"main=h:1", "MMO_REDIS_INSTANCES: redis.instances[1].name \"main\" is the home instance's "
+                     "(redis.name)"},
+    };
+    for (size_t i = 0; i < sizeof bad_env / sizeof bad_env[0]; i++) {
+        setenv("MMO_REDIS_INSTANCES", bad_env[i].v, 1);
+        err[0] = '\0';
+        int rc = conf_load(&c, NULL, err, sizeof err);
+        conf_free(&c);
+        if (rc != -1)
+            FAIL_AT("accepted: MMO_REDIS_INSTANCES=%s", bad_env[i].v);
+        ASSERT_STR(err, bad_env[i].want);
+    }
+    char env[1024] = "";
+    for (int i = 1; i <= CONF_MAX_REDIS; i++)
+        snprintf(env + strlen(env), sizeof env - strlen(env), "%si%d=h:%d", i > 1 ? "," : "", i,
+                 6000 + i);
+    setenv("MMO_REDIS_INSTANCES", env, 1);
+    ASSERT_EQ(conf_load(&c, NULL, err, sizeof err), -1);
+    ASSERT_STR(err, "MMO_REDIS_INSTANCES: more than 15 instances (16 with home)");
+    conf_free(&c);
+    unsetenv("MMO_REDIS_INSTANCES");
+    setenv("MMO_REDIS_NAME", "a b", 1);
+    ASSERT_EQ(conf_load(&c, NULL, err, sizeof err), -1);
+    ASSERT_STR(err, "MMO_REDIS_NAME: redis.name \"a b\" must be 1 to 32 of [A-Za-z0-9_-]");
+    conf_free(&c);
+    clear_env();
+}
+
 int main(void)
 {
     RUN(defaults);
@@ -320,5 +519,6 @@ int main(void)
     RUN(redis_sentinels);
     RUN(dump_lists_rate_classes_by_name);
     RUN(replicas);
+    RUN(redis_instances);
     return test_summary();
 }
