@@ -468,7 +468,7 @@ static redisContext *redis_open(const struct conf *c, int timeout_s)
                          (c->redis_connect_timeout_ms % 1000) * 1000};
     char host[SENTINEL_HOST_MAX], err[400];
     int port;
-    if (sentinel_resolve_conf(c, host, sizeof host, &port, err, sizeof err) < 0) {
+    if (sentinel_resolve_conf(c, NULL, host, sizeof host, &port, err, sizeof err) < 0) {
         say("redis: %s", err);
         return NULL;
     }

@@ -27,6 +27,7 @@
 #include "ops.h"
 #include "queue_cli.h"
 #include "rds.h"
+#include "rds_set.h"
 #include "sentinel.h"
 #include "ratelimit.h"
 #include "realtime.h"
@@ -74,7 +75,8 @@ static const char USAGE[] =
     "  -h, --help      this help\n"
     "\n"
     "Environment overrides every key: MMO_<SECTION>_<KEY> (MMO_HTTP_PORT=8081), and the short\n"
-    "forms MMO_PORT, MMO_PG, MMO_REDIS=host:port, MMO_NODE_ID, MMO_LOG_LEVEL, MMO_SCRIPTS.\n";
+    "forms MMO_PORT, MMO_PG, MMO_REDIS=host:port, MMO_NODE_ID, MMO_LOG_LEVEL, MMO_SCRIPTS;\n"
+    "MMO_REDIS_INSTANCES=name=host:port,... the other Redis instances (redis.instances).\n";
 
 struct node {
     struct conf conf;
@@ -85,8 +87,12 @@ struct node {
     struct rds *rds;
     struct rds_sub *sub;
     struct sentinel *sentinel; /* redis.sentinels; NULL: none. Freed after rds, sub and live */
-    struct live *live;         /* notifications to the players of other nodes (core/live.h) */
-    struct bus *bus;           /* this node's players told to the others, theirs to it (bus.h) */
+    /* every Redis instance, home first ([0] is rds): redis.instances (core/rds_set.h) */
+    struct rds_set redis;
+    struct rds_opts redis_opts[RDS_SET_MAX];       /* [k]: how instance k is reached */
+    struct sentinel *redis_sentinels[RDS_SET_MAX]; /* [k > 0]: its own; NULL: none */
+    struct live *live; /* notifications to the players of other nodes (core/live.h) */
+    struct bus *bus;   /* this node's players told to the others, theirs to it (bus.h) */
     struct metrics *metrics;
     struct node_metrics *node_metrics;
     struct lcache *lcache;
@@ -107,6 +113,44 @@ struct node {
     int draining;
     struct timeval drain_deadline;
 };
+
+static int place(const struct rds_set *set, const char *tag)
+{
+    return rds_set_place(set, tag, strlen(tag));
+}
+
+/* The Redis instances besides home (redis.instances): each with its own connection, and its
+ * own sentinels when it has some; placement over all of them, home first, by name. */
+static int start_redis_instances(struct node *n, const struct rds_opts *home)
+{
+    const struct conf *c = &n->conf;
+    char err[256];
+    n->redis.n = 1;
+    n->redis.r[0] = n->rds;
+    n->redis.name[0] = c->redis_name;
+    n->redis_opts[0] = *home;
+    for (int i = 0; i < c->nredis_instances && n->redis.n < RDS_SET_MAX; i++) {
+        const struct conf_redis_instance *ci = &c->redis_instances[i];
+        int k = n->redis.n;
+        struct sentinel_addr sa[SENTINEL_MAX];
+        int ns = sentinel_parse_addrs(ci->sentinels, sa, SENTINEL_MAX, err, sizeof err);
+        if (ns < 0) { /* conf_load checked it already */
+            fprintf(stderr, "mmo: redis.instances %s: %s\n", ci->name, err);
+            return -1;
+        }
+        n->redis_sentinels[k] =
+            ns > 0 ? sentinel_new(n->base, sa, ns, ci->master_name, c->redis_connect_timeout_ms)
+                   : NULL;
+        n->redis_opts[k] = *home;
+        n->redis_opts[k].host = ci->host;
+        n->redis_opts[k].port = ci->port;
+        n->redis_opts[k].sentinel = n->redis_sentinels[k];
+        n->redis.r[k] = rds_new(n->base, &n->redis_opts[k]);
+        n->redis.name[k] = ci->name;
+        n->redis.n++;
+    }
+    return 0;
+}
 
 static void raise_fd_limit(void)
 {
@@ -219,9 +263,13 @@ static void node_free(struct node *n)
         db_pool_free(n->shards[i]);
     }
     rds_free(n->rds); /* its pending PUBLISH callbacks still see the live */
+    for (int k = 1; k < n->redis.n; k++)
+        rds_free(n->redis.r[k]);
     live_free(n->live);
     bus_free(n->bus);
     sentinel_free(n->sentinel); /* after every connection that asks it */
+    for (int k = 1; k < n->redis.n; k++)
+        sentinel_free(n->redis_sentinels[k]);
     node_metrics_free(n->node_metrics);
     metrics_free(n->metrics);
     if (n->base)
@@ -276,6 +324,8 @@ static int serve(struct node *n)
                           c->redis_reconnect_max_ms,
                           n->sentinel};
     n->rds = rds_new(n->base, &ro);
+    if (start_redis_instances(n, &ro) < 0)
+        return 1;
     /* the in-process cache layer, and the channel that keeps nodes' copies fresh */
     n->lcache = lcache_new(100000, (size_t) 64 << 20);
     n->sub = rds_sub_new(n->base, &ro, LCACHE_CHANNEL, lcache_on_message, lcache_on_gap, n->lcache);
@@ -351,8 +401,12 @@ static int serve(struct node *n)
         evutil_secure_rng_get_bytes(rnd, sizeof rnd);
         snprintf(sender, sizeof sender, "%s/%02x%02x%02x%02x", c->node_id, rnd[0], rnd[1], rnd[2],
                  rnd[3]);
-        n->live = live_new(n->base, &ro, n->rds, n->rt, n->auth, sender);
-        n->bus = bus_new(n->base, &ro, n->rds, realtime_world(n->rt), sender);
+        /* each channel on the instance its tag is placed on */
+        int kl = place(&n->redis, "channel:" LIVE_CHANNEL),
+            kb = place(&n->redis, "channel:" BUS_CHANNEL);
+        n->live = live_new(n->base, &n->redis_opts[kl], n->redis.r[kl], n->rt, n->auth, sender);
+        n->bus =
+            bus_new(n->base, &n->redis_opts[kb], n->redis.r[kb], realtime_world(n->rt), sender);
     }
 
     n->ctx.base = n->base;
@@ -367,6 +421,7 @@ static int serve(struct node *n)
     n->ctx.metrics = n->metrics;
     n->ctx.db = n->db;
     n->ctx.rds = n->rds;
+    n->ctx.redis = &n->redis;
     n->ctx.conf = c;
     n->script = script_new(&n->ctx, err, sizeof err);
     if (n->script == NULL) {
@@ -392,6 +447,8 @@ static int serve(struct node *n)
         log_warn("main", "scripts.watch: %s", err);
     n->web = web_new(c->http_web_root, script_http_dispatch, n->script);
     n->ops = ops_new(c->node_id, n->db, n->rds, n->script, web_dispatch, n->web);
+    for (int k = 1; k < n->redis.n; k++)
+        ops_watch_redis(n->ops, n->redis.name[k], n->redis.r[k]);
     struct http_opts ho = {
         .host = c->http_host,
         .port = c->http_port,
@@ -438,6 +495,8 @@ static int serve(struct node *n)
         };
         n->node_metrics = node_metrics_new(n->metrics, n->base, &src, MMO_VERSION, MMO_GIT_COMMIT);
         node_metrics_watch_db(n->node_metrics, n->db, "main");
+        for (int k = 0; k < n->redis.n; k++)
+            node_metrics_watch_redis(n->node_metrics, n->redis.r[k], n->redis.name[k]);
         for (int i = 0; i < c->nshards; i++) {
             char name[24];
             snprintf(name, sizeof name, "shard%d", c->shards[i].id);

@@ -11,6 +11,7 @@
  * bounded by redis.timeout_ms. The key names are those of scripts/lib/pipeline.lua. */
 #include "queue_cli.h"
 #include "conf.h"
+#include "rds_set.h"
 #include "sentinel.h"
 
 #include <hiredis/hiredis.h>
@@ -23,13 +24,25 @@
 #define GROUP  "workers"
 #define DEAD   "mmo:events:dead"
 
+/* The Redis instance the stream is placed on (scripts/lib/queue.lua's AT; core/rds_set.h). */
+static const char *stream_instance(const struct conf *c)
+{
+    struct rds_set names = {.n = 1};
+    names.name[0] = c->redis_name;
+    for (int i = 0; i < c->nredis_instances && names.n < RDS_SET_MAX; i++)
+        names.name[names.n++] = c->redis_instances[i].name;
+    static const char tag[] = "stream:" STREAM;
+    return names.name[rds_set_place(&names, tag, sizeof tag - 1)];
+}
+
 static redisContext *connect_redis(const struct conf *c)
 {
     struct timeval ct = {c->redis_connect_timeout_ms / 1000,
                          (c->redis_connect_timeout_ms % 1000) * 1000};
     char host[SENTINEL_HOST_MAX], err[400];
     int port;
-    if (sentinel_resolve_conf(c, host, sizeof host, &port, err, sizeof err) < 0) {
+    if (sentinel_resolve_conf(c, stream_instance(c), host, sizeof host, &port, err, sizeof err) <
+        0) {
         fprintf(stderr, "mmo queue: redis: %s\n", err);
         return NULL;
     }

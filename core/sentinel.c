@@ -407,16 +407,28 @@ void sentinel_ask_cancel(struct sentinel_ask *a)
 
 /* ---- blocking, for the commands that are not the event loop --------------------------------- */
 
-int sentinel_resolve_conf(const struct conf *c, char *host, size_t cap, int *port, char *err,
-                          size_t errcap)
+int sentinel_resolve_conf(const struct conf *c, const char *name, char *host, size_t cap, int *port,
+                          char *err, size_t errcap)
 {
+    const char *sentinels = c->redis_sentinels, *master = c->redis_master_name;
+    const char *fixed_host = c->redis_host;
+    int fixed_port = c->redis_port;
+    for (int i = 0; name && i < c->nredis_instances; i++) {
+        const struct conf_redis_instance *ci = &c->redis_instances[i];
+        if (strcmp(ci->name, name) == 0) {
+            sentinels = ci->sentinels;
+            master = ci->master_name;
+            fixed_host = ci->host;
+            fixed_port = ci->port;
+        }
+    }
     struct sentinel_addr addrs[SENTINEL_MAX];
-    int n = sentinel_parse_addrs(c->redis_sentinels, addrs, SENTINEL_MAX, err, errcap);
+    int n = sentinel_parse_addrs(sentinels, addrs, SENTINEL_MAX, err, errcap);
     if (n < 0)
         return -1;
     if (n == 0) {
-        snprintf(host, cap, "%s", c->redis_host);
-        *port = c->redis_port;
+        snprintf(host, cap, "%s", fixed_host);
+        *port = fixed_port;
         return 0;
     }
     int ms = c->redis_connect_timeout_ms;
@@ -431,8 +443,7 @@ int sentinel_resolve_conf(const struct conf *c, char *host, size_t cap, int *por
             continue;
         }
         redisSetTimeout(r, tv);
-        redisReply *rep =
-            redisCommand(r, "SENTINEL get-master-addr-by-name %s", c->redis_master_name);
+        redisReply *rep = redisCommand(r, "SENTINEL get-master-addr-by-name %s", master);
         char h[SENTINEL_HOST_MAX];
         int p = 0, rc = rep ? sentinel_parse_master(rep, h, sizeof h, &p) : ERR_UNAVAILABLE;
         if (rc == 0 && strlen(h) < cap) {
@@ -450,6 +461,6 @@ int sentinel_resolve_conf(const struct conf *c, char *host, size_t cap, int *por
         freeReplyObject(rep);
         redisFree(r);
     }
-    snprintf(err, errcap, "no sentinel answered for \"%s\" (%s)", c->redis_master_name, why);
+    snprintf(err, errcap, "no sentinel answered for \"%s\" (%s)", master, why);
     return -1;
 }

@@ -69,9 +69,10 @@ const char *sentinel_master_name(const struct sentinel *s);
 unsigned long sentinel_switches(const struct sentinel *s);
 
 /* For the commands that are not the event loop (mmo queue, mmo backup): host and port of the
- * Redis to use from c (redis.host/port, or asked of redis.sentinels with blocking calls, each
- * bounded by redis.connect_timeout_ms). 0, or -1 with a message in err. */
-int sentinel_resolve_conf(const struct conf *c, char *host, size_t cap, int *port, char *err,
-                          size_t errcap);
+ * Redis instance called name (NULL or redis.name: home; else one of redis.instances) from c
+ * (its host/port, or asked of its sentinels with blocking calls, each bounded by
+ * redis.connect_timeout_ms). 0, or -1 with a message in err. */
+int sentinel_resolve_conf(const struct conf *c, const char *name, char *host, size_t cap, int *port,
+                          char *err, size_t errcap);
 
 #endif

@@ -288,11 +288,8 @@ describe("game events", function()
         rc, out = mmo("frobnicate")
         assert.equal(2, rc, out)
         -- a letter made by hand, dropped by id
-        local p = io.popen("redis-cli -h " .. os.getenv("MMO_REDIS"):match("^(.-):") .. " -p " ..
-                           os.getenv("MMO_REDIS"):match(":(%d+)$") ..
-                           " XADD mmo:events:dead '*' entry 0-1 e '' error spec tries 5")
-        local lid = p:read("*l")
-        p:close()
+        local lid = server.rcli_at("stream:mmo:events",
+                                   "XADD mmo:events:dead '*' entry 0-1 e '' error spec tries 5")
         rc, out = mmo("show " .. lid)
         assert.equal(0, rc, out)
         assert.truthy(out:find("error: spec", 1, true), out)
@@ -444,12 +441,8 @@ describe("game events", function()
     it("reports no lag when nothing is left to read, whatever Redis 7.0 says after a trim",
        function()
         ingest_only()
-        local host, port = os.getenv("MMO_REDIS"):match("^(.-):(%d+)$")
-        local function rcli(args)
-            local p = io.popen("redis-cli -h " .. host .. " -p " .. port .. " " .. args)
-            local out = p:read("*a")
-            p:close()
-            return out
+        local function rcli(args) -- on the stream's instance
+            return server.rcli_at("stream:mmo:events", args) .. "\n"
         end
         -- redis/redis#13957: a read after a trim leaves the group's entries-read wrong, and
         -- Redis 7.0 then reports a lag that never falls

@@ -87,8 +87,8 @@ describe("world regions", function()
         assert.same({ x0 = 1000, y0 = 0, x1 = 2000, y1 = 1000 }, by.r2.bounds)
         assert.equal("Ironridge", by.r2.name)
         local before = by.r2.online
-        -- the lease is in Redis, held by this node
-        assert.truthy(redis("GET", "region:owner:r2"):match("^spec%-node/"))
+        -- the lease is in Redis (on the instance r2 is placed on), held by this node
+        assert.truthy(server.rcli_at("region:r2", "GET region:owner:r2"):match("^spec%-node/"))
         local c = assert(ws.connect(node, p.token))
         c:send({ t = "join", player_id = p.player.id })
         assert.is_table(c:expect("welcome", 3))
@@ -99,7 +99,7 @@ describe("world regions", function()
         end, 5))
         -- a node that stops gives its leases back
         assert.equal(0, node:stop())
-        assert.equal("", redis("GET", "region:owner:r2"))
+        assert.equal("", server.rcli_at("region:r2", "GET region:owner:r2"))
     end)
 
     -- true when every region has an owner among nodes, and each node owns share of them

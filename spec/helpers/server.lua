@@ -523,6 +523,59 @@ end
 
 
 -- A shell command's output (stdout and stderr), trailing space trimmed.
+-- The Redis instances nodes started by a spec use (tools/dev test exports them): home
+-- ($MMO_REDIS, named $MMO_REDIS_NAME or "main") then $MMO_REDIS_INSTANCES ("name=host:port,...").
+-- A list of { name, host, port }.
+function _M.redis_instances()
+    local host, port = (os.getenv("MMO_REDIS") or "127.0.0.1:6379"):match("^(.-):(%d+)$")
+    local list = { { name = os.getenv("MMO_REDIS_NAME") or "main", host = host, port = port } }
+    for name, h, p in (os.getenv("MMO_REDIS_INSTANCES") or ""):gmatch("([^,=]+)=([^,:]+):(%d+)") do
+        list[#list + 1] = { name = name, host = h, port = p }
+    end
+    return list
+end
+
+
+-- core/rds_set.c's rendezvous score, written again here so that a spec checks the node's
+-- placement against its own: FNV-1a over name, a zero byte and tag, then splitmix64's finalizer.
+local function place_score(name, tag)
+    local bit = require "bit"
+    local P = 0x100000001b3ULL
+    local h = 0xcbf29ce484222325ULL
+    for i = 1, #name do
+        h = bit.bxor(h, name:byte(i)) * P
+    end
+    h = h * P
+    for i = 1, #tag do
+        h = bit.bxor(h, tag:byte(i)) * P
+    end
+    h = bit.bxor(h, bit.rshift(h, 30)) * 0xbf58476d1ce4e5b9ULL
+    h = bit.bxor(h, bit.rshift(h, 27)) * 0x94d049bb133111ebULL
+    return bit.bxor(h, bit.rshift(h, 31))
+end
+
+
+-- The instance (an entry of redis_instances()) tag is placed on: "region:<id>",
+-- "stream:mmo:events", "channel:mmo:bus" (scripts/lib/leases.lua, queue.lua, core/main.c).
+function _M.redis_at(tag)
+    local best, top
+    for _, inst in ipairs(_M.redis_instances()) do
+        local sc = place_score(inst.name, tag)
+        if not best or sc > top or (sc == top and inst.name < best.name) then
+            best, top = inst, sc
+        end
+    end
+    return best
+end
+
+
+-- redis-cli on the instance tag is placed on (args as a shell string); its output, trimmed.
+function _M.rcli_at(tag, args)
+    local inst = _M.redis_at(tag)
+    return _M.sh("redis-cli -h " .. inst.host .. " -p " .. inst.port .. " " .. args)
+end
+
+
 function _M.sh(cmd)
     local p = io.popen(cmd .. " 2>&1")
     local out = p:read("*a")

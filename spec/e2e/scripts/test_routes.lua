@@ -37,6 +37,7 @@ local TEST = {
     { "GET", "/test/cache/roundtrip", "test.cache_roundtrip", role = "public" },
     { "GET", "/test/cache/ping", "test.cache_ping", role = "public" },
     { "GET", "/test/cache/get", "test.cache_get", role = "public" },
+    { "GET", "/test/cache/placed", "test.cache_placed", role = "public" },
 }
 for _, r in ipairs(TEST) do
     http[#http + 1] = r

@@ -241,6 +241,32 @@ function _M.cache_roundtrip(req)
 end
 
 
+-- Several Redis instances: where each of the query's tags (comma-separated) is placed, a
+-- pipeline whose commands go to those instances (a key under each tag, set then read back in
+-- one call), the same through cache.at, and what a transaction spread over two instances and a
+-- bad at raise.
+function _M.cache_placed(req)
+    local places, cmds, keys = {}, {}, {}
+    for tag in (req.query.tags or ""):gmatch("[^,]+") do
+        places[#places + 1] = cache.place(tag)
+        local k = "spec:placed:" .. req.id .. ":" .. #places
+        keys[#keys + 1] = k
+        cmds[#cmds + 1] = { "SET", k, tag, "PX", 60000, at = tag }
+        cmds[#cmds + 1] = { "GET", k, at = tag }
+    end
+    local results = http.check(cache.pipeline(cmds))
+    local first = req.query.tags:match("^[^,]+")
+    local bound = cache.at(first)
+    local via_at = http.check(bound.get(keys[1]))
+    local multi = { pcall(cache.pipeline, { { "MULTI", at = first }, { "GET", keys[1] },
+                                            { "GET", keys[2], at = req.query.tags:match(",([^,]+)") },
+                                            { "EXEC" } }) }
+    local bad = { pcall(cache.pipeline, { { "GET", keys[1], at = 7 } }) }
+    return 200, { places = places, results = results, keys = keys, at_name = bound.name,
+                  via_at = via_at, multi = tostring(multi[2]), bad = tostring(bad[2]) }
+end
+
+
 function _M.cache_get(req)
     local v, err = cache.get(req.query.key)
     http.check(v ~= nil or err == nil, err)
