@@ -48,6 +48,7 @@ describe("backup and restore", function()
         MMO_SHARD_1_CONNINFO = conninfo[1],
         MMO_SHARD_1_REGIONS = "r3,r4",
         MMO_REDIS = "127.0.0.1:" .. rport,
+        MMO_REDIS_INSTANCES = "", -- the private Redis alone, not tools/dev's second
     }
     local before = {}   -- tables and keys as they were when backed up
     local backup        -- the folder mmo backup made

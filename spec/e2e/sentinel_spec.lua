@@ -87,6 +87,7 @@ describe("Redis Sentinel", function()
             MMO_REDIS_SENTINELS = ha.sentinels,
             MMO_REDIS_MASTER_NAME = "mmo",
             MMO_REDIS = "127.0.0.1:" .. server.free_port(), -- a wrong first guess: not used
+            MMO_REDIS_INSTANCES = "", -- the Sentinel-watched primary alone
             MMO_REDIS_RECONNECT_MAX_MS = "1000",
             MMO_WORLD_LEASE_MS = "3000",
         }
