@@ -381,7 +381,7 @@ struct node_metrics *node_metrics_new(struct metrics *m, struct event_base *base
     }
     nm->pg_up = gauge(m, "mmo_postgres_up", "1 when the main PostgreSQL pool has a connection");
     nm->redis_up = gauge(m, "mmo_redis_up", "1 when the Redis connection is up (home's)");
-    const char *il[] = {"instance"};
+    const char *il[] = {"redis"};
     nm->inst_up = metrics_family(m, "mmo_redis_instance_up",
                                  "1 when the connection to a Redis instance is up, by name",
                                  METRIC_GAUGE, 1, il, NULL, 0, NULL);

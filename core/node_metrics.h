@@ -38,7 +38,7 @@ void node_metrics_free(struct node_metrics *nm);
 /* Count and time the queries of a PostgreSQL pool, labelled db="<name>" ("main", "shard1"...;
  * copied), with its connections and waiting calls as gauges. At most 65 pools. */
 void node_metrics_watch_db(struct node_metrics *nm, struct db_pool *p, const char *name);
-/* A Redis instance (core/rds_set.h; the home one too): mmo_redis_instance_up{instance="<name>"}
+/* A Redis instance (core/rds_set.h; the home one too): mmo_redis_instance_up{redis="<name>"}
  * (copied), and its calls counted with the others in mmo_redis_calls_total. At most 16. */
 void node_metrics_watch_redis(struct node_metrics *nm, struct rds *r, const char *name);
 

@@ -143,7 +143,7 @@ describe("several Redis instances", function()
         inst = select(2, ready())
         assert.equal("ok", inst["spec-x"].status)
         local metrics = n2:request("GET", "/metrics").body
-        assert.truthy(metrics:find('mmo_redis_instance_up{instance="spec-x"} 1', 1, true), metrics)
+        assert.truthy(metrics:find('mmo_redis_instance_up{redis="spec-x"} 1', 1, true), metrics)
         cli(extra, "SHUTDOWN NOSAVE")
         assert.truthy(server.eventually(function() return ready() == 503 end, 5),
                       "not ready once spec-x is gone")
