@@ -119,6 +119,27 @@ static int place(const struct rds_set *set, const char *tag)
     return rds_set_place(set, tag, strlen(tag));
 }
 
+/* `mmo config`, with several Redis instances: where the stream, the channels and regions r1-r9
+ * (the usual ids; any other: cache.place in a script) are placed. */
+static void print_placement(const struct conf *c)
+{
+    if (c->nredis_instances == 0)
+        return;
+    struct rds_set names = {.n = 1};
+    names.name[0] = c->redis_name;
+    for (int i = 0; i < c->nredis_instances && names.n < RDS_SET_MAX; i++)
+        names.name[names.n++] = c->redis_instances[i].name;
+    static const char *const tags[] = {"stream:mmo:events", "channel:" BUS_CHANNEL,
+                                       "channel:" LIVE_CHANNEL};
+    for (size_t i = 0; i < sizeof tags / sizeof tags[0]; i++)
+        printf("redis.place[\"%s\"] = \"%s\"\n", tags[i], names.name[place(&names, tags[i])]);
+    for (int r = 1; r <= 9; r++) {
+        char tag[24];
+        snprintf(tag, sizeof tag, "region:r%d", r);
+        printf("redis.place[\"%s\"] = \"%s\"\n", tag, names.name[place(&names, tag)]);
+    }
+}
+
 /* The Redis instances besides home (redis.instances): each with its own connection, and its
  * own sentinels when it has some; placement over all of them, home first, by name. */
 static int start_redis_instances(struct node *n, const struct rds_opts *home)
@@ -670,6 +691,7 @@ int main(int argc, char **argv)
         }
     } else if (strcmp(cmd, "config") == 0) {
         conf_dump(&n.conf, 1);
+        print_placement(&n.conf);
         rc = 0;
     } else if (strcmp(cmd, "queue") == 0) {
         /* the words after "queue", without --config/--sql and their values */

@@ -83,6 +83,17 @@ describe("several Redis instances", function()
         assert.truthy(cli(home, "ZRANGE nodes:live 0 -1"):find("spec-node", 1, true))
     end)
 
+    it("prints where things are placed in mmo config, as the nodes place them", function()
+        local rc, out = server.run("config", {})
+        assert.equal(0, rc, out)
+        local n = 0
+        for tag, name in out:gmatch('redis%.place%["([^"]+)"%] = "([^"]+)"') do
+            assert.equal(server.redis_at(tag).name, name, tag)
+            n = n + 1
+        end
+        assert.equal(12, n, out) -- the stream, two channels, regions r1-r9
+    end)
+
     it("runs one pipeline over several instances and answers in order", function()
         -- two tags on different instances: one from each
         local by = {}
