@@ -311,4 +311,25 @@ describe("Redis Sentinel", function()
         print(string.format("# ready again %.2f s after the sentinels answered", server.now() - t))
         assert.equal(primary, readyz(a).json.checks.redis.addr)
     end)
+
+    it("reaches an instance of redis.instances through that instance's own sentinels", function()
+        -- home is tools/dev's plain Redis; the instance "ha" is the Sentinel-watched set, known
+        -- to the node only by its sentinels (a config file: the environment cannot say them)
+        local list = {}
+        for s in ha.sentinels:gmatch("[^,]+") do
+            list[#list + 1] = string.format("%q", s)
+        end
+        local cfg = dir .. "/instances.lua"
+        server.write(cfg, "return { redis = { instances = { { name = \"ha\", sentinels = { " ..
+                          table.concat(list, ", ") .. " }, master_name = \"mmo\" } } } }\n")
+        local n = server.start { env = { MMO_CONFIG = cfg, MMO_REDIS_INSTANCES = "",
+                                         MMO_NODE_ID = "ha-c" } }
+        finally(function() n:kill() end)
+        local res = readyz(n)
+        assert.equal(200, res.status, res.body)
+        local inst = res.json.checks.redis.instances.ha
+        assert.equal("ok", inst.status)
+        assert.equal(primary_by(ha.sentinel_ports[1]), inst.addr)
+        assert.equal(os.getenv("MMO_REDIS"), res.json.checks.redis.addr) -- home unchanged
+    end)
 end)
