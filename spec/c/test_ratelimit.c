@@ -101,17 +101,6 @@ static int wait_up(struct event_base *base, struct rds *r, int ms)
     return rds_up(r);
 }
 
-static int closed_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    bind(fd, (struct sockaddr *) &a, sizeof a);
-    getsockname(fd, (struct sockaddr *) &a, &len);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 /* ---- a node: base, Redis client, limiter ---------------------------------------------------- */
 
 struct node {
@@ -449,7 +438,7 @@ TEST(redis_unreachable_falls_back_to_local_limits)
 {
     char n1[RL_NAME_MAX + 1];
     struct rl_class c = cls_make(n1, "down", 5, 1000, 5, 3);
-    struct node nd = node_new(NULL, closed_port(), 200, &c, 1, 100);
+    struct node nd = node_new(NULL, test_closed_port(), 200, &c, 1, 100);
     struct node none = node_new(NULL, 0, 0, &c, 1, 100);
     struct node *nodes[2] = {&nd, &none};
     for (int k = 0; k < 2; k++) {

@@ -359,20 +359,9 @@ TEST(free_from_inside_a_callback)
     event_base_free(c.base);
 }
 
-static int closed_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    bind(fd, (struct sockaddr *) &a, sizeof a);
-    getsockname(fd, (struct sockaddr *) &a, &len);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 TEST(closed_port_is_unavailable_at_once)
 {
-    struct client c = client_new(closed_port(), 200, 200, 400);
+    struct client c = client_new(test_closed_port(), 200, 200, 400);
     ASSERT_EQ(rds_up(c.r), 0);
     struct res res = {0};
     struct rds_op *op = (struct rds_op *) &res;
@@ -743,7 +732,7 @@ TEST(sub_free_with_pending_state_is_clean)
 
     /* Never connected. */
     struct subrec rec3 = {0};
-    rec3.s = sub_new(&c, closed_port(), 1000, ch, rec_msg, rec_gap, &rec3);
+    rec3.s = sub_new(&c, test_closed_port(), 1000, ch, rec_msg, rec_gap, &rec3);
     run_for(c.base, 300); /* a few retries */
     ASSERT_EQ(rds_sub_up(rec3.s), 0);
     ASSERT_EQ(rec3.gaps, 0);

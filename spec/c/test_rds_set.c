@@ -118,17 +118,6 @@ struct two {
     struct rds_set set;
 };
 
-static int closed_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    bind(fd, (struct sockaddr *) &a, sizeof a);
-    getsockname(fd, (struct sockaddr *) &a, &len);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 /* Two instances: home on the test Redis, the second there too or on a closed port. */
 static int two_new(struct two *t, int second_port)
 {
@@ -231,7 +220,7 @@ TEST(a_transaction_cannot_span_instances)
 TEST(an_instance_down_fails_the_call_at_once)
 {
     struct two t;
-    ASSERT_EQ(two_new(&t, closed_port()), 0);
+    ASSERT_EQ(two_new(&t, test_closed_port()), 0);
     ASSERT(rds_up(t.set.r[0]));
     const char *cmds[] = {"ECHO a", "ECHO b"};
     int inst[] = {0, 1};
