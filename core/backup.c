@@ -32,7 +32,7 @@
 #define SUMS          "SHA256SUMS"
 #define MAX_KEY_BYTES (512u << 20)
 #define MAX_MANIFEST  (64 << 20)
-#define MANIFEST_FMT  1
+#define MANIFEST_FMT  2 /* the newest this writes and reads */
 
 static const char *who = "mmo backup";
 
@@ -462,19 +462,56 @@ done:
 
 /* ---- Redis ------------------------------------------------------------------------------- */
 
-static redisContext *redis_open(const struct conf *c, int timeout_s)
+/* One Redis instance of a world: home (redis.dump) or one of redis.instances
+ * (redis-<name>.dump). At backup, the instances of the configuration; at restore, those of the
+ * manifest, each matched with the configured instance of its name. */
+struct rinst {
+    const char *name; /* borrowed (conf or manifest): what placement hashes */
+    int home;
+    const char *file; /* fname at backup; the manifest's at restore */
+    char fname[48];
+    char addr[SENTINEL_HOST_MAX + 8]; /* host:port, as resolved */
+    char sha[65];
+    long long size, keys;
+    const struct jv *e; /* restore: its manifest entry */
+    redisContext *r;    /* restore: the target */
+};
+
+/* The instances of c, home first (names borrowed from c); how many. */
+static int redis_list(const struct conf *c, struct rinst *ri)
+{
+    memset(ri, 0, sizeof *ri * CONF_MAX_REDIS);
+    ri[0].name = c->redis_name;
+    ri[0].home = 1;
+    snprintf(ri[0].fname, sizeof ri[0].fname, "redis.dump");
+    ri[0].file = ri[0].fname;
+    int n = 1;
+    for (int i = 0; i < c->nredis_instances && n < CONF_MAX_REDIS; i++, n++) {
+        ri[n].name = c->redis_instances[i].name;
+        snprintf(ri[n].fname, sizeof ri[n].fname, "redis-%.32s.dump", ri[n].name);
+        ri[n].file = ri[n].fname;
+    }
+    return n;
+}
+
+/* A connection to instance ri of c (its address, or asked of its sentinels), its replies
+ * bounded by timeout_s; ri->addr set. NULL after saying why. */
+static redisContext *redis_open(const struct conf *c, struct rinst *ri, int timeout_s)
 {
     struct timeval ct = {c->redis_connect_timeout_ms / 1000,
                          (c->redis_connect_timeout_ms % 1000) * 1000};
     char host[SENTINEL_HOST_MAX], err[400];
     int port;
-    if (sentinel_resolve_conf(c, NULL, host, sizeof host, &port, err, sizeof err) < 0) {
-        say("redis: %s", err);
+    const char *name = ri->home ? c->redis_name : ri->name;
+    if (sentinel_resolve_conf(c, ri->home ? NULL : ri->name, host, sizeof host, &port, err,
+                              sizeof err) < 0) {
+        say("redis %s: %s", name, err);
         return NULL;
     }
+    snprintf(ri->addr, sizeof ri->addr, "%s:%d", host, port);
     redisContext *r = redisConnectWithTimeout(host, port, ct);
     if (r == NULL || r->err) {
-        say("redis %s:%d: %s", host, port, r ? r->errstr : "out of memory");
+        say("redis %s (%s): %s", name, ri->addr, r ? r->errstr : "out of memory");
         if (r)
             redisFree(r);
         return NULL;
@@ -526,16 +563,19 @@ static void put_i64(FILE *f, int64_t v)
     fwrite(b, 1, 8, f);
 }
 
-/* Every key of database 0: DUMP and PTTL, written as records of our own (REDIS_MAGIC, then
- * 'K' keylen key payloadlen payload pttl, big-endian; 'E' count at the end). */
-static int dump_redis(const struct conf *c, const char *path, int timeout_s, long long *keys)
+/* Every key of database 0 of instance ri into dir/ri->file: DUMP and PTTL, written as records
+ * of our own (REDIS_MAGIC, then 'K' keylen key payloadlen payload pttl, big-endian; 'E' count
+ * at the end); ri->keys, sha and size set. */
+static int dump_redis(const struct conf *c, struct rinst *ri, const char *dir, int timeout_s)
 {
-    redisContext *r = redis_open(c, timeout_s);
+    redisContext *r = redis_open(c, ri, timeout_s);
     if (r == NULL)
         return -1;
+    char *path = path_join(dir, ri->file);
     FILE *f = fopen(path, "wb");
     if (f == NULL) {
         say("cannot write %s: %s", path, strerror(errno));
+        free(path);
         redisFree(r);
         return -1;
     }
@@ -583,7 +623,7 @@ static int dump_redis(const struct conf *c, const char *path, int timeout_s, lon
     } while (strcmp(cursor, "0") != 0);
     fputc('E', f);
     put_i64(f, n);
-    *keys = n;
+    ri->keys = n;
     rc = 0;
 done:
     if (fflush(f) != 0 || fsync(fileno(f)) != 0 || ferror(f)) {
@@ -592,6 +632,11 @@ done:
     }
     fclose(f);
     redisFree(r);
+    if (rc == 0 && file_sha256(path, ri->sha, &ri->size) < 0) {
+        say("cannot read %s: %s", path, strerror(errno));
+        rc = -1;
+    }
+    free(path);
     return rc;
 }
 
@@ -700,14 +745,20 @@ done:
 
 /* ---- backup ------------------------------------------------------------------------------ */
 
-static void remove_partial(const char *dir, const struct database *d, int nd)
+static void remove_partial(const char *dir, const struct database *d, int nd,
+                           const struct rinst *ri, int nr)
 {
     for (int i = 0; i < nd; i++) {
         char *p = path_join(dir, d[i].file);
         unlink(p);
         free(p);
     }
-    const char *names[] = {"redis.dump", MANIFEST, SUMS};
+    for (int i = 0; i < nr; i++) {
+        char *p = path_join(dir, ri[i].file);
+        unlink(p);
+        free(p);
+    }
+    const char *names[] = {MANIFEST, SUMS};
     for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
         char *p = path_join(dir, names[i]);
         unlink(p);
@@ -716,12 +767,26 @@ static void remove_partial(const char *dir, const struct database *d, int nd)
     rmdir(dir);
 }
 
-static int write_manifest(const char *dir, const char *stamp, const struct conf *c,
-                          const struct database *d, int nd, int migration, long long keys,
-                          const char *rsha, long long rsize)
+/* One Redis instance's entry of the manifest (the same shape for home and the others). */
+static void manifest_redis(struct buf *b, const struct rinst *ri)
+{
+    buf_printf(b, "{\"instance\": ");
+    buf_json(b, ri->name);
+    buf_printf(b, ", \"file\": \"%s\", \"size\": %lld, \"sha256\": \"%s\", \"source\": ", ri->file,
+               ri->size, ri->sha);
+    char src[sizeof ri->addr + 2];
+    snprintf(src, sizeof src, "%s/0", ri->addr);
+    buf_json(b, src);
+    buf_printf(b, ", \"keys\": %lld}", ri->keys);
+}
+
+/* Format 1 when Redis is one instance (as before there could be several), 2 with others in
+ * "redis_instances": a reader of format 1 alone refuses it instead of restoring home alone. */
+static int write_manifest(const char *dir, const char *stamp, const struct database *d, int nd,
+                          int migration, const struct rinst *ri, int nr)
 {
     struct buf b = {0};
-    buf_printf(&b, "{\n  \"format\": %d,\n  \"created_at\": ", MANIFEST_FMT);
+    buf_printf(&b, "{\n  \"format\": %d,\n  \"created_at\": ", nr > 1 ? 2 : 1);
     buf_json(&b, stamp);
     buf_printf(&b, ",\n  \"node_version\": \"%s\",\n  \"node_commit\": \"%s\",\n", MMO_VERSION,
                MMO_GIT_COMMIT);
@@ -739,14 +804,18 @@ static int write_manifest(const char *dir, const char *stamp, const struct conf 
         }
         buf_printf(&b, "}}%s\n", i + 1 < nd ? "," : "");
     }
-    buf_printf(&b,
-               "  ],\n  \"redis\": {\"file\": \"redis.dump\", \"size\": %lld, \"sha256\": \"%s\", "
-               "\"source\": ",
-               rsize, rsha);
-    char src[300];
-    snprintf(src, sizeof src, "%s:%d/0", c->redis_host, c->redis_port);
-    buf_json(&b, src);
-    buf_printf(&b, ", \"keys\": %lld}\n}\n", keys);
+    buf_printf(&b, "  ],\n  \"redis\": ");
+    manifest_redis(&b, &ri[0]);
+    if (nr > 1) {
+        buf_printf(&b, ",\n  \"redis_instances\": [\n");
+        for (int i = 1; i < nr; i++) {
+            buf_printf(&b, "    ");
+            manifest_redis(&b, &ri[i]);
+            buf_printf(&b, "%s\n", i + 1 < nr ? "," : "");
+        }
+        buf_printf(&b, "  ]");
+    }
+    buf_printf(&b, "\n}\n");
     char *p = path_join(dir, MANIFEST);
     int rc = write_file(p, b.p, b.len);
     free(p);
@@ -754,7 +823,8 @@ static int write_manifest(const char *dir, const char *stamp, const struct conf 
     return rc;
 }
 
-static int write_sums(const char *dir, const struct database *d, int nd, const char *rsha)
+static int write_sums(const char *dir, const struct database *d, int nd, const struct rinst *ri,
+                      int nr)
 {
     char msha[65];
     char *mp = path_join(dir, MANIFEST);
@@ -765,7 +835,9 @@ static int write_sums(const char *dir, const struct database *d, int nd, const c
     struct buf b = {0};
     for (int i = 0; i < nd; i++)
         buf_printf(&b, "%s  %s\n", d[i].sha, d[i].file);
-    buf_printf(&b, "%s  redis.dump\n%s  " MANIFEST "\n", rsha, msha);
+    for (int i = 0; i < nr; i++)
+        buf_printf(&b, "%s  %s\n", ri[i].sha, ri[i].file);
+    buf_printf(&b, "%s  " MANIFEST "\n", msha);
     char *p = path_join(dir, SUMS);
     rc = write_file(p, b.p, b.len);
     free(p);
@@ -794,9 +866,9 @@ int backup_run(const struct conf *c, const char *dir, int timeout_s)
     }
     struct database d[MAX_DATABASES];
     memset(d, 0, sizeof d);
-    int nd = 0, migration = 0, rc = 1;
-    long long keys = 0, rsize = 0;
-    char rsha[65];
+    struct rinst ri[CONF_MAX_REDIS];
+    int all = redis_list(c, ri);
+    int nd = 0, nr = 0, migration = 0, rc = 1;
     char *final = NULL;
     for (int i = -1; i < c->nshards; i++, nd++) {
         d[nd].shard = i < 0 ? 0 : c->shards[i].id;
@@ -809,14 +881,16 @@ int backup_run(const struct conf *c, const char *dir, int timeout_s)
         printf("shard %d (%s): %d tables, %lld rows, %lld bytes\n", d[nd].shard, d[nd].source,
                d[nd].nt, d[nd].rows, d[nd].size);
     }
-    char *rpath = path_join(tmp, "redis.dump");
-    int bad = dump_redis(c, rpath, timeout_s, &keys) < 0 || file_sha256(rpath, rsha, &rsize) < 0;
-    free(rpath);
-    if (bad)
-        goto fail;
-    printf("redis (%s:%d): %lld keys, %lld bytes\n", c->redis_host, c->redis_port, keys, rsize);
-    if (write_manifest(tmp, stamp, c, d, nd, migration, keys, rsha, rsize) < 0 ||
-        write_sums(tmp, d, nd, rsha) < 0)
+    for (; nr < all; nr++) {
+        if (dump_redis(c, &ri[nr], tmp, timeout_s) < 0) {
+            nr++;
+            goto fail;
+        }
+        printf("redis %s (%s): %lld keys, %lld bytes -> %s\n", ri[nr].name, ri[nr].addr,
+               ri[nr].keys, ri[nr].size, ri[nr].file);
+    }
+    if (write_manifest(tmp, stamp, d, nd, migration, ri, nr) < 0 ||
+        write_sums(tmp, d, nd, ri, nr) < 0)
         goto fail;
     final = path_join(dir, name);
     for (int k = 2; access(final, F_OK) == 0 && k < 100; k++) {
@@ -834,7 +908,7 @@ int backup_run(const struct conf *c, const char *dir, int timeout_s)
     rc = 0;
     goto out;
 fail:
-    remove_partial(tmp, d, nd);
+    remove_partial(tmp, d, nd, ri, nr);
     say("no backup was made");
 out:
     for (int i = 0; i < nd; i++)
@@ -1038,13 +1112,31 @@ static int check_sums(const char *dir, int *nfiles)
     return rc;
 }
 
+/* The manifest's entries that name a file: "redis" (home; NULL when missing), then each of
+ * "redis_instances", then each of "databases"; i from 0 to manifest_entries(m) - 1. */
+static const struct jv *manifest_entry(const struct jv *m, int i)
+{
+    const struct jv *others = jv_get(m, "redis_instances", J_ARR);
+    const struct jv *dbs = jv_get(m, "databases", J_ARR);
+    int no = others ? others->n : 0;
+    if (i == 0)
+        return jv_get(m, "redis", J_OBJ);
+    return i - 1 < no ? &others->items[i - 1] : &dbs->items[i - 1 - no];
+}
+
+static int manifest_entries(const struct jv *m)
+{
+    const struct jv *others = jv_get(m, "redis_instances", J_ARR);
+    const struct jv *dbs = jv_get(m, "databases", J_ARR);
+    return 1 + (others ? others->n : 0) + (dbs ? dbs->n : 0);
+}
+
 /* Every file the manifest names, against its sum and size there. 0, or -1 after saying. */
 static int check_manifest_files(const char *dir, const struct jv *m)
 {
-    int rc = 0;
-    const struct jv *dbs = jv_get(m, "databases", J_ARR);
-    for (int i = -1; rc == 0 && dbs && i < dbs->n; i++) {
-        const struct jv *e = i < 0 ? jv_get(m, "redis", J_OBJ) : &dbs->items[i];
+    int rc = 0, n = manifest_entries(m);
+    for (int i = 0; rc == 0 && i < n; i++) {
+        const struct jv *e = manifest_entry(m, i);
         const struct jv *file = jv_get(e, "file", J_STR), *sha = jv_get(e, "sha256", J_STR),
                         *size = jv_get(e, "size", J_NUM);
         if (!file || !sha || !size || strchr(file->str, '/')) {
@@ -1062,7 +1154,7 @@ static int check_manifest_files(const char *dir, const struct jv *m)
             rc = -1;
         }
     }
-    if (rc == 0 && dbs == NULL) {
+    if (rc == 0 && jv_get(m, "databases", J_ARR) == NULL) {
         say("%s: no databases", MANIFEST);
         rc = -1;
     }
@@ -1173,6 +1265,82 @@ done:
     return rc;
 }
 
+/* The backup's Redis instances ("redis", then "redis_instances" of manifest m) into ri, each
+ * matched with the configured instance of its name: home with home (a backup that names no
+ * instance, made before there could be several, is home's whatever home is called now), every
+ * other with the one of redis.instances of that name. Then the configured instances the backup
+ * lacks: placement by names would differ, so refused unless force, and left alone with it.
+ * Nothing is connected to. The count, or -1 after saying why (nothing written). */
+static int plan_redis(const struct conf *c, const struct jv *m, struct rinst *ri, int force)
+{
+    const struct jv *others = jv_get(m, "redis_instances", J_ARR);
+    int n = 1 + (others ? others->n : 0);
+    if (n > CONF_MAX_REDIS) {
+        say("%s: %d Redis instances, more than %d: nothing restored", MANIFEST, n, CONF_MAX_REDIS);
+        return -1;
+    }
+    memset(ri, 0, sizeof *ri * CONF_MAX_REDIS);
+    int used[CONF_MAX_REDIS] = {0}; /* configured: 0 is home, 1 + k is redis.instances[k] */
+    struct buf names = {0};         /* the backup's, for the message */
+    int rc = -1;
+    for (int i = 0; i < n; i++) {
+        const struct jv *e = i == 0 ? jv_get(m, "redis", J_OBJ) : &others->items[i - 1];
+        const struct jv *name = jv_get(e, "instance", J_STR);
+        ri[i].e = e;
+        ri[i].home = i == 0;
+        ri[i].file = jv_get(e, "file", J_STR)->str; /* there: check_manifest_files */
+        ri[i].name = name ? name->str : c->redis_name;
+        buf_printf(&names, "%s\"%s\"", i ? ", " : "", ri[i].name);
+        int at = -1;
+        if (i == 0 && strcmp(ri[i].name, c->redis_name) == 0)
+            at = 0;
+        for (int k = 0; i > 0 && name && k < c->nredis_instances; k++)
+            if (strcmp(c->redis_instances[k].name, name->str) == 0)
+                at = 1 + k;
+        if (i == 0 && at < 0) {
+            say("the backup's home Redis instance is \"%s\", this configuration's is \"%s\" "
+                "(redis.name, MMO_REDIS_NAME): nothing restored (what no tag places lives on "
+                "home, and placement goes by names: restore with redis.name \"%s\")",
+                ri[i].name, c->redis_name, ri[i].name);
+            goto done;
+        }
+        if (at < 0) {
+            say("the backup holds Redis instance \"%s\" (%s); the configuration has no "
+                "instance of that name besides home (redis.instances, MMO_REDIS_INSTANCES): "
+                "nothing restored (configure an instance named \"%s\", at any address)",
+                name ? name->str : "?", ri[i].file, name ? name->str : "?");
+            goto done;
+        }
+        if (used[at]) {
+            say("%s names Redis instance \"%s\" twice: nothing restored", MANIFEST, ri[i].name);
+            goto done;
+        }
+        used[at] = 1;
+    }
+    for (int k = 0; k < c->nredis_instances; k++) {
+        const char *extra = c->redis_instances[k].name;
+        if (used[1 + k])
+            continue;
+        if (!force) {
+            say("Redis instance \"%s\" is configured but not in the backup, which has %s: "
+                "placement by instance names would differ from the backup's (regions' keys, "
+                "streams and channels would be looked for on other instances): nothing "
+                "restored (configure the backup's instances, at any address; or pass --force "
+                "to restore anyway and leave \"%s\" alone)",
+                extra, names.p, extra);
+            goto done;
+        }
+        say("Redis instance \"%s\" is not in the backup (which has %s): left alone (--force; "
+            "placement by instance names differs from the backup's: see docs/operations.md, "
+            "\"Several Redis instances\")",
+            extra, names.p);
+    }
+    rc = n;
+done:
+    free(names.p);
+    return rc;
+}
+
 int restore_run(const struct conf *c, const char *dir, int force, int timeout_s)
 {
     who = "mmo restore";
@@ -1201,7 +1369,8 @@ int restore_run(const struct conf *c, const char *dir, int force, int timeout_s)
     struct jv m;
     const char *end = json_value(text, &m, 0);
     free(text);
-    int rc = 1;
+    int rc = 1, nr = 0;
+    struct rinst ri[CONF_MAX_REDIS];
     if (end == NULL || m.type != J_OBJ) {
         say("%s/%s is not valid JSON", dir, MANIFEST);
         goto done;
@@ -1210,54 +1379,63 @@ int restore_run(const struct conf *c, const char *dir, int force, int timeout_s)
         say("nothing restored");
         goto done;
     }
-    const struct jv *fmt = jv_get(&m, "format", J_NUM), *redis = jv_get(&m, "redis", J_OBJ);
-    if (fmt == NULL || (int) fmt->num != MANIFEST_FMT || redis == NULL) {
-        say("%s: format %d is not one this mmo reads (%d)", MANIFEST, fmt ? (int) fmt->num : 0,
+    const struct jv *fmt = jv_get(&m, "format", J_NUM);
+    if (fmt == NULL || (int) fmt->num < 1 || (int) fmt->num > MANIFEST_FMT ||
+        jv_get(&m, "redis", J_OBJ) == NULL) {
+        say("%s: format %d is not one this mmo reads (1 to %d)", MANIFEST, fmt ? (int) fmt->num : 0,
             MANIFEST_FMT);
         goto done;
     }
     printf("checksums: %d files match\n", nfiles);
-    redisContext *r = redis_open(c, timeout_s);
-    if (r == NULL) {
-        say("nothing restored");
+    /* every Redis target: configured under the backup's names, reachable, empty unless force */
+    if ((nr = plan_redis(c, &m, ri, force)) < 0) {
+        nr = 0;
         goto done;
     }
-    long long before = redis_dbsize(r);
-    if (before < 0 || (before > 0 && !force)) {
-        if (before > 0)
-            say("redis %s:%d is not empty (%lld keys): nothing restored (restore into an empty "
-                "Redis, or pass --force to replace the keys the backup holds)",
-                c->redis_host, c->redis_port, before);
-        redisFree(r);
-        goto done;
+    for (int i = 0; i < nr; i++) {
+        if ((ri[i].r = redis_open(c, &ri[i], timeout_s)) == NULL) {
+            say("nothing restored");
+            goto done;
+        }
+        long long before = redis_dbsize(ri[i].r);
+        if (before < 0)
+            goto done;
+        if (before > 0 && !force) {
+            say("redis %s (%s) is not empty (%lld keys): nothing restored (restore into an "
+                "empty Redis, or pass --force to replace the keys the backup holds)",
+                ri[i].name, ri[i].addr, before);
+            goto done;
+        }
     }
-    if (restore_databases(c, dir, jv_get(&m, "databases", J_ARR), force, timeout_s) < 0) {
-        redisFree(r);
+    if (restore_databases(c, dir, jv_get(&m, "databases", J_ARR), force, timeout_s) < 0)
         goto done;
+    for (int i = 0; i < nr; i++) {
+        long long keys = 0;
+        const struct jv *want = jv_get(ri[i].e, "keys", J_NUM);
+        char *rpath = path_join(dir, ri[i].file);
+        int bad = restore_redis(ri[i].r, rpath, force, &keys) < 0;
+        free(rpath);
+        long long after = bad ? -1 : redis_dbsize(ri[i].r);
+        if (bad)
+            goto done;
+        if (want == NULL || (long long) want->num != keys || after < keys ||
+            (!force && after != keys)) {
+            say("redis %s: %lld keys restored, %lld in it now, the backup lists %lld", ri[i].name,
+                keys, after, want ? (long long) want->num : -1LL);
+            goto done;
+        }
+        printf("redis %s (%s) <- %s: %lld keys; the key count matches the backup\n", ri[i].name,
+               ri[i].addr, ri[i].file, keys);
     }
-    long long keys = 0;
-    const struct jv *want = jv_get(redis, "keys", J_NUM), *file = jv_get(redis, "file", J_STR);
-    char *rpath = path_join(dir, file->str);
-    int bad = restore_redis(r, rpath, force, &keys) < 0;
-    free(rpath);
-    long long after = bad ? -1 : redis_dbsize(r);
-    redisFree(r);
-    if (bad)
-        goto done;
-    if (want == NULL || (long long) want->num != keys || after < keys ||
-        (!force && after != keys)) {
-        say("redis: %lld keys restored, %lld in Redis now, the backup lists %lld", keys, after,
-            want ? (long long) want->num : -1LL);
-        goto done;
-    }
-    printf("redis (%s:%d) <- %s: %lld keys; the key count matches the backup\n", c->redis_host,
-           c->redis_port, file->str, keys);
     const struct jv *at = jv_get(&m, "created_at", J_STR), *ver = jv_get(&m, "node_version", J_STR);
     const struct jv *mig = jv_get(&m, "migration_version", J_NUM);
     printf("restored %s (made %s by mmo %s, migration %d)\n", dir, at ? at->str : "?",
            ver ? ver->str : "?", mig ? (int) mig->num : 0);
     rc = 0;
 done:
+    for (int i = 0; i < nr; i++)
+        if (ri[i].r)
+            redisFree(ri[i].r);
     jv_free(&m);
     return rc;
 }

@@ -86,10 +86,69 @@ TEST(keeps_the_password_off_the_command_line)
     ASSERT(ok);
 }
 
+/* plan_redis on the manifest text m against a configuration: home named home, others the
+ * names of list (NULL-terminated). The count, or -1. ri points into the manifest, kept until
+ * the next call (and freed by a call with m NULL). */
+static int plan(const char *m, const char *home, const char *const *list, int force,
+                struct rinst *ri)
+{
+    struct conf_redis_instance inst[CONF_MAX_REDIS];
+    struct conf c;
+    memset(&c, 0, sizeof c);
+    memset(inst, 0, sizeof inst);
+    c.redis_name = (char *) home;
+    c.redis_instances = inst;
+    while (list && list[c.nredis_instances])
+        inst[c.nredis_instances].name = (char *) list[c.nredis_instances], c.nredis_instances++;
+    static struct jv v;
+    jv_free(&v);
+    memset(&v, 0, sizeof v);
+    if (m == NULL)
+        return 0;
+    const char *end = json_value(m, &v, 0);
+    return end ? plan_redis(&c, &v, ri, force) : -2;
+}
+
+/* which configured instance each dump of a backup goes to, and when restore refuses */
+TEST(matches_redis_instances_by_name)
+{
+    static const char two[] =
+        "{\"redis\": {\"instance\": \"main\", \"file\": \"redis.dump\"}, \"redis_instances\": "
+        "[{\"instance\": \"s2\", \"file\": \"redis-s2.dump\"}]}";
+    static const char old[] = "{\"redis\": {\"file\": \"redis.dump\", \"keys\": 3}}";
+    static const char twice[] =
+        "{\"redis\": {\"instance\": \"main\", \"file\": \"redis.dump\"}, \"redis_instances\": "
+        "[{\"instance\": \"s2\", \"file\": \"a\"}, {\"instance\": \"s2\", \"file\": \"b\"}]}";
+    const char *s2[] = {"s2", NULL}, *s3[] = {"s3", NULL}, *s2s3[] = {"s3", "s2", NULL};
+    struct rinst ri[CONF_MAX_REDIS];
+    ASSERT_EQ(2, plan(two, "main", s2, 0, ri));
+    ASSERT(ri[0].home && !ri[1].home);
+    ASSERT_STR("redis-s2.dump", ri[1].file);
+    ASSERT_STR("s2", ri[1].name);
+    /* an instance of the backup not configured, or home's name not home's: force or not */
+    for (int force = 0; force < 2; force++) {
+        ASSERT_EQ(-1, plan(two, "main", NULL, force, ri));
+        ASSERT_EQ(-1, plan(two, "main", s3, force, ri));
+        ASSERT_EQ(-1, plan(two, "s2", s2, force, ri));
+        ASSERT_EQ(-1, plan(two, "other", s2, force, ri));
+        ASSERT_EQ(-1, plan(twice, "main", s2, force, ri));
+    }
+    /* one more configured than the backup has: placement differs, only with force */
+    ASSERT_EQ(-1, plan(two, "main", s2s3, 0, ri));
+    ASSERT_EQ(2, plan(two, "main", s2s3, 1, ri));
+    /* a backup that names no instance (before there could be several) is home's */
+    ASSERT_EQ(1, plan(old, "eu", NULL, 0, ri));
+    ASSERT_STR("eu", ri[0].name);
+    ASSERT_EQ(-1, plan(old, "main", s2, 0, ri));
+    ASSERT_EQ(1, plan(old, "main", s2, 1, ri));
+    plan(NULL, "main", NULL, 0, ri);
+}
+
 int main(void)
 {
     RUN(reads_a_manifest);
     RUN(refuses_broken_json);
     RUN(keeps_the_password_off_the_command_line);
+    RUN(matches_redis_instances_by_name);
     return test_summary();
 }

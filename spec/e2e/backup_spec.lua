@@ -1,9 +1,12 @@
 -- End-to-end: `mmo backup` and `mmo restore` (docs/reliability.md, "Backup and restore").
 -- A world of its own (two databases on the test's two PostgreSQL servers, main on the first
--- and shard 1 on the second, and a private redis-server) is filled through the API, backed
--- up, wiped, and restored; every table of both databases and every Redis key must come back
--- as it was, and a restored player signs in and sees their items. Hostile cases: a changed
--- byte, a database that is not empty, a missing folder, pg_dump or PostgreSQL out of reach.
+-- and shard 1 on the second, and two private redis-servers: home "main" and "s2") is filled
+-- through the API, backed up, wiped, and restored; every table of both databases and every
+-- Redis key must come back as it was, on the instance it was on, and a restored player signs
+-- in and sees their items. Hostile cases: a changed byte, a database or a Redis instance that
+-- is not empty, a backup with an instance the configuration does not name, a configuration
+-- with one more instance than the backup, a missing folder, pg_dump, PostgreSQL or a Redis
+-- instance out of reach.
 local server = require "helpers.server"
 local socket = require "socket"
 local letters = server.letters
@@ -42,20 +45,51 @@ describe("backup and restore", function()
         conninfo[id] = server_of[id]:gsub("dbname=%S+", "dbname=" .. db)
     end
     local tmp = server.tmpdir()
-    local rport = free_port()
+    local rport, rport2 = free_port(), free_port()
+    assert(rport ~= rport2)
+    -- the private Redis instances (not tools/dev's): home, then the other
+    local INSTANCES = { { name = "main", host = "127.0.0.1", port = rport, file = "redis.dump" },
+                        { name = "s2", host = "127.0.0.1", port = rport2, file = "redis-s2.dump" } }
     local env = {
         MMO_PG = conninfo[0],
         MMO_SHARD_1_CONNINFO = conninfo[1],
         MMO_SHARD_1_REGIONS = "r3,r4",
         MMO_REDIS = "127.0.0.1:" .. rport,
-        MMO_REDIS_INSTANCES = "", -- the private Redis alone, not tools/dev's second
+        MMO_REDIS_NAME = "main",
+        MMO_REDIS_INSTANCES = "s2=127.0.0.1:" .. rport2,
     }
     local before = {}   -- tables and keys as they were when backed up
     local backup        -- the folder mmo backup made
     local owner         -- { username, players = { id = {item = qty} } }
 
-    local function redis(args)
-        return sh("redis-cli -p " .. rport .. " " .. args)
+    -- redis-cli on one of INSTANCES (default home)
+    local function redis(args, inst)
+        return sh("redis-cli -p " .. (inst or INSTANCES[1]).port .. " " .. args)
+    end
+
+    -- every key name in a dump file of mmo backup (core/backup.c: a magic line, then 'K'
+    -- keylen key payloadlen payload pttl, big-endian; 'E' count): a set, and how many
+    local function dump_keys(file)
+        local f = assert(io.open(file, "rb"))
+        local data = f:read("*a")
+        f:close()
+        local magic = "MMO-REDIS-DUMP 1\n"
+        assert.equal(magic, data:sub(1, #magic))
+        local function u32(at)
+            local a, b, c, d = data:byte(at, at + 3)
+            return ((a * 256 + b) * 256 + c) * 256 + d
+        end
+        local set, n, at = {}, 0, #magic + 1
+        while data:sub(at, at) == "K" do
+            local kl = u32(at + 1)
+            local key = data:sub(at + 5, at + 4 + kl)
+            local vl = u32(at + 5 + kl)
+            set[key] = true
+            n = n + 1
+            at = at + 5 + kl + 4 + vl + 8
+        end
+        assert.equal("E", data:sub(at, at))
+        return set, n
     end
 
     local function mmo(args, extra)
@@ -87,11 +121,11 @@ describe("backup and restore", function()
         return out
     end
 
-    -- every Redis key: { key = { type, dump (escaped), pttl } }; keys about to expire (under
-    -- 15 s) are left out, they may be gone by the time of the backup
-    local function keys()
+    -- every Redis key of instance inst: { key = { type, dump (escaped), pttl } }; keys about to
+    -- expire (under 15 s) are left out, they may be gone by the time of the backup
+    local function keys(inst)
         local list = {}
-        for k in redis("--scan"):gmatch("[^\n]+") do
+        for k in redis("--scan", inst):gmatch("[^\n]+") do
             list[#list + 1] = k
         end
         table.sort(list)
@@ -103,7 +137,7 @@ describe("backup and restore", function()
         local file = tmp .. "/cmds"
         server.write(file, table.concat(cmds, "\n") .. "\n")
         local lines = {}
-        for line in redis("--no-raw < " .. file):gmatch("[^\n]+") do
+        for line in redis("--no-raw < " .. file, inst):gmatch("[^\n]+") do
             lines[#lines + 1] = line
         end
         assert.equal(#list * 3, #lines)
@@ -123,7 +157,12 @@ describe("backup and restore", function()
             n = n + tonumber(psql(conninfo[id], "select count(*) from pg_class c join " ..
                                   "pg_namespace n on n.oid = c.relnamespace where n.nspname = 'public'"))
         end
-        return n == 0 and redis("dbsize") == "0"
+        for _, inst in ipairs(INSTANCES) do
+            if redis("dbsize", inst) ~= "0" then
+                return false
+            end
+        end
+        return n == 0
     end
 
     -- the statement for each database, on its server (CREATE and DROP DATABASE refuse a
@@ -137,7 +176,9 @@ describe("backup and restore", function()
     local function wipe()
         on_cluster("drop database %s with (force)")
         on_cluster("create database %s")
-        redis("flushall")
+        for _, inst in ipairs(INSTANCES) do
+            redis("flushall", inst)
+        end
         assert.is_true(empty())
     end
 
@@ -149,32 +190,39 @@ describe("backup and restore", function()
         end
     end
 
+    -- every instance holds the keys it held at backup time, and no other
     local function same_keys()
-        local now = keys()
-        for k, v in pairs(before.keys) do
-            local got = now[k]
-            assert.is_table(got, "key " .. k .. " was not restored")
-            assert.equal(v.type, got.type, k)
-            assert.equal(v.dump, got.dump, k)
-            if v.pttl == -1 then
-                assert.equal(-1, got.pttl, k)
-            else
-                assert.is_true(got.pttl > 0 and math.abs(v.pttl - got.pttl) < 60000, k)
+        for _, inst in ipairs(INSTANCES) do
+            local now, was = keys(inst), before.keys[inst.name]
+            assert.is_true(next(was) ~= nil, inst.name .. " had keys")
+            for k, v in pairs(was) do
+                local got = now[k]
+                assert.is_table(got, "key " .. k .. " was not restored on " .. inst.name)
+                assert.equal(v.type, got.type, k)
+                assert.equal(v.dump, got.dump, k)
+                if v.pttl == -1 then
+                    assert.equal(-1, got.pttl, k)
+                else
+                    assert.is_true(got.pttl > 0 and math.abs(v.pttl - got.pttl) < 60000, k)
+                end
             end
-        end
-        -- nothing more than the backup held (keys under 15 s may be gone from both)
-        for k in pairs(now) do
-            assert.is_table(before.keys[k], "key " .. k .. " appeared from nowhere")
+            -- nothing more than the backup held there (keys under 15 s may be gone from both)
+            for k in pairs(now) do
+                assert.is_table(was[k], "key " .. k .. " appeared from nowhere on " .. inst.name)
+            end
         end
     end
 
     setup(function()
         assert.truthy(ADMIN_PASSWORD and PG, "MMO_ADMIN_PASSWORD and MMO_PG (tools/dev test)")
         on_cluster("create database %s")
-        sh("redis-server --port " .. rport .. " --bind 127.0.0.1 --daemonize yes --dir " .. tmp ..
-           " --save '' --appendonly no --pidfile " .. tmp .. "/redis.pid --logfile " .. tmp ..
-           "/redis.log")
-        assert.truthy(server.eventually(function() return redis("ping") == "PONG" end, 10))
+        for _, inst in ipairs(INSTANCES) do
+            local dir = tmp .. "/redis-" .. inst.name
+            sh("mkdir -p " .. dir .. " && redis-server --port " .. inst.port .. " --bind 127.0.0.1 " ..
+               "--daemonize yes --dir " .. dir .. " --save '' --appendonly no --pidfile " .. dir ..
+               "/redis.pid --logfile " .. dir .. "/redis.log")
+            assert.truthy(server.eventually(function() return redis("ping", inst) == "PONG" end, 10))
+        end
         local rc, out = mmo("migrate")
         assert.equal(0, rc, out)
         rc, out = mmo("seed")
@@ -227,25 +275,53 @@ describe("backup and restore", function()
             local q = call("GET", "/api/admin/queues", admin)
             return q.group and q.group.lag == 0 and q.group.pending == 0
         end, 20), "the game events were not processed")
+        -- the node placed region r1's lease where the spec's own placement says (by names)
+        local lease_at = server.redis_at("region:r1", INSTANCES)
+        local lease
+        assert.truthy(server.eventually(function()
+            lease = redis("get region:owner:r1", lease_at)
+            return lease ~= ""
+        end, 20), "no lease of r1 on " .. lease_at.name)
+        for _, inst in ipairs(INSTANCES) do
+            assert.equal(inst == lease_at and "1" or "0", redis("exists region:owner:r1", inst))
+        end
         assert.equal(0, node:stop())
+        -- a stopped node gives its leases back: r1's again as a node that died leaves it
+        redis("set region:owner:r1 " .. lease .. " px 3600000", lease_at)
 
-        before[0], before[1], before.keys = tables(0), tables(1), keys()
+        before[0], before[1] = tables(0), tables(1)
+        before.keys = {}
+        for _, inst in ipairs(INSTANCES) do
+            before.keys[inst.name] = keys(inst)
+        end
         assert.is_true(tonumber(psql(conninfo[1], "select count(*) from inventory")) > 0)
         local types = {}
-        for _, v in pairs(before.keys) do
-            types[v.type] = true
+        for _, inst in ipairs(INSTANCES) do
+            for _, v in pairs(before.keys[inst.name]) do
+                types[v.type] = true
+            end
         end
         assert.is_true(types.stream and types.string and true or false, "a stream and strings")
 
+        local dbsize = {} -- at most this many keys in each dump, at least dbsize after
+        for _, inst in ipairs(INSTANCES) do
+            dbsize[inst.name] = { most = tonumber(redis("dbsize", inst)) }
+        end
         rc, out = mmo("backup " .. tmp .. "/backups")
         assert.equal(0, rc, out)
+        for _, inst in ipairs(INSTANCES) do
+            dbsize[inst.name].least = tonumber(redis("dbsize", inst))
+        end
+        before.dbsize = dbsize
         backup = out:match("([^\n]+)%s*$")
         assert.truthy(backup:match("/backup%-%d+T%d+Z$"), out)
         assert.truthy(out:find("shard 1 (", 1, true), out)
     end)
 
     teardown(function()
-        redis("shutdown nosave")
+        for _, inst in ipairs(INSTANCES) do
+            redis("shutdown nosave", inst)
+        end
         on_cluster("drop database if exists %s with (force)")
         server.rm_rf(tmp)
     end)
@@ -257,8 +333,39 @@ describe("backup and restore", function()
         f:close()
         assert.equal(2, #m.databases)
         assert.equal(11, m.migration_version)
-        assert.is_true(m.redis.keys > 0)
         assert.truthy(m.databases[2].tables["public.players"] > 0)
+        -- one dump per Redis instance, each listed with its source and key count
+        assert.equal(2, m.format)
+        assert.equal(1, #m.redis_instances)
+        for i, e in ipairs { m.redis, m.redis_instances[1] } do
+            local inst = INSTANCES[i]
+            assert.equal(inst.name, e.instance)
+            assert.equal(inst.file, e.file)
+            assert.equal("127.0.0.1:" .. inst.port .. "/0", e.source)
+            local set, n = dump_keys(backup .. "/" .. e.file)
+            assert.equal(n, e.keys, e.file)
+            local size = before.dbsize[inst.name]
+            assert.is_true(e.keys > 0 and e.keys <= size.most and e.keys >= size.least, e.file)
+            for k in pairs(before.keys[inst.name]) do
+                assert.is_true(set[k], k .. " is not in " .. e.file)
+            end
+        end
+        assert.truthy(sh("cat " .. backup .. "/SHA256SUMS"):find("  redis-s2.dump", 1, true))
+    end)
+
+    it("puts the stream and a region's lease in the dump of the instance they live on", function()
+        local file_of = {}
+        for _, inst in ipairs(INSTANCES) do
+            file_of[inst.name] = backup .. "/" .. inst.file
+        end
+        for key, tag in pairs { ["mmo:events"] = "stream:mmo:events",
+                                ["region:owner:r1"] = "region:r1" } do
+            local at = server.redis_at(tag, INSTANCES)
+            for _, inst in ipairs(INSTANCES) do
+                local there = dump_keys(file_of[inst.name])[key] == true
+                assert.equal(inst == at, there, key .. " in " .. inst.file)
+            end
+        end
     end)
 
     it("refuses a backup with a changed byte, and writes nothing", function()
@@ -287,6 +394,41 @@ describe("backup and restore", function()
         assert.equal(1, rc, out)
         assert.truthy(out:find("manifest.json: checksum mismatch", 1, true), out)
         assert.is_true(empty())
+        -- and the dump of the other instance
+        copy = tmp .. "/tampered-s2"
+        sh("cp -r " .. backup .. " " .. copy)
+        f = assert(io.open(copy .. "/redis-s2.dump", "r+b"))
+        f:seek("set", 20)
+        b = f:read(1)
+        f:seek("set", 20)
+        f:write(string.char((b:byte() + 1) % 256))
+        f:close()
+        rc, out = mmo("restore " .. copy .. " --force")
+        assert.equal(1, rc, out)
+        assert.truthy(out:find("redis-s2.dump: checksum mismatch", 1, true), out)
+        assert.is_true(empty())
+    end)
+
+    it("refuses a backup with an instance the configuration does not name, even with --force",
+       function()
+        assert.is_true(empty())
+        -- home alone; s2 renamed s3 (same address); --force changes nothing
+        for _, list in ipairs { "", "s3=127.0.0.1:" .. rport2 } do
+            for _, force in ipairs { "", " --force" } do
+                local rc, out = mmo("restore " .. backup .. force, { MMO_REDIS_INSTANCES = list })
+                assert.equal(1, rc, out)
+                assert.truthy(out:find('the backup holds Redis instance "s2" (redis-s2.dump)', 1,
+                                       true), out)
+                assert.truthy(out:find("nothing restored", 1, true), out)
+                assert.is_true(empty())
+            end
+        end
+        -- home under another name
+        local rc, out = mmo("restore " .. backup, { MMO_REDIS_NAME = "other" })
+        assert.equal(1, rc, out)
+        assert.truthy(out:find([[the backup's home Redis instance is "main", this configuration's]] ..
+                               [[ is "other"]], 1, true), out)
+        assert.is_true(empty())
     end)
 
     it("restores every table of both shards and every Redis key", function()
@@ -297,8 +439,32 @@ describe("backup and restore", function()
         same_keys()
     end)
 
+    it("refuses to restore over a Redis instance that is not empty, unless --force", function()
+        wipe()
+        local s2 = INSTANCES[2]
+        redis("set stray 1", s2)
+        local rc, out = mmo("restore " .. backup)
+        assert.equal(1, rc, out)
+        assert.truthy(out:find("redis s2 (127.0.0.1:" .. rport2 .. ") is not empty (1 keys)", 1,
+                               true), out)
+        -- nothing written: no table, no key on home, the stray key alone on s2
+        redis("del stray", s2)
+        assert.is_true(empty())
+        redis("set stray 1", s2)
+        rc, out = mmo("restore " .. backup .. " --force")
+        assert.equal(0, rc, out)
+        assert.truthy(out:find("redis s2 (127.0.0.1:" .. rport2 .. ") <- redis-s2.dump: ", 1, true),
+                      out)
+        assert.equal("1", redis("get stray", s2)) -- REPLACE leaves keys the backup lacks
+        redis("del stray", s2)
+        same_world("after restore --force over s2")
+        same_keys()
+    end)
+
     it("refuses to restore over a database that is not empty, unless --force", function()
-        redis("flushall") -- so that the databases are what refuses
+        for _, inst in ipairs(INSTANCES) do -- so that the databases are what refuses
+            redis("flushall", inst)
+        end
         psql(conninfo[1], "update players set xp = xp + 1")
         local changed = tables(1)
         local rc, out = mmo("restore " .. backup)
@@ -306,9 +472,29 @@ describe("backup and restore", function()
         assert.truthy(out:find("is not empty", 1, true), out)
         assert.same(changed, tables(1))
         assert.equal("0", redis("dbsize"))
+        assert.equal("0", redis("dbsize", INSTANCES[2]))
         rc, out = mmo("restore " .. backup .. " --force")
         assert.equal(0, rc, out)
         same_world("after restore --force")
+    end)
+
+    it("restores into one more instance than the backup only with --force, leaving it alone",
+       function()
+        wipe()
+        -- s3 on a port nobody listens on: left alone means not even connected to
+        local list = env.MMO_REDIS_INSTANCES .. ",s3=127.0.0.1:" .. free_port()
+        local rc, out = mmo("restore " .. backup, { MMO_REDIS_INSTANCES = list })
+        assert.equal(1, rc, out)
+        assert.truthy(out:find('Redis instance "s3" is configured but not in the backup, which ' ..
+                               'has "main", "s2": placement by instance names would differ', 1,
+                               true), out)
+        assert.is_true(empty())
+        rc, out = mmo("restore " .. backup .. " --force", { MMO_REDIS_INSTANCES = list })
+        assert.equal(0, rc, out)
+        assert.truthy(out:find('Redis instance "s3" is not in the backup (which has "main", ' ..
+                               '"s2"): left alone', 1, true), out)
+        same_world("after restore --force with s3")
+        same_keys()
     end)
 
     it("lets a restored player sign in and see their items", function()
@@ -347,6 +533,13 @@ describe("backup and restore", function()
         rc, out = mmo("backup " .. dir, { MMO_PG = PG:gsub("port=%d+", "port=" .. free_port()) })
         assert.equal(1, rc, out)
         assert.truthy(out:find("shard 0: cannot connect to PostgreSQL", 1, true), out)
+        assert.equal("", sh("ls -A " .. dir))
+        local port = free_port()
+        rc, out = mmo("backup " .. dir, { MMO_REDIS_INSTANCES = "s2=127.0.0.1:" .. port })
+        assert.equal(1, rc, out)
+        assert.truthy(out:find("redis s2 (127.0.0.1:" .. port .. "): Connection refused", 1, true),
+                      out)
+        assert.truthy(out:find("no backup was made", 1, true), out)
         assert.equal("", sh("ls -A " .. dir))
     end)
 end)

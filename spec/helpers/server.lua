@@ -555,11 +555,12 @@ local function place_score(name, tag)
 end
 
 
--- The instance (an entry of redis_instances()) tag is placed on: "region:<id>",
--- "stream:mmo:events", "channel:mmo:bus" (scripts/lib/leases.lua, queue.lua, core/main.c).
-function _M.redis_at(tag)
+-- The instance (an entry of redis_instances(), or of instances when given: a list of
+-- { name, ... } of a spec's own world) tag is placed on: "region:<id>", "stream:mmo:events",
+-- "channel:mmo:bus" (scripts/lib/leases.lua, queue.lua, core/main.c).
+function _M.redis_at(tag, instances)
     local best, top
-    for _, inst in ipairs(_M.redis_instances()) do
+    for _, inst in ipairs(instances or _M.redis_instances()) do
         local sc = place_score(inst.name, tag)
         if not best or sc > top or (sc == top and inst.name < best.name) then
             best, top = inst, sc
