@@ -158,10 +158,48 @@ function _M.assign(ids, holders)
 end
 
 
+-- cmds, each with its at, sent as one pipeline per Redis instance (cache.place): an instance
+-- that does not answer costs only the regions placed on it (their results stay nil), not every
+-- region's renewal. The results in order, or nil, err when no instance answered.
+local function per_instance(cmds)
+    local groups, order = {}, {}
+    for i, c in ipairs(cmds) do
+        local name = cache.place(c.at)
+        if not groups[name] then
+            groups[name] = {}
+            order[#order + 1] = name
+        end
+        local g = groups[name]
+        g[#g + 1] = i
+    end
+    local res, answered, err = {}, #cmds == 0, nil
+    for _, name in ipairs(order) do
+        local idx, sub = groups[name], {}
+        for j, i in ipairs(idx) do
+            sub[j] = cmds[i]
+        end
+        local r, e = cache.pipeline(sub)
+        if r then
+            answered = true
+            for j, i in ipairs(idx) do
+                res[i] = r[j]
+            end
+        else
+            err = e
+        end
+    end
+    if not answered then
+        return nil, err
+    end
+    return res
+end
+
+
 -- Say this node is alive (one round trip: the live nodes come back), then take, renew, hand
 -- back or look at the lease of every region as the assignment over the live nodes says (a
--- second one); what Redis answered is remembered. Returns the regions taken by this call and
--- those handed back (for the log), or nil, err when Redis did not answer.
+-- second one per Redis instance the regions are placed on); what Redis answered is
+-- remembered. Returns the regions taken by this call and those handed back (for the log), or
+-- nil, err when Redis did not answer.
 function _M.tick(regions)
     local beat, err = cache.pipeline({ { "EVAL", _M.HEARTBEAT, 1, _M.LIVE, SELF,
                                          settings.lease_ms } })
@@ -198,7 +236,7 @@ function _M.tick(regions)
         end
     end
     local res
-    res, err = cache.pipeline(cmds)
+    res, err = per_instance(cmds)
     if not res then
         return nil, err
     end

@@ -38,6 +38,17 @@ describe("several Redis instances", function()
     setup(function()
         assert.is_true(#server.redis_instances() >= 2,
                        "MMO_REDIS_INSTANCES names no second instance (run through tools/dev test)")
+        -- what a node with another list of instances left where these nodes would not put it
+        -- (sentinel_spec's has home and "ha"): the checks below are of this node's doing
+        local stream = server.redis_at("stream:mmo:events")
+        for _, o in ipairs(others(stream)) do
+            cli(o, "DEL mmo:events")
+        end
+        for _, r in ipairs(REGIONS) do
+            for _, o in ipairs(others(server.redis_at("region:" .. r))) do
+                cli(o, "DEL region:owner:" .. r)
+            end
+        end
         node = server.start()
     end)
 
@@ -126,13 +137,19 @@ describe("several Redis instances", function()
         assert.truthy(j.bad:find("a tag string expected", 1, true), j.bad)
     end)
 
-    it("is not ready while an instance is down, and ready again when it is back", function()
+    it("is not ready while an instance is down, keeps the regions of the others, and is ready " ..
+       "again when it is back", function()
+        -- this node alone in the world: the spec's node gives its leases back
+        node:stop()
+        node = nil
         local port = server.free_port()
         local dir = server.tmpdir()
         local extra = { name = "spec-x", host = "127.0.0.1", port = tostring(port) }
+        local list = server.redis_instances()
+        list[#list + 1] = extra
         local env = { MMO_REDIS_INSTANCES = (os.getenv("MMO_REDIS_INSTANCES") or "") ..
                                             ",spec-x=127.0.0.1:" .. port,
-                      MMO_REDIS_RECONNECT_MAX_MS = "300" }
+                      MMO_REDIS_RECONNECT_MAX_MS = "300", MMO_NODE_ID = "spec-x-node" }
         local n2 = server.start({ env = env, ready = false, alone = true })
         finally(function()
             n2:kill()
@@ -142,17 +159,41 @@ describe("several Redis instances", function()
             local res = n2:request("GET", "/readyz")
             return res.status, res.json and res.json.checks.redis.instances
         end
+        -- who holds region r's lease, on the instance it is placed on with spec-x ("" none)
+        local function holder(r)
+            local inst = server.redis_at("region:" .. r, list)
+            return inst, inst == extra and "" or cli(inst, "GET region:owner:" .. r)
+        end
         local status, inst = ready()
         assert.equal(503, status)
         assert.equal("down", inst["spec-x"].status)
         assert.truthy(inst["spec-x"].error)
         assert.equal("127.0.0.1:" .. port, inst["spec-x"].addr)
+        -- the regions on the instances that answer are taken and kept; those on spec-x wait
+        local on_x = {}
+        for _, r in ipairs(REGIONS) do
+            local where = holder(r)
+            if where == extra then
+                on_x[#on_x + 1] = r
+            else
+                assert.truthy(server.eventually(function()
+                    return select(2, holder(r)):match("^spec%-x%-node/") ~= nil
+                end, 10), r .. " not taken while spec-x is down")
+            end
+        end
+        assert.is_true(#on_x >= 1 and #on_x < #REGIONS, "regions on spec-x: " .. #on_x)
+
         server.sh("redis-server --port " .. port .. " --bind 127.0.0.1 --daemonize yes --dir " ..
                   dir .. " --save '' --appendonly no --logfile " .. dir .. "/redis.log")
         assert.truthy(server.eventually(function() return ready() == 200 end, 10),
                       "ready once spec-x is up")
         inst = select(2, ready())
         assert.equal("ok", inst["spec-x"].status)
+        for _, r in ipairs(on_x) do
+            assert.truthy(server.eventually(function()
+                return cli(extra, "GET region:owner:" .. r):match("^spec%-x%-node/") ~= nil
+            end, 10), r .. " not taken on spec-x once it is up")
+        end
         local metrics = n2:request("GET", "/metrics").body
         assert.truthy(metrics:find('mmo_redis_instance_up{redis="spec-x"} 1', 1, true), metrics)
         cli(extra, "SHUTDOWN NOSAVE")

@@ -314,7 +314,12 @@ describe("Redis Sentinel", function()
 
     it("reaches an instance of redis.instances through that instance's own sentinels", function()
         -- home is tools/dev's plain Redis; the instance "ha" is the Sentinel-watched set, known
-        -- to the node only by its sentinels (a config file: the environment cannot say them)
+        -- to the node only by its sentinels (a config file: the environment cannot say them).
+        -- Nodes a and b stop first: they see another world (home the set), whose leases on the
+        -- same regions this node would not see.
+        a:stop()
+        b:stop()
+        a, b = nil, nil
         local list = {}
         for s in ha.sentinels:gmatch("[^,]+") do
             list[#list + 1] = string.format("%q", s)

@@ -18,6 +18,7 @@ describe("lib.leases", function()
     -- scripts the module sends
     local function fake_cache()
         return {
+            place = function() return "main" end,
             pipeline = function(cmds)
                 local out = {}
                 for i, c in ipairs(cmds) do
