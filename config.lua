@@ -40,10 +40,17 @@ return {
         conninfo = "postgresql://postgres@127.0.0.1:5432/mmo",
         -- a streaming replica of that database, for the reads that may be a little stale
         -- (db.read: GET /api/players); "": none, every read goes to conninfo. A read goes to
-        -- the replica while its pool has a connection up, else (and when the replica does not
-        -- answer in time) to the primary. Its pool has pool_size connections and the same
-        -- timeouts. docs/operations.md, "A streaming replica for reads".
+        -- the replica while its pool has a connection up and it is fresh (below), else (and
+        -- when the replica does not answer in time) to the primary. Its pool has pool_size
+        -- connections and the same timeouts. docs/operations.md, "A streaming replica for reads".
         replica_conninfo = "",
+        -- the bound on a replica's staleness, for every replica (this one and shards[n]'s):
+        -- db.read uses a replica only while it has replayed everything its primary had
+        -- committed this long ago (measured by LSN, about every second: a quarter of this,
+        -- between 0.1 and 1 s); else the primary answers. Set it well above the usual
+        -- replication lag, or reads flap between the two. 0: no bound (a replica cut off
+        -- from its primary keeps answering with old data).
+        replica_max_lag_ms = 5000,
         pool_size = 8,                  -- connections per node
         connect_timeout_ms = 3000,      -- per connection attempt
         query_timeout_ms = 5000,        -- default per query (also set as statement_timeout)

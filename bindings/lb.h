@@ -27,6 +27,7 @@
 
 struct event_base;
 struct db_pool;
+struct replica;
 struct rds;
 struct rds_sub;
 struct rds_set;
@@ -50,6 +51,10 @@ struct lb_ctx {
     /* [id] a streaming replica's pool for db.read ([0]: the main database's; NULL: none,
      * reads go to the primary) */
     struct db_pool *replicas[64];
+    /* [id] the freshness of replicas[id] (core/replica.h): db.read uses the replica only while
+     * replica_fresh() says so. NULL: no bound (postgres.replica_max_lag_ms = 0), the replica
+     * is used while its pool is up */
+    struct replica *replica_lag[64];
     struct rds *rds;        /* home: redis->r[0] */
     struct rds_set *redis;  /* every Redis instance (core/rds_set.h); NULL: home alone */
     struct work_pool *work; /* worker threads (mmo.crypto); NULL: "unavailable" */

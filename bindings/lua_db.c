@@ -12,12 +12,15 @@
  * db.read runs a query that only reads (its first word select, with, values, table or show;
  * anything else raises) on the streaming replica of this database when config.lua names one
  * (postgres.replica_conninfo, shards[n].replica_conninfo), else on the primary. When the
- * replica's pool has no connection up, or the replica answers "unavailable" or "timeout", or
- * refuses with sqlstate 40001 (a conflict with recovery) or 57P0x (shutting down, starting),
- * the same query runs once on the primary. What the replica answers may lag the primary
- * (asynchronous streaming: usually milliseconds, unbounded while the replica is cut off): use
- * db.read only where a slightly stale answer is fine, and never for a read that a write then
- * relies on. A write slipped into a "with" runs on the primary when the replica is out.
+ * replica is not fresh (postgres.replica_max_lag_ms > 0 and core/replica.c cannot show that it
+ * has replayed everything the primary committed more than that long ago), the query goes to the
+ * primary at once. When the replica's pool has no connection up, or the replica answers
+ * "unavailable" or "timeout", or refuses with sqlstate 40001 (a conflict with recovery) or
+ * 57P0x (shutting down, starting), the same query runs once on the primary. What the replica
+ * answers may lag the primary (asynchronous streaming: usually milliseconds; at most about
+ * replica_max_lag_ms, unbounded with 0 while the replica is cut off): use db.read only where a
+ * slightly stale answer is fine, and never for a read that a write then relies on. A write
+ * slipped into a "with" runs on the primary when the replica is out.
  *
  * Parameters: every argument after sql is one text parameter, $1..$n (never spliced into
  * the SQL): nil (or json null) -> NULL, boolean -> 't'/'f', integral number up to 2^53 ->
@@ -58,6 +61,7 @@
 #include "err.h"
 #include "lb.h"
 #include "mem.h"
+#include "replica.h"
 
 #include <errno.h>
 #include <libpq-fe.h>
@@ -464,7 +468,7 @@ static int l_conn_tostring(lua_State *L)
  * but Lua code can yield across pcall in LuaJIT. Gets the module table; returns mmo.json's
  * encode and cjson.safe's decode for the C side. */
 static const char TX_CHUNK[] =
-    "local M, rquery = ...\n"
+    "local M, rquery, rfresh = ...\n"
     "local json = require 'mmo.json'\n"
     "local safe = require 'cjson.safe'\n"
     "local pcall, error, select, type, unpack = pcall, error, select, type, unpack\n"
@@ -560,7 +564,7 @@ static const char TX_CHUNK[] =
     "        error(\"bad argument #1 to 'read' (a query that only reads: \" ..\n"
     "              'select, with, values, table or show)', 2)\n"
     "    end\n"
-    "    if rquery then\n"
+    "    if rquery and (not rfresh or rfresh()) then\n"
     "        local rows, err, detail = rquery(sql, ...)\n"
     "        if rows or not fallback(err, detail) then return rows, err, detail end\n"
     "    end\n"
@@ -586,9 +590,17 @@ static const luaL_Reg FUNCS[] = {
     {NULL, NULL},
 };
 
+/* the chunk's rfresh(): may db.read use the replica now? Upvalue: its struct replica. */
+static int l_replica_fresh(lua_State *L)
+{
+    lua_pushboolean(L, replica_fresh(lua_touserdata(L, lua_upvalueindex(1))));
+    return 1;
+}
+
 /* [..] -> [.., t]: query, query_timeout, reserve and tx on pool, read on replica (NULL: on
- * pool); t.id = shard id. */
-static void make_table(lua_State *L, struct db_pool *pool, struct db_pool *replica, int id)
+ * pool) while lag says it is fresh (NULL: no bound); t.id = shard id. */
+static void make_table(lua_State *L, struct db_pool *pool, struct db_pool *replica,
+                       struct replica *lag, int id)
 {
     lua_createtable(L, 0, 6);
     for (const luaL_Reg *f = FUNCS; f->name; f++) {
@@ -607,7 +619,13 @@ static void make_table(lua_State *L, struct db_pool *pool, struct db_pool *repli
     } else {
         lua_pushnil(L);
     }
-    lua_call(L, 2, 2);
+    if (replica && lag) {
+        lua_pushlightuserdata(L, lag);
+        lua_pushcclosure(L, l_replica_fresh, 1);
+    } else {
+        lua_pushnil(L);
+    }
+    lua_call(L, 3, 2);
     lua_setfield(L, LUA_REGISTRYINDEX, DECODE_KEY);
     lua_setfield(L, LUA_REGISTRYINDEX, ENCODE_KEY);
 }
@@ -662,7 +680,8 @@ int luaopen_mmo_db(lua_State *L)
     lua_setfield(L, LUA_REGISTRYINDEX, HELPER_KEY);
 
     struct lb_ctx *ctx = lb_ctx(L);
-    make_table(L, ctx ? ctx->db : NULL, ctx ? ctx->replicas[0] : NULL, 0); /* the main database */
+    make_table(L, ctx ? ctx->db : NULL, ctx ? ctx->replicas[0] : NULL,
+               ctx ? ctx->replica_lag[0] : NULL, 0); /* the main database */
     int mod = lua_gettop(L);
     /* db.shards[n]: the same functions on shard n's pool */
     lua_newtable(L);
@@ -671,7 +690,7 @@ int luaopen_mmo_db(lua_State *L)
     for (int id = 1; ctx && id < 64; id++) {
         if (ctx->shards[id] == NULL)
             continue;
-        make_table(L, ctx->shards[id], ctx->replicas[id], id);
+        make_table(L, ctx->shards[id], ctx->replicas[id], ctx->replica_lag[id], id);
         lua_rawseti(L, -2, id);
     }
     lua_pushcclosure(L, l_shard, 1);

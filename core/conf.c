@@ -59,6 +59,7 @@ static const struct key KEYS[] = {
     K_INT("http", "admin_port", http_admin_port, "0", 0, 65535),
     K_STR("postgres", "conninfo", pg_conninfo, "postgresql://postgres@127.0.0.1:5432/mmo"),
     K_STR("postgres", "replica_conninfo", pg_replica_conninfo, ""),
+    K_INT("postgres", "replica_max_lag_ms", pg_replica_max_lag_ms, "5000", 0, 3600000),
     K_INT("postgres", "pool_size", pg_pool_size, "8", 1, 256),
     K_INT("postgres", "connect_timeout_ms", pg_connect_timeout_ms, "3000", 10, 600000),
     K_INT("postgres", "query_timeout_ms", pg_query_timeout_ms, "5000", 10, 3600000),

@@ -64,6 +64,7 @@ struct conf {
     /* postgres */
     char *pg_conninfo;
     char *pg_replica_conninfo; /* a streaming replica of the main database for db.read ("") */
+    int pg_replica_max_lag_ms; /* db.read leaves a replica that may lack older commits (0: never) */
     int pg_pool_size;
     int pg_connect_timeout_ms;
     int pg_query_timeout_ms;

@@ -31,6 +31,7 @@
 #include "sentinel.h"
 #include "ratelimit.h"
 #include "realtime.h"
+#include "replica.h"
 #include "script.h"
 #include "work.h"
 #include "ws.h"
@@ -84,7 +85,8 @@ struct node {
     struct event_base *base;
     struct db_pool *db;
     struct db_pool *shards[CONF_MAX_SHARDS];
-    struct db_pool *replicas[CONF_MAX_SHARDS]; /* [id] of shard id's replica; [0] the main's */
+    struct db_pool *replicas[CONF_MAX_SHARDS];    /* [id] of shard id's replica; [0] the main's */
+    struct replica *replica_lag[CONF_MAX_SHARDS]; /* [id] replicas[id]'s freshness, or NULL */
     struct rds *rds;
     struct rds_sub *sub;
     struct sentinel *sentinel; /* redis.sentinels; NULL: none. Freed after rds, sub and live */
@@ -279,6 +281,8 @@ static void node_free(struct node *n)
     auth_free(n->auth);
     rds_sub_free(n->sub); /* before the cache its messages go to */
     lcache_free(n->lcache);
+    for (int i = 0; i < CONF_MAX_SHARDS; i++)
+        replica_free(n->replica_lag[i]); /* cancels its probes: before the pools they run on */
     db_pool_free(n->db);
     for (int i = 0; i < CONF_MAX_SHARDS; i++) {
         db_pool_free(n->replicas[i]);
@@ -319,7 +323,8 @@ static int serve(struct node *n)
         n->shards[c->shards[i].id] = db_pool_new(n->base, &so);
         n->ctx.shards[c->shards[i].id] = n->shards[c->shards[i].id];
     }
-    /* streaming replicas, for db.read: pools of their own, of the same size and timeouts */
+    /* streaming replicas, for db.read: pools of their own, of the same size and timeouts;
+     * with postgres.replica_max_lag_ms, each probed against its primary (core/replica.h) */
     for (int i = -1; i < c->nshards; i++) {
         const char *rc = i < 0 ? c->pg_replica_conninfo : c->shards[i].replica_conninfo;
         int id = i < 0 ? 0 : c->shards[i].id;
@@ -329,6 +334,14 @@ static int serve(struct node *n)
         rpo.conninfo = rc;
         n->replicas[id] = db_pool_new(n->base, &rpo);
         n->ctx.replicas[id] = n->replicas[id];
+        if (c->pg_replica_max_lag_ms > 0) {
+            char name[24] = "main";
+            if (id > 0)
+                snprintf(name, sizeof name, "shard%d", id);
+            n->replica_lag[id] = replica_new(n->base, id == 0 ? n->db : n->shards[id],
+                                             n->replicas[id], name, c->pg_replica_max_lag_ms);
+            n->ctx.replica_lag[id] = n->replica_lag[id];
+        }
     }
     struct sentinel_addr sa[SENTINEL_MAX];
     int nsentinels = sentinel_parse_addrs(c->redis_sentinels, sa, SENTINEL_MAX, err, sizeof err);
@@ -533,6 +546,13 @@ static int serve(struct node *n)
             else
                 snprintf(name, sizeof name, "shard%d_replica", id);
             node_metrics_watch_db(n->node_metrics, n->replicas[id], name);
+            if (n->replica_lag[id]) {
+                if (id == 0)
+                    snprintf(name, sizeof name, "main");
+                else
+                    snprintf(name, sizeof name, "shard%d", id);
+                node_metrics_watch_replica(n->node_metrics, n->replica_lag[id], name);
+            }
         }
         if (ops_set_metrics(n->ops, n->metrics, c->metrics_allow, err, sizeof err) < 0) {
             log_error("main", "%s", err);

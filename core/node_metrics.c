@@ -15,6 +15,7 @@
 #include "metrics.h"
 #include "rds.h"
 #include "realtime.h"
+#include "replica.h"
 #include "script.h"
 #include "ws.h"
 
@@ -62,6 +63,12 @@ struct node_metrics {
         char name[24];
         struct metric_series *ok, *seconds;
     } dbs[129]; /* main, 63 shards, and a replica of each */
+    struct metric_family *replica_fresh, *replica_lag;
+    struct replicawatch {
+        struct replica *r;
+        char name[24];
+    } replicas[64];
+    int nreplicas;
     struct metric_family *inst_up;
     struct rdswatch {
         struct rds *rds;
@@ -135,6 +142,15 @@ void node_metrics_watch_db(struct node_metrics *nm, struct db_pool *p, const cha
     db_pool_observe(p, on_query, w);
 }
 
+void node_metrics_watch_replica(struct node_metrics *nm, struct replica *r, const char *name)
+{
+    if (r == NULL || nm->nreplicas >= (int) (sizeof nm->replicas / sizeof nm->replicas[0]))
+        return;
+    struct replicawatch *w = &nm->replicas[nm->nreplicas++];
+    w->r = r;
+    snprintf(w->name, sizeof w->name, "%s", name);
+}
+
 void node_metrics_watch_redis(struct node_metrics *nm, struct rds *r, const char *name)
 {
     if (r == NULL || nm->nrdss >= (int) (sizeof nm->rdss / sizeof nm->rdss[0]))
@@ -188,6 +204,13 @@ static void collect(struct metrics *m, void *ud)
         const char *v[1] = {nm->dbs[i].name};
         metrics_set(metrics_series(nm->db_up, v), db_pool_up(nm->dbs[i].pool));
         metrics_set(metrics_series(nm->db_waiting, v), db_pool_waiting(nm->dbs[i].pool));
+    }
+    for (int i = 0; i < nm->nreplicas; i++) {
+        const char *v[1] = {nm->replicas[i].name};
+        metrics_set(metrics_series(nm->replica_fresh, v), replica_fresh(nm->replicas[i].r));
+        int64_t lag = replica_lag_bytes(nm->replicas[i].r);
+        if (lag >= 0)
+            metrics_set(metrics_series(nm->replica_lag, v), (double) lag);
     }
     if (s->http) {
         metrics_set(metrics_only(nm->http_conns), http_server_connections(s->http));
@@ -327,6 +350,15 @@ struct node_metrics *node_metrics_new(struct metrics *m, struct event_base *base
     nm->db_waiting = metrics_family(m, "mmo_db_waiting",
                                     "Calls waiting for a free PostgreSQL connection, by pool",
                                     METRIC_GAUGE, 1, dr, NULL, 0, NULL);
+    nm->replica_fresh =
+        metrics_family(m, "mmo_db_replica_fresh",
+                       "1 while db.read may use the database's streaming replica: it has "
+                       "replayed what the primary had postgres.replica_max_lag_ms ago",
+                       METRIC_GAUGE, 1, dr, NULL, 0, NULL);
+    nm->replica_lag = metrics_family(m, "mmo_db_replica_lag_bytes",
+                                     "WAL bytes the streaming replica had still to replay at the "
+                                     "last probe (the primary's LSN minus its replay LSN)",
+                                     METRIC_GAUGE, 1, dr, NULL, 0, NULL);
     const char *res[] = {"result"};
     nm->r_total = metrics_family(m, "mmo_redis_calls_total",
                                  "Redis calls (a pipeline is one) by result (ok, or the error)",

@@ -8,6 +8,7 @@ struct http_server;
 struct realtime;
 struct script;
 struct db_pool;
+struct replica;
 struct rds;
 struct live;
 struct bus;
@@ -38,6 +39,10 @@ void node_metrics_free(struct node_metrics *nm);
 /* Count and time the queries of a PostgreSQL pool, labelled db="<name>" ("main", "shard1"...;
  * copied), with its connections and waiting calls as gauges. At most 65 pools. */
 void node_metrics_watch_db(struct node_metrics *nm, struct db_pool *p, const char *name);
+/* A streaming replica's freshness (core/replica.h), labelled db="<name>" (the database it is
+ * a replica of: "main", "shard1"...; copied): mmo_db_replica_fresh 0/1 and
+ * mmo_db_replica_lag_bytes. At most 64. */
+void node_metrics_watch_replica(struct node_metrics *nm, struct replica *r, const char *name);
 /* A Redis instance (core/rds_set.h; the home one too): mmo_redis_instance_up{redis="<name>"}
  * (copied), and its calls counted with the others in mmo_redis_calls_total. At most 16. */
 void node_metrics_watch_redis(struct node_metrics *nm, struct rds *r, const char *name);

@@ -239,7 +239,8 @@ TEST(dump_lists_rate_classes_by_name)
 }
 
 /* replicas: postgres.replica_conninfo and shards[n].replica_conninfo, from the file and the
- * environment; a shard with a replica and no conninfo, a bad type or an unknown key is refused */
+ * environment; a shard with a replica and no conninfo, a bad type or an unknown key is refused;
+ * postgres.replica_max_lag_ms: 5000 by default, 0 allowed (no bound), negative refused */
 TEST(replicas)
 {
     clear_env();
@@ -247,11 +248,26 @@ TEST(replicas)
     unsetenv("MMO_SHARD_1_REGIONS");
     unsetenv("MMO_SHARD_2_REPLICA_CONNINFO");
     unsetenv("MMO_POSTGRES_REPLICA_CONNINFO");
+    unsetenv("MMO_POSTGRES_REPLICA_MAX_LAG_MS");
     struct conf c;
     char err[256];
     ASSERT_OK(conf_load(&c, NULL, err, sizeof err));
     ASSERT_STR(c.pg_replica_conninfo, "");
+    ASSERT_EQ(c.pg_replica_max_lag_ms, 5000);
     conf_free(&c);
+    const char *lag = "return { postgres = { replica_max_lag_ms = 250 } }";
+    ASSERT_OK(conf_load_text(&c, "cfg.lua", lag, strlen(lag), err, sizeof err));
+    ASSERT_EQ(c.pg_replica_max_lag_ms, 250);
+    conf_free(&c);
+    setenv("MMO_POSTGRES_REPLICA_MAX_LAG_MS", "0", 1);
+    ASSERT_OK(conf_load_text(&c, "cfg.lua", lag, strlen(lag), err, sizeof err));
+    ASSERT_EQ(c.pg_replica_max_lag_ms, 0);
+    conf_free(&c);
+    setenv("MMO_POSTGRES_REPLICA_MAX_LAG_MS", "-1", 1);
+    ASSERT_EQ(conf_load_text(&c, "cfg.lua", lag, strlen(lag), err, sizeof err), -1);
+    ASSERT(strstr(err, "postgres.replica_max_lag_ms must be an integer in [0, 3600000]") != NULL);
+    conf_free(&c);
+    unsetenv("MMO_POSTGRES_REPLICA_MAX_LAG_MS");
     const char *src = "return { postgres = { replica_conninfo = 'host=r0' }, shards = {\n"
                       "  [1] = { conninfo = 'host=p1', regions = { 'r3' }, "
                       "replica_conninfo = 'host=r1' },\n"

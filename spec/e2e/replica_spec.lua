@@ -3,9 +3,13 @@
 -- (pg_basebackup -R) and exports its conninfo as MMO_TEST_PG_REPLICA; only the nodes of this
 -- spec are told of it (postgres.replica_conninfo). db.read goes to the replica while it is up,
 -- else to the primary; GET /api/players (the moderators' listing) reads with db.read.
--- Proofs: the replica says it is in recovery where db.read ran; with the replica's replay
--- paused, a new player is in the primary and not in the listing; the replica stopped or hung
--- (SIGSTOP), every read is still answered, from the primary, within the query timeout.
+-- Proofs: the replica says it is in recovery where db.read ran; with no bound on its lag
+-- (postgres.replica_max_lag_ms = 0) and the replica's replay paused, a new player is in the
+-- primary and not in the listing; the replica stopped or hung (SIGSTOP), every read is still
+-- answered, from the primary, within the query timeout. With a bound (1 s here): reads stay on
+-- the replica while the primary is idle; replay paused, a write is in the listing (read from
+-- the primary) within the bound plus a probe period, and mmo_db_replica_fresh says 0; replay
+-- resumed, reads go back to the replica.
 local server = require "helpers.server"
 
 local PG = os.getenv("MMO_PG")
@@ -25,6 +29,13 @@ local function metric(node, db, result)
 end
 
 
+-- a gauge labelled db="<db>", or nil when it has no such series
+local function gauge(node, name, db)
+    local m = node:request("GET", "/metrics").body
+    return tonumber(m:match("\n" .. name .. '{db="' .. db .. '"} (%S+)'))
+end
+
+
 -- the pids of the replica: its postmaster and every child of it
 local function replica_pids()
     local f = assert(io.open(STATE .. "/replica/data/postmaster.pid"))
@@ -40,9 +51,11 @@ end
 
 describe("a streaming replica for reads", function()
     local node, admin, me
-    -- a node reads from the replica; short timeouts so that the hostile cases end soon
+    -- a node reads from the replica, with no bound on its lag (what it was before
+    -- postgres.replica_max_lag_ms); short timeouts so that the hostile cases end soon
     local ENV = {
         MMO_POSTGRES_REPLICA_CONNINFO = REPLICA,
+        MMO_POSTGRES_REPLICA_MAX_LAG_MS = "0",
         MMO_POSTGRES_QUERY_TIMEOUT_MS = "1500",
         MMO_POSTGRES_CONNECT_TIMEOUT_MS = "1000",
         MMO_POSTGRES_RECONNECT_MAX_MS = "500",
@@ -206,5 +219,118 @@ describe("a streaming replica for reads", function()
         end)
         assert.equal(0, other:stop())
         assert(ok, err)
+    end)
+end)
+
+
+describe("a bound on the replica's staleness (postgres.replica_max_lag_ms)", function()
+    local node, admin, me
+    local MAX_LAG = 1.0 -- s; probes every 250 ms
+    local ENV = {
+        MMO_POSTGRES_REPLICA_CONNINFO = REPLICA,
+        MMO_POSTGRES_REPLICA_MAX_LAG_MS = tostring(math.floor(MAX_LAG * 1000)),
+        MMO_POSTGRES_QUERY_TIMEOUT_MS = "1500",
+        MMO_POSTGRES_CONNECT_TIMEOUT_MS = "1000",
+        MMO_POSTGRES_RECONNECT_MAX_MS = "500",
+        MMO_POSTGRES_POOL_SIZE = "2",
+    }
+
+    local function listed(name)
+        local res = node:request("GET", "/api/players?name=" .. name, { token = admin.token })
+        assert.equal(200, res.status, res.body)
+        local ids = {}
+        for _, p in ipairs(res.json.players) do
+            ids[#ids + 1] = p.id
+        end
+        return ids
+    end
+
+    local function on_replica()
+        local res = node:request("GET", "/test/db/read")
+        assert.equal(200, res.status, res.body)
+        return res.json.replica
+    end
+
+    local function logged(level, text)
+        for _, e in ipairs(node:log_entries()) do
+            if e.tag == "replica" and e.level == level and e.msg:find(text, 1, true) then
+                return true
+            end
+        end
+        return false
+    end
+
+    setup(function()
+        assert.truthy(REPLICA and PG and STATE, "tools/dev test exports MMO_TEST_PG_REPLICA")
+        node = server.start({ env = ENV })
+        admin = { token = server.admin_token(node) }
+        local name = "lag" .. server.letters(8)
+        local account = { body = { username = name, password = PASSWORD } }
+        node:request("POST", "/api/auth/register", account)
+        local res = node:request("POST", "/api/auth/login", account)
+        assert.equal(200, res.status, res.body)
+        me = { token = res.json.access_token }
+    end)
+
+    teardown(function()
+        psql("select pg_wal_replay_resume()", REPLICA)
+        if node then
+            assert.equal(0, node:stop())
+        end
+    end)
+
+    it("reads from a fresh replica, and stays there while the primary is idle", function()
+        assert.truthy(server.eventually(function() return on_replica() end, 5),
+                      "db.read never went to the replica")
+        assert.equal(1, gauge(node, "mmo_db_replica_fresh", "main"))
+        assert.truthy(gauge(node, "mmo_db_replica_lag_bytes", "main") >= 0)
+        assert.truthy(logged("info", "replica of main is fresh"))
+        -- nothing written for longer than the bound: the replica has it all, it stays fresh
+        local t0 = server.now()
+        while server.now() - t0 < 2.5 * MAX_LAG do
+            assert.is_true(on_replica(), "left the replica of an idle primary")
+            server.sleep(0.2)
+        end
+    end)
+
+    it("reads from the primary once the replica lags past the bound, and back once it catches up",
+       function()
+        assert.truthy(server.eventually(function() return on_replica() end, 5))
+        assert.equal("", psql("select pg_wal_replay_pause()", REPLICA))
+        local ok, err = pcall(function()
+            local res = node:request("POST", "/api/players", { token = me.token,
+                body = { name = "L" .. server.letters(10), class = "mage", region = "r1" } })
+            assert.equal(201, res.status, res.body)
+            local q, t0 = res.json, server.now()
+            assert.equal("1", psql("select count(*) from players where id = " .. q.id, PG))
+            -- the bound, a probe period, and the primary's WAL writer (synchronous_commit =
+            -- off here: up to 0.6 s before pg_current_wal_lsn() covers the commit)
+            assert.truthy(server.eventually(function() return #listed(q.name) == 1 end, 6),
+                          "the listing never showed the new player")
+            local took = server.now() - t0
+            assert.truthy(took < MAX_LAG + 0.25 + 0.6 + 1,
+                          "the primary took over after " .. took .. " s")
+            -- from then on, every read is the primary's while the replica stays behind
+            for _ = 1, 5 do
+                assert.same({ q.id }, listed(q.name))
+                assert.is_false(on_replica())
+                server.sleep(0.1)
+            end
+            assert.equal(0, gauge(node, "mmo_db_replica_fresh", "main"))
+            assert.truthy(gauge(node, "mmo_db_replica_lag_bytes", "main") > 0)
+            assert.equal("t", psql("select pg_is_in_recovery()", REPLICA)) -- up, only behind
+            assert.equal(0, #psql("select id from players where id = " .. q.id, REPLICA))
+            assert.truthy(server.eventually(function()
+                return logged("warn", "replica of main is stale")
+            end, 2))
+        end)
+        psql("select pg_wal_replay_resume()", REPLICA)
+        assert(ok, err)
+        assert.truthy(server.eventually(function() return on_replica() end, 5),
+                      "db.read did not go back to the replica")
+        assert.equal(1, gauge(node, "mmo_db_replica_fresh", "main"))
+        assert.truthy(server.eventually(function()
+            return logged("info", "replica of main is fresh again")
+        end, 2))
     end)
 end)
