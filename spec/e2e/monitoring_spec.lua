@@ -111,7 +111,7 @@ describe("tools/monitoring", function()
         assert.truthy(out:find("1 rule files found", 1, true), out)
         rc, out = sh("promtool check rules " .. DIR .. "/alerts.yml")
         assert.equal(0, rc, out)
-        assert.truthy(out:find("SUCCESS: 9 rules found", 1, true), out)
+        assert.truthy(out:find("SUCCESS: 10 rules found", 1, true), out)
         -- each alert fires on made-up series past its threshold, and only there
         rc, out = sh("cd " .. DIR .. " && promtool test rules alerts_test.yml")
         assert.equal(0, rc, out)
@@ -119,10 +119,10 @@ describe("tools/monitoring", function()
         for _, name in ipairs { "MmoNodeDown", "MmoHttpLatencyP99High", "MmoHttpErrorRateHigh",
                                 "MmoQueueLagHigh", "MmoDeadLettersGrowing",
                                 "MmoEventLoopLagHigh", "MmoPostgresDown", "MmoRedisDown",
-                                "MmoRedisInstanceDown" } do
+                                "MmoRedisInstanceDown", "MmoReplicaStale" } do
             assert.truthy(text:find("alert: " .. name .. "\n", 1, true), name)
         end
-        assert.equal(9, #alert_exprs(text))
+        assert.equal(10, #alert_exprs(text))
     end)
 
     it("has a dashboard Grafana imports, every expression of which parses", function()
