@@ -57,7 +57,7 @@ struct replica {
     int state;               /* as last logged */
 };
 
-static const char *const SQL[2] = {"select pg_current_wal_lsn()",
+static const char *const SQL[2] = {"select pg_current_wal_insert_lsn()",
                                    "select pg_last_wal_replay_lsn()"};
 static const char *const SIDE_NAME[2] = {"primary", "replica"};
 

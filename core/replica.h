@@ -2,8 +2,8 @@
  *
  * One struct replica per replica pool (the main database's, each shard's), made by main.c next
  * to the pool and given the primary's pool too. It owns a timer: about every second (a quarter
- * of max_lag, between 100 ms and 1 s) it asks the primary `select pg_current_wal_lsn()` and the
- * replica `select pg_last_wal_replay_lsn()`, both at once, through the pools (async, each with
+ * of max_lag, between 100 ms and 1 s) it asks the primary `select pg_current_wal_insert_lsn()` and
+ * the replica `select pg_last_wal_replay_lsn()`, both at once, through the pools (async, each with
  * the pool's query timeout; a probe still in flight is not sent again). The primary's answers
  * are kept as samples (when the probe was sent, LSN) in a short ring.
  *
@@ -27,9 +27,9 @@
  * Samples closer together than max_lag/32 are not all kept (the ring holds 64), which only
  * makes the rule stricter.
  *
- * With synchronous_commit = off on the primary, a commit returns before its WAL is written, so
- * pg_current_wal_lsn() may not cover it yet: the bound is then max_lag plus the WAL writer's
- * delay (up to 3 x wal_writer_delay, 600 ms by default).
+ * The insert position, not the write position (pg_current_wal_lsn): a commit's record is
+ * inserted before the commit returns, even with synchronous_commit = off, where it is written
+ * out only later by the WAL writer; the write position would not cover it yet.
  *
  * Every transition is logged once: warn when the replica turns stale (and why), info when it is
  * fresh (again). Ownership: the pools are borrowed and must outlive the struct; replica_free
