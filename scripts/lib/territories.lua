@@ -237,13 +237,30 @@ local function shared(rows)
     local out = {}
     local vals = #cmds > 0 and cache.pipeline(cmds)
     for _, v in ipairs(vals or {}) do
-        local list = type(v) == "string" and json.decode(v)
-        for _, e in ipairs(type(list) == "table" and list or {}) do
-            if type(e) == "table" and type(e[1]) == "string" then
-                out[e[1]] = { owner_guild = e[2] ~= 0 and e[2] or nil,
-                              capturing_guild = e[3] ~= 0 and e[3] or nil,
-                              progress = e[4], contested = e[5] == 1 }
-            end
+        _M.read_shared(v, out)
+    end
+    return out
+end
+
+
+local function id_or_none(v)
+    return type(v) == "number" and v >= 0 and v % 1 == 0 and v < 2 ^ 53
+end
+
+
+-- One region's shared live state as Redis holds it (a JSON string, see share) into out:
+-- territory id -> {owner_guild, capturing_guild, progress, contested}. What is not that shape
+-- (another writer's value, a torn one) is skipped, entry by entry: the caller then answers
+-- from PostgreSQL for those territories.
+function _M.read_shared(v, out)
+    local list = type(v) == "string" and json.decode(v)
+    for _, e in ipairs(type(list) == "table" and list or {}) do
+        if type(e) == "table" and type(e[1]) == "string" and id_or_none(e[2]) and
+           id_or_none(e[3]) and type(e[4]) == "number" and e[4] >= 0 and e[4] <= 100 and
+           (e[5] == 0 or e[5] == 1) then
+            out[e[1]] = { owner_guild = e[2] ~= 0 and e[2] or nil,
+                          capturing_guild = e[3] ~= 0 and e[3] or nil,
+                          progress = e[4], contested = e[5] == 1 }
         end
     end
     return out

@@ -16,10 +16,19 @@ describe("lib.leases", function()
 
     -- a Redis of one process: keys with an expiry, the sorted set of live nodes, and the
     -- scripts the module sends
+    -- down[name]: that Redis instance does not answer; a region's instance is place[tag]
+    -- (default "main")
+    local down, placed = {}, {}
+
     local function fake_cache()
         return {
-            place = function() return "main" end,
+            place = function(tag) return placed[tag] or "main" end,
             pipeline = function(cmds)
+                for _, c in ipairs(cmds) do
+                    if down[placed[c.at] or "main"] then
+                        return nil, "unavailable"
+                    end
+                end
                 local out = {}
                 for i, c in ipairs(cmds) do
                     if c[1] == "GET" then
@@ -97,6 +106,7 @@ describe("lib.leases", function()
 
     before_each(function()
         store, live, clock, leases = {}, {}, { t = 100 }, nil
+        down, placed = {}, {}
     end)
 
     it("takes free regions, renews its own, and says who holds what", function()
@@ -234,6 +244,24 @@ describe("lib.leases", function()
         a.release_all(R)
         assert.is_nil(expired("region:owner:r1"))
         assert.equal("b/b-run", store["region:owner:r2"].v)
+    end)
+
+    it("keeps the regions of the Redis instances that answer when one does not", function()
+        placed["region:r2"], placed["region:r4"] = "s2", "s2"
+        down.s2 = true
+        local a = load("a")
+        assert.same({ "r1", "r3" }, a.tick(R4)) -- r2 and r4: no answer, not taken
+        assert.is_true(a.mine("r1"))
+        assert.is_false(a.mine("r2"))
+        clock.t = clock.t + 2
+        assert.same({}, a.tick(R4)) -- r1 and r3 renewed all the same
+        clock.t = clock.t + 2
+        assert.equal(2, held_by("a")) -- alive 4 s after taking: renewed
+        down.s2 = nil
+        assert.same({ "r2", "r4" }, a.tick(R4))
+        -- home down: the node cannot say it is alive, the tick fails as a whole
+        down.main = true
+        assert.is_nil(a.tick(R4))
     end)
 
     it("tells node ids from holders, whatever the node id holds", function()
