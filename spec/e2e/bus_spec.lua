@@ -360,3 +360,56 @@ describe("the owner of a region killed", function()
         stop_all(nodes)
     end)
 end)
+
+
+describe("a node alone on the bus", function()
+    local function published(n)
+        return tonumber(n:request("GET", "/metrics").body:match(
+            "\nmmo_bus_published_total (%d+)")) or 0
+    end
+
+    it("publishes no moves while no other node listens, and does once one does", function()
+        local a = server.start({ env = { MMO_NODE_ID = "bus-alone-a" }, alone = true })
+        local nodes = for_this_test({ a })
+        local p = player(a)
+        local c, w = joined(a, p)
+        local x, y = w.player.position.x, w.player.position.y
+        -- 3 s of walking, a step every 0.1 s (well under any class's speed)
+        local function walk()
+            for i = 1, 30 do
+                x = x + 0.25
+                c:send({ t = "move", x = x, y = y, seq = i })
+                server.sleep(0.1)
+            end
+            c:drain(0)
+        end
+        -- how many messages a published while p walked (metrics are collected each second)
+        local function during_walk(n)
+            server.sleep(1.2)
+            local before = published(n)
+            walk()
+            server.sleep(1.2)
+            return published(n) - before
+        end
+        -- alone: the roster's place is taken by one line a second (who listens?), moves stay
+        local alone = during_walk(a)
+        nodes[2] = server.start({ env = { MMO_NODE_ID = "bus-alone-b" }, alone = true })
+        local shared = during_walk(a)
+        print(string.format("# bus messages published in 5.4 s of walking: alone %d, with " ..
+                            "another node %d", alone, shared))
+        assert.is_true(alone <= 10, alone .. " messages published alone in 5.4 s")
+        assert.is_true(shared >= 20, shared .. " messages published with b listening in 5.4 s")
+        -- and b sees p where a has it
+        local q = player(nodes[2])
+        local _, wq = joined(nodes[2], q)
+        local seen
+        for _, n in ipairs(wq.nearby) do
+            if n.id == p.id then
+                seen = n
+            end
+        end
+        assert.is_table(seen, "b does not know a's player")
+        assert.is_true(math.abs(seen.x - x) < 0.01, "b has it at " .. seen.x .. ", a at " .. x)
+        c:close()
+    end)
+end)
