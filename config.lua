@@ -71,6 +71,12 @@ return {
         -- Empty: host and port are the one Redis.
         sentinels = {},
         master_name = "mmo",            -- the name the sentinels monitor the primary by
+        -- Durable game events (docs/operations.md, "Redis Sentinel"): 202 only once this many
+        -- replicas have the batch (WAIT, at most wait_timeout_ms; else 503 and the client
+        -- sends it again). 0: the primary's answer is enough (a failover may lose the last
+        -- milliseconds of acknowledged events).
+        wait_replicas = 0,
+        wait_timeout_ms = 1000,
         name = "main",                  -- this (the home) instance's name, [A-Za-z0-9_-]{1,32}
         -- More Redis instances (docs/operations.md, "Several Redis instances"): regions' keys,
         -- streams and channels are spread over home and these by a stable hash of each

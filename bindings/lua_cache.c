@@ -14,6 +14,11 @@
  *       instances leave at once, one batch per instance, and the results come back in order.
  *       A MULTI's commands up to EXEC take its instance; one placed elsewhere raises.
  *   cache.place(tag)                  -> the name of the instance tag is placed on
+ *   cache.pipeline(cmds, {durable = true}) with redis.wait_replicas > 0: on the instance's
+ *       durable connection, followed by WAIT wait_replicas wait_timeout_ms; nil, "unavailable"
+ *       when fewer replicas acknowledged in time (the writes are on the primary: retry only
+ *       what is idempotent). The commands must stay on one instance. Without wait_replicas,
+ *       an ordinary pipeline.
  *   cache.at(tag)                     -> { get, set, del, incr, expire, eval, cmd, pipeline,
  *                                          name }: those calls on the instance tag is placed on
  *   cache.pipeline(cmds, {replies = false}) -> { true | {err = ...}, ... } | nil, err
@@ -105,6 +110,7 @@
 
 #include <hiredis/hiredis.h>
 #include <strings.h>
+#include <time.h>
 
 #define NUM_CAP 32 /* "%.17g" of any double, or an int64 */
 #define VER_CAP 24 /* an int64 in decimal */
@@ -405,13 +411,89 @@ static void cancel_split(void *ud)
 }
 
 /* As run, each command i on instance inst[i] of ctx->redis (inst NULL: all on home). */
-static int run_at(lua_State *L, const struct args *a, const int *inst, rds_batch_cb *cb)
+/* A durable pipeline in flight: its wait, what its replies become, and how many replicas
+ * must have acknowledged. Freed by its callback or its cancel. */
+struct durable {
+    struct lb_wait *w;
+    struct rds_op *op;
+    int kind;
+    int want;
+};
+
+static void on_durable(struct redisReply **rp, int n, int status, void *ud)
 {
+    struct durable *d = ud;
+    struct lb_wait *w = d->w;
+    int kind = d->kind, want = d->want;
+    free(d);
+    if (status < 0) {
+        finish(rp, n, status, w, kind);
+        return;
+    }
+    const redisReply *last = rp[n - 1];
+    if (last->type != REDIS_REPLY_INTEGER || last->integer < want) {
+        /* written on the primary, not (yet) on enough replicas: the caller says it failed, and
+         * a retry is safe where writes are idempotent (game events: their ids) */
+        static time_t logged;
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        if (ts.tv_sec != logged) {
+            logged = ts.tv_sec;
+            log_warn("cache",
+                     "a durable write reached %lld of %d replicas in time (redis."
+                     "wait_replicas, wait_timeout_ms): answered unavailable",
+                     last->type == REDIS_REPLY_INTEGER ? (long long) last->integer : -1LL, want);
+        }
+        lb_wait_resume_err(w, ERR_UNAVAILABLE);
+        return;
+    }
+    finish(rp, n - 1, 0, w, kind);
+}
+
+static void cancel_durable(void *ud)
+{
+    struct durable *d = ud;
+    rds_op_cancel(d->op);
+    free(d);
+}
+
+/* a's commands on instance k's durable connection, then WAIT redis.wait_replicas */
+static int run_durable(lua_State *L, const struct args *a, int k, int kind)
+{
+    const struct lb_ctx *ctx = lua_touserdata(L, lua_upvalueindex(1));
+    const struct conf *c = ctx->conf;
+    struct rds *r = ctx->redis ? ctx->redis->durable[k] : NULL;
+    if (r == NULL)
+        return lb_push_err(L, ERR_UNAVAILABLE);
+    struct lb_wait *w = lb_wait_begin(L);
+    struct durable *d = xcalloc(1, sizeof *d);
+    d->w = w;
+    d->kind = kind;
+    d->want = c->redis_wait_replicas;
+    int rc = rds_batch_wait(r, a->ncmds, a->argc, a->argv, a->argvlen, c->redis_wait_replicas,
+                            c->redis_wait_timeout_ms, c->redis_timeout_ms, on_durable, d, &d->op);
+    if (rc < 0) {
+        free(d);
+        return lb_wait_fail(L, w, rc);
+    }
+    lb_wait_on_cancel(w, cancel_durable, d);
+    return lua_yield(L, 0);
+}
+
+/* durable: a pipeline whose writes must reach redis.wait_replicas replicas (when set) */
+static int run_at(lua_State *L, const struct args *a, const int *inst, int kind, int durable)
+{
+    rds_batch_cb *cb = kind == K_PIPE ? on_pipe : on_pipe_ok;
     const struct lb_ctx *ctx = lua_touserdata(L, lua_upvalueindex(1));
     int k = inst ? inst[0] : 0;
     for (int i = 1; inst && i < a->ncmds; i++)
         if (inst[i] != k)
             k = -1;
+    if (durable && ctx && ctx->conf && ctx->conf->redis_wait_replicas > 0) {
+        if (k < 0)
+            luaL_error(L, "mmo.cache: a durable pipeline must stay on one Redis instance");
+        return run_durable(L, a, k, kind);
+    }
     if (k >= 0 && k == bound_instance(L))
         return run(L, a, cb);
     if (ctx == NULL || ctx->redis == NULL)
@@ -419,7 +501,7 @@ static int run_at(lua_State *L, const struct args *a, const int *inst, rds_batch
     int timeout_ms = ctx->conf ? ctx->conf->redis_timeout_ms : 0;
     struct lb_wait *w = lb_wait_begin(L);
     int rc;
-    if (k > 0) {
+    if (k >= 0) {
         struct rds_op *op = NULL;
         rc = rds_batch(ctx->redis->r[k], a->ncmds, a->argc, a->argv, a->argvlen, timeout_ms, cb, w,
                        &op);
@@ -562,11 +644,14 @@ static int l_cmd(lua_State *L) /* cache.cmd(name, ...) -> reply | nil, err */
 static int l_pipeline(lua_State *L) /* cache.pipeline(cmds [, opts]) -> results | nil, err */
 {
     luaL_checktype(L, 1, LUA_TTABLE);
-    int replies = 1, home = bound_instance(L);
+    int replies = 1, home = bound_instance(L), durable = 0;
     if (!lua_isnoneornil(L, 2)) {
         luaL_checktype(L, 2, LUA_TTABLE);
         lua_getfield(L, 2, "replies");
         replies = lua_isnil(L, -1) || lua_toboolean(L, -1);
+        lua_getfield(L, 2, "durable");
+        durable = lua_toboolean(L, -1);
+        lua_pop(L, 1);
         lua_getfield(L, 2, "at");
         if (!lua_isnil(L, -1)) {
             if (lua_type(L, -1) != LUA_TSTRING)
@@ -629,7 +714,7 @@ static int l_pipeline(lua_State *L) /* cache.pipeline(cmds [, opts]) -> results 
             multi = -1;
     }
     args_check(L, a);
-    return run_at(L, a, inst, replies ? on_pipe : on_pipe_ok);
+    return run_at(L, a, inst, replies ? K_PIPE : K_PIPE_OK, durable);
 }
 
 /* What cache.at binds: the calls that take a command, not the layers (those are home's). */

@@ -72,6 +72,8 @@ static const struct key KEYS[] = {
     K_STR("redis", "sentinels", redis_sentinels, ""),
     K_STR("redis", "master_name", redis_master_name, "mmo"),
     K_STR("redis", "name", redis_name, "main"),
+    K_INT("redis", "wait_replicas", redis_wait_replicas, "0", 0, 16),
+    K_INT("redis", "wait_timeout_ms", redis_wait_timeout_ms, "1000", 1, 60000),
     K_STR("scripts", "path", scripts_path, "scripts"),
     K_STR("scripts", "routes", scripts_routes, "routes"),
     K_INT("scripts", "watch", scripts_watch, "0", 0, 1),

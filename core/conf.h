@@ -75,9 +75,11 @@ struct conf {
     int redis_connect_timeout_ms;
     int redis_timeout_ms;
     int redis_reconnect_max_ms;
-    char *redis_sentinels;   /* "host:port,host:port" (config.lua: a list); "": none */
-    char *redis_master_name; /* the name the sentinels monitor the primary by */
-    char *redis_name;        /* the home instance's name, default "main" */
+    char *redis_sentinels;     /* "host:port,host:port" (config.lua: a list); "": none */
+    char *redis_master_name;   /* the name the sentinels monitor the primary by */
+    int redis_wait_replicas;   /* durable writes wait for this many replicas (WAIT); 0: none */
+    int redis_wait_timeout_ms; /* ... at most this long, then fail */
+    char *redis_name;          /* the home instance's name, default "main" */
     struct conf_redis_instance *redis_instances; /* the others (home not in it), owned */
     int nredis_instances;
     /* scripts */

@@ -173,6 +173,9 @@ static int start_redis_instances(struct node *n, const struct rds_opts *home)
         n->redis.name[k] = ci->name;
         n->redis.n++;
     }
+    /* durable writes (redis.wait_replicas): a connection of their own on each instance */
+    for (int k = 0; c->redis_wait_replicas > 0 && k < n->redis.n; k++)
+        n->redis.durable[k] = rds_new(n->base, &n->redis_opts[k]);
     return 0;
 }
 
@@ -291,6 +294,8 @@ static void node_free(struct node *n)
     rds_free(n->rds); /* its pending PUBLISH callbacks still see the live */
     for (int k = 1; k < n->redis.n; k++)
         rds_free(n->redis.r[k]);
+    for (int k = 0; k < n->redis.n; k++)
+        rds_free(n->redis.durable[k]);
     live_free(n->live);
     bus_free(n->bus);
     sentinel_free(n->sentinel); /* after every connection that asks it */

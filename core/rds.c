@@ -560,34 +560,34 @@ int rds_up(const struct rds *r)
     return r != NULL && r->state == ST_UP;
 }
 
-int rds_batch(struct rds *r, int ncmds, const int *argc, const char *const *const *argv,
-              const size_t *const *argvlen, int timeout_ms, rds_batch_cb *cb, void *ud,
-              struct rds_op **opp)
+/* Send ncmds commands, then tail (tail_argc words; 0: none) unchecked, in one pipeline. */
+static int send_batch(struct rds *r, int ncmds, const int *argc, const char *const *const *argv,
+                      const size_t *const *argvlen, int tail_argc, const char *const *tail,
+                      const size_t *tail_len, int timeout_ms, rds_batch_cb *cb, void *ud,
+                      struct rds_op **opp)
 {
-    if (opp)
-        *opp = NULL;
-    if (r == NULL || ncmds <= 0 || cb == NULL ||
-        rds_check_batch(ncmds, argc, argv, argvlen, NULL, NULL) < 0)
-        return ERR_INVALID;
     if (r->closing)
         return ERR_CLOSED;
     if (r->state != ST_UP)
         return ERR_UNAVAILABLE;
 
-    struct rds_op *op = xcalloc(1, sizeof *op + (size_t) ncmds * sizeof op->replies[0]);
+    int total = ncmds + (tail_argc > 0);
+    struct rds_op *op = xcalloc(1, sizeof *op + (size_t) total * sizeof op->replies[0]);
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     op->started = (double) now.tv_sec + (double) now.tv_nsec / 1e9;
     op->r = r;
     op->cb = cb;
     op->ud = ud;
-    op->n = ncmds;
+    op->n = total;
     op->status = OP_PENDING;
     op->ev = evtimer_new(r->base, on_op_event, op);
     /* Appended to hiredis's output buffer back to back: they leave in one write. */
-    for (int i = 0; i < ncmds; i++) {
-        if (redisAsyncCommandArgv(r->ac, on_reply, op, argc[i], (const char **) argv[i],
-                                  argvlen[i]) != REDIS_OK) {
+    for (int i = 0; i < total; i++) {
+        int ac = i < ncmds ? argc[i] : tail_argc;
+        const char **av = (const char **) (i < ncmds ? argv[i] : tail);
+        const size_t *al = i < ncmds ? argvlen[i] : tail_len;
+        if (redisAsyncCommandArgv(r->ac, on_reply, op, ac, av, al) != REDIS_OK) {
             /* Only a context that is going away refuses (or a failed format). Commands already
              * queued come back with NULL when conn_drop frees the context; that frees op. */
             op->done = 1;
@@ -606,6 +606,35 @@ int rds_batch(struct rds *r, int ncmds, const int *argc, const char *const *cons
     if (opp)
         *opp = op;
     return 0;
+}
+
+int rds_batch(struct rds *r, int ncmds, const int *argc, const char *const *const *argv,
+              const size_t *const *argvlen, int timeout_ms, rds_batch_cb *cb, void *ud,
+              struct rds_op **opp)
+{
+    if (opp)
+        *opp = NULL;
+    if (r == NULL || ncmds <= 0 || cb == NULL ||
+        rds_check_batch(ncmds, argc, argv, argvlen, NULL, NULL) < 0)
+        return ERR_INVALID;
+    return send_batch(r, ncmds, argc, argv, argvlen, 0, NULL, NULL, timeout_ms, cb, ud, opp);
+}
+
+int rds_batch_wait(struct rds *r, int ncmds, const int *argc, const char *const *const *argv,
+                   const size_t *const *argvlen, int replicas, int wait_ms, int timeout_ms,
+                   rds_batch_cb *cb, void *ud, struct rds_op **opp)
+{
+    if (opp)
+        *opp = NULL;
+    if (r == NULL || ncmds <= 0 || cb == NULL || replicas < 0 || wait_ms < 0 ||
+        rds_check_batch(ncmds, argc, argv, argvlen, NULL, NULL) < 0)
+        return ERR_INVALID;
+    char rep[16], ms[16];
+    const char *const wait[3] = {"WAIT", rep, ms};
+    size_t lens[3] = {4, (size_t) snprintf(rep, sizeof rep, "%d", replicas),
+                      (size_t) snprintf(ms, sizeof ms, "%d", wait_ms)};
+    int t = (timeout_ms > 0 ? timeout_ms : r->timeout_ms) + wait_ms;
+    return send_batch(r, ncmds, argc, argv, argvlen, 3, wait, lens, t, cb, ud, opp);
 }
 
 int rds_publish(struct rds *r, const char *channel, const char *msg, size_t len, rds_batch_cb *cb,

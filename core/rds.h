@@ -53,6 +53,14 @@ int rds_up(const struct rds *r);
 int rds_batch(struct rds *r, int ncmds, const int *argc, const char *const *const *argv,
               const size_t *const *argvlen, int timeout_ms, rds_batch_cb *cb, void *ud,
               struct rds_op **op);
+/* As rds_batch, then WAIT replicas wait_ms after the commands, in the same pipeline: the
+ * callback gets ncmds + 1 replies, the last WAIT's (the number of replicas that acknowledged
+ * every write before it, an integer). WAIT holds every command sent behind it until it answers:
+ * use a connection of its own (main.c's durable connections). The call's timeout is timeout_ms
+ * (or the default) plus wait_ms. */
+int rds_batch_wait(struct rds *r, int ncmds, const int *argc, const char *const *const *argv,
+                   const size_t *const *argvlen, int replicas, int wait_ms, int timeout_ms,
+                   rds_batch_cb *cb, void *ud, struct rds_op **op);
 /* PUBLISH channel msg (both copied): rds_batch's return and callback (one reply: the number of
  * subscribers that got it). */
 int rds_publish(struct rds *r, const char *channel, const char *msg, size_t len, rds_batch_cb *cb,

@@ -26,6 +26,9 @@ struct rds_set {
     int n;                         /* instances, home first */
     struct rds *r[RDS_SET_MAX];    /* borrowed */
     const char *name[RDS_SET_MAX]; /* borrowed: what placement hashes */
+    /* [k]: a second connection to instance k for writes followed by WAIT (redis.wait_replicas;
+     * a WAIT holds every command behind it); NULL: none. Borrowed. */
+    struct rds *durable[RDS_SET_MAX];
 };
 
 /* The score of instance name for tag: the tag goes to the highest. Exposed for tests. */

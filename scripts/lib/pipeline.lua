@@ -209,7 +209,8 @@ function _M.ingest(account_id, sid, events)
         -- interns every string, and a batch's encoded events differ in few places)
         local cmd = #list == 1 and { "XADD", _M.STREAM, "*", "e", json.encode(list[1]) } or
                     { "XADD", _M.STREAM, "*", "es", json.encode(list) }
-        local res, perr = cache.pipeline({ cmd }, { replies = false }) -- the id is not read
+        -- the id is not read; durable: with redis.wait_replicas, only once replicas have it
+        local res, perr = cache.pipeline({ cmd }, { replies = false, durable = true })
         if not res then
             return nil, perr
         end

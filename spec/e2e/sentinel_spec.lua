@@ -111,6 +111,52 @@ describe("Redis Sentinel", function()
         server.rm_rf(dir)
     end)
 
+    it("acknowledges an event only once the replica has it, with redis.wait_replicas", function()
+        local d = server.start { env = {
+            MMO_REDIS_SENTINELS = ha.sentinels, MMO_REDIS_MASTER_NAME = "mmo",
+            MMO_REDIS = "127.0.0.1:" .. server.free_port(), MMO_REDIS_INSTANCES = "",
+            MMO_REDIS_WAIT_REPLICAS = "1", MMO_REDIS_WAIT_TIMEOUT_MS = "300",
+            MMO_NODE_ID = "ha-d" } }
+        finally(function() d:kill() end)
+        local res = a:request("POST", "/api/admin/bots", { token = admin,
+            body = { count = 1, prefix = "w" .. letters(4), region = "r1", spread = 20 } })
+        assert.equal(200, res.status, res.body)
+        local me = res.json.bots[1]
+        local function send()
+            local id = "w" .. letters(10)
+            local t = server.now()
+            local r = d:request("POST", "/api/events", { token = me.token, timeout = 5,
+                body = { events = { { id = id, type = "kill", ts = os.time(),
+                                      player_id = me.player_id,
+                                      data = { monster = "wolf", level = 1 } } } } })
+            return r, id, server.now() - t
+        end
+        local replica = ha.replica:match(":(%d+)$")
+        -- acknowledged: the replica holds it already (WAIT counted its acknowledgement)
+        for _ = 1, 5 do
+            local r, id = send()
+            assert.equal(202, r.status, r.body)
+            assert.truthy(cli(replica, "XREVRANGE mmo:events + - COUNT 50"):find(id, 1, true),
+                          "event " .. id .. " acknowledged but not on the replica")
+        end
+        -- the replica stopped (SIGSTOP): refused within the wait, in the API's error shape
+        local pid = tonumber(cli(replica, "info server"):match("process_id:(%d+)"))
+        assert.truthy(pid, "no pid of the replica")
+        os.execute("kill -STOP " .. pid)
+        local ok, err = pcall(function()
+            for _ = 1, 3 do
+                local r, _, took = send()
+                assert.equal(503, r.status, r.body)
+                assert.is_string(r.json.error.code)
+                assert.is_true(took < 2, "answered after " .. took .. " s")
+            end
+        end)
+        os.execute("kill -CONT " .. pid)
+        assert(ok, err)
+        assert.truthy(server.eventually(function() return send().status == 202 end, 10),
+                      "events not acknowledged again once the replica is back")
+    end)
+
     it("follows the promoted replica when the primary is killed under load", function()
         -- both nodes on the primary, found through the sentinels
         assert.equal(ha.primary, readyz(a).json.checks.redis.addr)
