@@ -214,6 +214,43 @@ TEST(set_then_get_in_one_batch)
     client_free(&c);
 }
 
+/* rds_batch_wait: the writes, then WAIT; its count is the last reply. The test Redis has no
+ * replica: WAIT 0 answers at once, WAIT 1 after its wait, with 0, and the call succeeds (the
+ * caller judges the count). A WAIT among the caller's commands is refused as always. */
+TEST(batch_wait_appends_a_wait)
+{
+    struct client c = client_new(port, 1000, 1000, 1000);
+    ASSERT(wait_up(c.base, c.r, 2000));
+    const char *w[] = {"SET", PFX "w", "1"};
+    size_t wl[] = {3, strlen(PFX "w"), 1};
+    const char *const *argv[] = {w};
+    const size_t *argvlen[] = {wl};
+    int argc[] = {3};
+    struct res none = {0}, one = {0};
+    ASSERT_OK(rds_batch_wait(c.r, 1, argc, argv, argvlen, 0, 0, 0, on_batch, &none, NULL));
+    ASSERT(run_until(c.base, &none.fired, 1000));
+    ASSERT_OK(none.status);
+    ASSERT_EQ(none.n, 2);
+    ASSERT_STR(none.str[0], "OK");
+    ASSERT_EQ(none.type[1], REDIS_REPLY_INTEGER);
+    ASSERT_EQ(none.integer[1], 0);
+    double t0 = test_now_ms();
+    ASSERT_OK(rds_batch_wait(c.r, 1, argc, argv, argvlen, 1, 150, 0, on_batch, &one, NULL));
+    ASSERT(run_until(c.base, &one.fired, 2000));
+    ASSERT_OK(one.status);
+    ASSERT_EQ(one.integer[1], 0);
+    double took = one.at_ms - t0;
+    if (took < 140 || took > 1000)
+        FAIL_AT("WAIT 1 150 answered after %.0f ms", took);
+    const char *bad[] = {"WAIT", "0", "0"};
+    size_t bl[] = {4, 1, 1};
+    const char *const *bargv[] = {bad};
+    const size_t *blen[] = {bl};
+    ASSERT_EQ(rds_batch_wait(c.r, 1, argc, bargv, blen, 0, 0, 0, on_batch, &one, NULL),
+              ERR_INVALID);
+    client_free(&c);
+}
+
 TEST(one_failing_command_does_not_fail_the_batch)
 {
     struct client c = client_new(port, 1000, 1000, 1000);
@@ -857,6 +894,7 @@ int main(void)
     log_init("test", LOG_INFO);
     log_set_fd(2);
     RUN(set_then_get_in_one_batch);
+    RUN(batch_wait_appends_a_wait);
     RUN(one_failing_command_does_not_fail_the_batch);
     RUN(hundred_batches_in_flight);
     RUN(timeout_then_recovers);
