@@ -9,6 +9,7 @@
  * connection in CLIENT LIST by its name ("mmo:sub:<channel>") to kill it. The two-node test is
  * the C half of the layered cache: two lcaches fed by two subscribers, one write published. */
 #include "test.h"
+#include "test_cmds.h"
 #include "test_loop.h"
 
 #include "err.h"
@@ -109,27 +110,13 @@ static void on_batch(struct redisReply **replies, int n, int status, void *ud)
         rds_free(res->free_in_cb);
 }
 
-/* Send up to 4 commands given as space-separated words (no spaces inside arguments). */
+/* Send up to 8 commands given as space-separated words (test_cmds.h). */
 static int batch_send(struct rds *r, int timeout_ms, struct res *res, struct rds_op **op,
                       const char *const *cmds, int ncmds)
 {
-    static char buf[4][256];
-    const char *words[4][16];
-    size_t lens[4][16];
-    int argc[4];
-    const char *const *argv[4];
-    const size_t *argvlen[4];
-    for (int i = 0; i < ncmds; i++) {
-        snprintf(buf[i], sizeof buf[i], "%s", cmds[i]);
-        argc[i] = 0;
-        for (char *save, *w = strtok_r(buf[i], " ", &save); w; w = strtok_r(NULL, " ", &save)) {
-            words[i][argc[i]] = w;
-            lens[i][argc[i]++] = strlen(w);
-        }
-        argv[i] = words[i];
-        argvlen[i] = lens[i];
-    }
-    return rds_batch(r, ncmds, argc, argv, argvlen, timeout_ms, on_batch, res, op);
+    static struct test_cmds t;
+    test_cmds_split(&t, cmds, ncmds);
+    return rds_batch(r, ncmds, t.argc, t.argv, t.argvlen, timeout_ms, on_batch, res, op);
 }
 
 #define SEND(r, ms, res, op, ...)                                                                  \

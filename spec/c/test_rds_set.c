@@ -2,6 +2,7 @@
  * several instances (against a real Redis, MMO_TEST_REDIS: the "instances" are separate
  * connections to it, which is all a split can tell apart). */
 #include "test.h"
+#include "test_cmds.h"
 #include "test_loop.h"
 
 #include "err.h"
@@ -146,27 +147,14 @@ static void two_free(struct two *t)
     event_base_free(t->base);
 }
 
-/* commands as words split on spaces, each on inst[i] */
+/* commands as words (test_cmds.h), each on inst[i] */
 static int split(struct two *t, const int *inst, int n, const char *const *cmds, int timeout_ms,
                  struct res *res, struct rds_split **sp)
 {
-    static char buf[MAXR][128];
-    const char *words[MAXR][8];
-    size_t lens[MAXR][8];
-    int argc[MAXR];
-    const char *const *argv[MAXR];
-    const size_t *argvlen[MAXR];
-    for (int i = 0; i < n; i++) {
-        snprintf(buf[i], sizeof buf[i], "%s", cmds[i]);
-        argc[i] = 0;
-        for (char *save, *w = strtok_r(buf[i], " ", &save); w; w = strtok_r(NULL, " ", &save)) {
-            words[i][argc[i]] = w;
-            lens[i][argc[i]++] = strlen(w);
-        }
-        argv[i] = words[i];
-        argvlen[i] = lens[i];
-    }
-    return rds_split_batch(&t->set, inst, n, argc, argv, argvlen, timeout_ms, on_batch, res, sp);
+    static struct test_cmds c;
+    test_cmds_split(&c, cmds, n);
+    return rds_split_batch(&t->set, inst, n, c.argc, c.argv, c.argvlen, timeout_ms, on_batch, res,
+                           sp);
 }
 
 TEST(replies_come_back_in_the_callers_order)
