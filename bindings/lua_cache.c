@@ -14,6 +14,7 @@
  *       instances leave at once, one batch per instance, and the results come back in order.
  *       A MULTI's commands up to EXEC take its instance; one placed elsewhere raises.
  *   cache.place(tag)                  -> the name of the instance tag is placed on
+ *   cache.instances()                 -> every instance's name, home first
  *   cache.pipeline(cmds, {durable = true}) with redis.wait_replicas > 0: on the instance's
  *       durable connection, followed by WAIT wait_replicas wait_timeout_ms; nil, "unavailable"
  *       when fewer replicas acknowledged in time (the writes are on the primary: retry only
@@ -747,6 +748,24 @@ static int l_at(lua_State *L)
     return 1;
 }
 
+/* cache.instances() -> { name, ... }: every Redis instance's name, home first */
+static int l_instances(lua_State *L)
+{
+    const struct lb_ctx *ctx = lua_touserdata(L, lua_upvalueindex(1));
+    int n = ctx && ctx->redis ? ctx->redis->n : 0;
+    lua_createtable(L, n > 0 ? n : 1, 0);
+    for (int k = 0; k < n; k++) {
+        lua_pushstring(L, ctx->redis->name[k]);
+        lua_rawseti(L, -2, k + 1);
+    }
+    if (n == 0) {
+        lua_pushstring(L,
+                       ctx && ctx->conf && ctx->conf->redis_name ? ctx->conf->redis_name : "main");
+        lua_rawseti(L, -2, 1);
+    }
+    return 1;
+}
+
 /* cache.place(tag) -> the name of the Redis instance tag lives on (redis.name with one) */
 static int l_place(lua_State *L)
 {
@@ -1209,6 +1228,7 @@ static const luaL_Reg FUNCS[] = {
     {"pipeline", l_pipeline},
     {"place", l_place},
     {"at", l_at},
+    {"instances", l_instances},
     {"fetch", l_fetch},
     {"fill", l_fill},
     {"store", l_store},

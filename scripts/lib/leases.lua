@@ -56,8 +56,16 @@ return 0
 ]]
 
 -- this node alive now (Redis' clock, in ms); those not heard of for ARGV[2] ms dropped; the
--- live holders returned
+-- live holders returned. First the layout (KEYS[2]): the Redis instances the running nodes
+-- place regions over (ARGV[3]); a node with another list is refused (LAYOUT <theirs>) and
+-- does not join, so it takes and renews nothing; the running nodes keep the layout alive
+-- (ARGV[4] ms), and it lapses once none is left.
 _M.HEARTBEAT = [[
+local cur = redis.call('GET', KEYS[2])
+if cur and cur ~= ARGV[3] then
+  return redis.error_reply('LAYOUT ' .. cur)
+end
+redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', KEYS[1], now, ARGV[1])
@@ -65,7 +73,22 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
 return redis.call('ZRANGE', KEYS[1], 0, -1)
 ]]
 
+-- leave the live list; the last live node to leave (those not heard of for ARGV[3] ms are
+-- gone) takes its layout with it, so a new list may start at once
+_M.LEAVE = [[
+redis.call('ZREM', KEYS[1], ARGV[1])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[3]))
+if redis.call('ZCARD', KEYS[1]) == 0 and redis.call('GET', KEYS[2]) == ARGV[2] then
+  redis.call('DEL', KEYS[2])
+end
+return 1
+]]
+
 _M.LIVE = "nodes:live"
+_M.LAYOUT = "nodes:layout"
+_M.LAYOUT_LEASES = 3 -- the layout outlives the last heartbeat by this many leases
 _M.FALLBACK_LEASES = 10 -- a region taken for a node that did not take it is kept this many leases
 
 local settings = world.settings()
@@ -88,6 +111,18 @@ local SELF = S.self
 
 function _M.key(region)
     return "region:owner:" .. region
+end
+
+
+-- The Redis instances regions are placed over, as every node must have them: their names,
+-- sorted (placement does not depend on their order), home's included.
+function _M.layout()
+    local names = {}
+    for i, n in ipairs(cache.instances()) do
+        names[i] = n
+    end
+    sort(names)
+    return table.concat(names, ",")
 end
 
 
@@ -158,13 +193,14 @@ function _M.assign(ids, holders)
 end
 
 
--- cmds, each with its at, sent as one pipeline per Redis instance (cache.place): an instance
--- that does not answer costs only the regions placed on it (their results stay nil), not every
--- region's renewal. The results in order, or nil, err when no instance answered.
+-- cmds, each with its at (or none: home), sent as one pipeline per Redis instance
+-- (cache.place): an instance that does not answer costs only the regions placed on it (their
+-- results stay nil), not every region's renewal. The results in order, or nil, err when no
+-- instance answered.
 local function per_instance(cmds)
     local groups, order = {}, {}
     for i, c in ipairs(cmds) do
-        local name = cache.place(c.at)
+        local name = c.at and cache.place(c.at) or cache.instances()[1] -- no at: home
         if not groups[name] then
             groups[name] = {}
             order[#order + 1] = name
@@ -201,12 +237,19 @@ end
 -- remembered. Returns the regions taken by this call and those handed back (for the log), or
 -- nil, err when Redis did not answer.
 function _M.tick(regions)
-    local beat, err = cache.pipeline({ { "EVAL", _M.HEARTBEAT, 1, _M.LIVE, SELF,
-                                         settings.lease_ms } })
+    local beat, err = cache.pipeline({ { "EVAL", _M.HEARTBEAT, 2, _M.LIVE, _M.LAYOUT, SELF,
+                                         settings.lease_ms, _M.layout(),
+                                         _M.LAYOUT_LEASES * settings.lease_ms } })
     if not beat then
         return nil, err
     end
     if type(beat[1]) ~= "table" or beat[1].err then
+        local theirs = beat[1] and tostring(beat[1].err):match("LAYOUT (.*)$")
+        if theirs then
+            return nil, "redis.instances differ from the running nodes' (theirs: " .. theirs ..
+                        "; this node's: " .. _M.layout() .. "): it takes no region until they " ..
+                        "agree (docs/operations.md, \"Several Redis instances\")"
+        end
         return nil, beat[1] and beat[1].err or "no answer"
     end
     local now = time.monotonic()
@@ -281,12 +324,13 @@ end
 
 -- Give back every lease this node holds, and leave the live list (when it stops).
 function _M.release_all(regions)
-    local cmds = { { "ZREM", _M.LIVE, SELF } }
+    local cmds = { { "EVAL", _M.LEAVE, 2, _M.LIVE, _M.LAYOUT, SELF, _M.layout(),
+                     settings.lease_ms } }
     for _, r in ipairs(regions) do
         cmds[#cmds + 1] = { "EVAL", _M.RELEASE, 1, _M.key(r.id), SELF, at = _M.at(r.id) }
     end
     S.known = {}
-    return cache.pipeline(cmds)
+    return per_instance(cmds) -- an instance down keeps none of the others' leases
 end
 
 

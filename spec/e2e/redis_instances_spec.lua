@@ -137,6 +137,29 @@ describe("several Redis instances", function()
         assert.truthy(j.bad:find("a tag string expected", 1, true), j.bad)
     end)
 
+    it("keeps a node whose list of instances differs from the running nodes' out of the " ..
+       "regions", function()
+        -- a third instance (up: a second database of the home server would do, but a name is
+        -- all it takes to place differently) on a node started beside the spec's node
+        local home = server.redis_instances()[1]
+        local env = { MMO_REDIS_INSTANCES = (os.getenv("MMO_REDIS_INSTANCES") or "") ..
+                                            ",other=" .. home.host .. ":" .. home.port,
+                      MMO_NODE_ID = "odd-node", MMO_WORLD_LEASE_MS = "3000" }
+        local odd = server.start({ env = env, alone = true })
+        finally(function() odd:kill() end)
+        assert.truthy(server.eventually(function()
+            return odd:logs():find("redis.instances differ from the running nodes'", 1, true)
+        end, 5), "no refusal in the odd node's log")
+        -- it holds no lease anywhere, and the spec's node still holds them all
+        server.sleep(1)
+        for _, r in ipairs(REGIONS) do
+            local inst = server.redis_at("region:" .. r)
+            local holder = cli(inst, "GET region:owner:" .. r)
+            assert.truthy(holder:match("^spec%-node/"), r .. " held by " .. holder)
+        end
+        assert.falsy(cli(home, "ZRANGE nodes:live 0 -1"):find("odd-node", 1, true))
+    end)
+
     it("is not ready while an instance is down, keeps the regions of the others, and is ready " ..
        "again when it is back", function()
         -- this node alone in the world: the spec's node gives its leases back
@@ -154,6 +177,8 @@ describe("several Redis instances", function()
         finally(function()
             n2:kill()
             cli(extra, "SHUTDOWN NOSAVE")
+            -- its list of instances, kept alive for the specs after (they have tools/dev's)
+            cli(server.redis_instances()[1], "DEL nodes:layout")
         end)
         local function ready()
             local res = n2:request("GET", "/readyz")

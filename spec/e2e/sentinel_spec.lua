@@ -375,7 +375,12 @@ describe("Redis Sentinel", function()
                           table.concat(list, ", ") .. " }, master_name = \"mmo\" } } } }\n")
         local n = server.start { env = { MMO_CONFIG = cfg, MMO_REDIS_INSTANCES = "",
                                          MMO_NODE_ID = "ha-c" } }
-        finally(function() n:kill() end)
+        finally(function()
+            n:kill()
+            -- its list of instances ("ha,main"), kept alive for the specs after
+            server.sh("redis-cli -h " .. os.getenv("MMO_REDIS"):gsub(":", " -p ") ..
+                      " DEL nodes:layout")
+        end)
         local res = readyz(n)
         assert.equal(200, res.status, res.body)
         local inst = res.json.checks.redis.instances.ha

@@ -19,10 +19,13 @@ describe("lib.leases", function()
     -- down[name]: that Redis instance does not answer; a region's instance is place[tag]
     -- (default "main")
     local down, placed = {}, {}
+    -- the instances the loaded node has (cache.instances), and the layout in the fake Redis
+    local instances, layout = { "main" }, nil
 
     local function fake_cache()
         return {
             place = function(tag) return placed[tag] or "main" end,
+            instances = function() return instances end,
             pipeline = function(cmds)
                 for _, c in ipairs(cmds) do
                     if down[placed[c.at] or "main"] then
@@ -34,21 +37,32 @@ describe("lib.leases", function()
                     if c[1] == "GET" then
                         local cur = expired(c[2])
                         out[i] = cur and cur.v or false
-                    elseif c[1] == "ZREM" then
-                        live[c[3]] = nil
+                    elseif c[2] == leases.LEAVE then
+                        live[c[6]] = nil
+                        if next(live) == nil and layout and layout.v == c[7] then
+                            layout = nil
+                        end
                         out[i] = 1
                     elseif c[2] == leases.HEARTBEAT then
-                        live[c[5]] = clock.t
-                        local list = {}
-                        for h, t in pairs(live) do
-                            if t < clock.t - c[6] / 1000 then
-                                live[h] = nil
-                            else
-                                list[#list + 1] = h
-                            end
+                        if layout and layout.until_ <= clock.t then
+                            layout = nil
                         end
-                        table.sort(list)
-                        out[i] = list
+                        if layout and layout.v ~= c[8] then
+                            out[i] = { err = "redis: LAYOUT " .. layout.v }
+                        else
+                            layout = { v = c[8], until_ = clock.t + c[9] / 1000 }
+                            live[c[6]] = clock.t
+                            local list = {}
+                            for h, t in pairs(live) do
+                                if t < clock.t - c[7] / 1000 then
+                                    live[h] = nil
+                                else
+                                    list[#list + 1] = h
+                                end
+                            end
+                            table.sort(list)
+                            out[i] = list
+                        end
                     elseif c[2] == leases.TAKE_OR_RENEW then
                         local key, holder, px = c[4], c[5], c[6]
                         local cur = expired(key)
@@ -107,6 +121,7 @@ describe("lib.leases", function()
     before_each(function()
         store, live, clock, leases = {}, {}, { t = 100 }, nil
         down, placed = {}, {}
+        instances, layout = { "main" }, nil
     end)
 
     it("takes free regions, renews its own, and says who holds what", function()
@@ -262,6 +277,30 @@ describe("lib.leases", function()
         -- home down: the node cannot say it is alive, the tick fails as a whole
         down.main = true
         assert.is_nil(a.tick(R4))
+    end)
+
+    it("takes nothing while its Redis instances differ from the running nodes'", function()
+        local a = load("a")
+        assert.same({ "r1", "r2" }, a.tick(R))
+        instances = { "s2", "main" } -- b has a second instance; a has not
+        local b = load("b")
+        local taken, err = b.tick(R)
+        assert.is_nil(taken)
+        assert.truthy(err:find("theirs: main; this node's: main,s2", 1, true), err)
+        assert.is_nil(live["b/b-run"]) -- b did not join: a's assignment is unchanged
+        assert.equal(2, held_by("a"))
+        -- a stops, the last node: the layout goes with it, and b's list may start
+        instances = { "main" }
+        a.release_all(R)
+        instances = { "main", "s2" }
+        assert.same({ "r1", "r2" }, b.tick(R))
+        -- a dead node's layout lapses after LAYOUT_LEASES leases
+        instances = { "main" }
+        local c = load("c")
+        assert.is_nil(c.tick(R))
+        live = {} -- b is killed: nobody renews the layout
+        clock.t = clock.t + 3 * 3 + 0.1
+        assert.same({ "r1", "r2" }, c.tick(R))
     end)
 
     it("tells node ids from holders, whatever the node id holds", function()
