@@ -57,6 +57,8 @@ struct ops {
         struct rds *rds;
     } extra[15]; /* the other Redis instances: their connection must be up */
     int nextra;
+    char *layout;         /* the node's sorted instance names; NULL: not checked */
+    char layout_why[400]; /* why the Redis check failed on the layout */
     struct script *script;
     ops_next_cb *next;
     void *next_ud;
@@ -126,6 +128,12 @@ struct ops *ops_new(const char *node_id, struct db_pool *db, struct rds *rds, st
 
 static void answer_ready(struct ops *o, struct http_req *req);
 
+void ops_set_layout(struct ops *o, const char *layout)
+{
+    free(o->layout);
+    o->layout = xstrdup(layout);
+}
+
 void ops_watch_redis(struct ops *o, const char *name, struct rds *rds)
 {
     if (o->nextra >= (int) (sizeof o->extra / sizeof o->extra[0]))
@@ -176,6 +184,7 @@ void ops_free(struct ops *o)
     if (o->loop_ev)
         event_free(o->loop_ev);
     free(o->ready_wait.req);
+    free(o->layout);
     free(o->node_id);
     free(o);
 }
@@ -378,6 +387,15 @@ static void on_rd(struct redisReply **replies, int n, int status, void *ud)
     if (status == 0 && (n < 1 || replies[0] == NULL || replies[0]->type == REDIS_REPLY_ERROR)) {
         status = ERR_PROTOCOL;
         why = "error reply";
+    } else if (status == 0 && n > 1 && replies[1]->type == REDIS_REPLY_STRING && o->layout &&
+               (replies[1]->len != strlen(o->layout) ||
+                memcmp(replies[1]->str, o->layout, replies[1]->len) != 0)) {
+        /* the running nodes place regions over other instances: this one takes none */
+        status = ERR_INVALID;
+        snprintf(o->layout_why, sizeof o->layout_why,
+                 "redis.instances differ from the running nodes' (theirs: %.*s; this node's: %s)",
+                 (int) (replies[1]->len < 150 ? replies[1]->len : 150), replies[1]->str, o->layout);
+        why = o->layout_why;
     }
     check_done(&o->rd, status, why, mono());
     probes_done(o);
@@ -418,10 +436,13 @@ static void probe_rd(struct ops *o, double now)
     c->started = now;
     static const char *const ping[] = {"PING"};
     static const size_t ping_len[] = {4};
-    const char *const *argv[] = {ping};
-    const size_t *argvlen[] = {ping_len};
-    int argc[] = {1};
-    int rc = rds_batch(o->rds, 1, argc, argv, argvlen, READY_TIMEOUT_MS, on_rd, o, &o->rd_op);
+    static const char *const layout[] = {"GET", "nodes:layout"};
+    static const size_t layout_len[] = {3, 12};
+    const char *const *argv[] = {ping, layout};
+    const size_t *argvlen[] = {ping_len, layout_len};
+    int argc[] = {1, 2};
+    int rc = rds_batch(o->rds, o->layout ? 2 : 1, argc, argv, argvlen, READY_TIMEOUT_MS, on_rd, o,
+                       &o->rd_op);
     if (rc < 0) {
         o->rd_op = NULL;
         check_done(c, rc, NULL, mono());

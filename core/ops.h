@@ -5,7 +5,8 @@
  *                 "checks" with its status and how long it took ("ms"): PostgreSQL and Redis
  *                 are asked (select 1, PING; 1 s timeout), one probe at a time, a result used
  *                 again for 1 s (0.25 s when it failed); other Redis instances (ops_watch_redis)
- *                 must have their connection up
+ *                 must have their connection up, and the running nodes' list of instances
+ *                 (nodes:layout) must be this node's (ops_set_layout)
  *   GET /metrics  the Prometheus text exposition (core/metrics.h), to metrics.allow
  * Everything else goes to the next dispatcher (the Lua routes). */
 #ifndef CORE_OPS_H
@@ -29,6 +30,10 @@ void ops_free(struct ops *o);
 /* Another Redis instance (core/rds_set.h; name copied, rds borrowed): /readyz is 503 while its
  * connection is down, and lists it under checks.redis.instances. At most 15. */
 void ops_watch_redis(struct ops *o, const char *name, struct rds *rds);
+/* The node's list of Redis instances as lib/leases.lua writes it in nodes:layout (the names,
+ * sorted, comma-separated; copied): /readyz asks home for nodes:layout with its PING and is
+ * 503 while the running nodes' list is another (such a node takes no region). */
+void ops_set_layout(struct ops *o, const char *layout);
 /* From now on /readyz answers 503 "draining" (at once: no probe); the requests waiting on a
  * probe are answered now. */
 void ops_set_draining(struct ops *o);

@@ -145,11 +145,17 @@ describe("several Redis instances", function()
         local env = { MMO_REDIS_INSTANCES = (os.getenv("MMO_REDIS_INSTANCES") or "") ..
                                             ",other=" .. home.host .. ":" .. home.port,
                       MMO_NODE_ID = "odd-node", MMO_WORLD_LEASE_MS = "3000" }
-        local odd = server.start({ env = env, alone = true })
+        local odd = server.start({ env = env, alone = true, ready = false })
         finally(function() odd:kill() end)
         assert.truthy(server.eventually(function()
             return odd:logs():find("redis.instances differ from the running nodes'", 1, true)
         end, 5), "no refusal in the odd node's log")
+        -- and it is not ready: a load balancer sends it no player
+        local res = odd:request("GET", "/readyz")
+        assert.equal(503, res.status, res.body)
+        assert.truthy(res.json.checks.redis.error:find(
+            "redis.instances differ from the running nodes' (theirs: main,s2; this node's: " ..
+            "main,other,s2)", 1, true), res.body)
         -- it holds no lease anywhere, and the spec's node still holds them all
         server.sleep(1)
         for _, r in ipairs(REGIONS) do
@@ -162,9 +168,11 @@ describe("several Redis instances", function()
 
     it("is not ready while an instance is down, keeps the regions of the others, and is ready " ..
        "again when it is back", function()
-        -- this node alone in the world: the spec's node gives its leases back
+        -- this node alone in the world: the spec's node gives its leases back, and the list
+        -- of instances changes with no node running, as an operator changes it
         node:stop()
         node = nil
+        cli(server.redis_instances()[1], "DEL nodes:layout")
         local port = server.free_port()
         local dir = server.tmpdir()
         local extra = { name = "spec-x", host = "127.0.0.1", port = tostring(port) }
