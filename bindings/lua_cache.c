@@ -15,6 +15,8 @@
  *       A MULTI's commands up to EXEC take its instance; one placed elsewhere raises.
  *   cache.place(tag)                  -> the name of the instance tag is placed on
  *   cache.instances()                 -> every instance's name, home first
+ *   cache.layout()                    -> the names sorted, comma-separated (every node's must
+ *                                        be the same: lib/leases.lua)
  *   cache.pipeline(cmds, {durable = true}) with redis.wait_replicas > 0: on the instance's
  *       durable connection, followed by WAIT wait_replicas wait_timeout_ms; nil, "unavailable"
  *       when fewer replicas acknowledged in time (the writes are on the primary: retry only
@@ -520,6 +522,16 @@ static int run_at(lua_State *L, const struct args *a, const int *inst, int kind,
     return lua_yield(L, 0);
 }
 
+/* [..] -> [.., the name of instance k] (home's redis.name, or "main", without a set) */
+static void push_name(lua_State *L, const struct lb_ctx *ctx, int k)
+{
+    if (ctx && ctx->redis && ctx->redis->n > 0)
+        lua_pushstring(L, ctx->redis->name[k]);
+    else
+        lua_pushstring(L,
+                       ctx && ctx->conf && ctx->conf->redis_name ? ctx->conf->redis_name : "main");
+}
+
 /* The instance of the tag at idx (absolute; a string): 0 with a single instance. */
 static int place_at(lua_State *L, int idx)
 {
@@ -740,10 +752,7 @@ static int l_at(lua_State *L)
         lua_pushcclosure(L, f->func, 3);
         lua_setfield(L, -2, f->name);
     }
-    if (ctx && ctx->redis && ctx->redis->n > 0)
-        lua_pushstring(L, ctx->redis->name[k]);
-    else
-        lua_pushliteral(L, "main");
+    push_name(L, ctx, k);
     lua_setfield(L, -2, "name");
     return 1;
 }
@@ -752,16 +761,26 @@ static int l_at(lua_State *L)
 static int l_instances(lua_State *L)
 {
     const struct lb_ctx *ctx = lua_touserdata(L, lua_upvalueindex(1));
-    int n = ctx && ctx->redis ? ctx->redis->n : 0;
-    lua_createtable(L, n > 0 ? n : 1, 0);
+    int n = ctx && ctx->redis && ctx->redis->n > 0 ? ctx->redis->n : 1;
+    lua_createtable(L, n, 0);
     for (int k = 0; k < n; k++) {
-        lua_pushstring(L, ctx->redis->name[k]);
+        push_name(L, ctx, k);
         lua_rawseti(L, -2, k + 1);
     }
-    if (n == 0) {
-        lua_pushstring(L,
-                       ctx && ctx->conf && ctx->conf->redis_name ? ctx->conf->redis_name : "main");
-        lua_rawseti(L, -2, 1);
+    return 1;
+}
+
+/* cache.layout() -> the instances' names, sorted, comma-separated (rds_set_layout): what every
+ * node must agree on (lib/leases.lua, /readyz) */
+static int l_layout(lua_State *L)
+{
+    const struct lb_ctx *ctx = lua_touserdata(L, lua_upvalueindex(1));
+    char buf[RDS_SET_LAYOUT_MAX];
+    if (ctx && ctx->redis && ctx->redis->n > 0) {
+        rds_set_layout(ctx->redis, buf, sizeof buf);
+        lua_pushstring(L, buf);
+    } else {
+        push_name(L, ctx, 0);
     }
     return 1;
 }
@@ -771,11 +790,7 @@ static int l_place(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TSTRING);
     const struct lb_ctx *ctx = lua_touserdata(L, lua_upvalueindex(1));
-    int k = place_at(L, 1);
-    if (ctx && ctx->redis && ctx->redis->n > 0)
-        lua_pushstring(L, ctx->redis->name[k]);
-    else
-        lua_pushliteral(L, "main");
+    push_name(L, ctx, place_at(L, 1));
     return 1;
 }
 
@@ -1229,6 +1244,7 @@ static const luaL_Reg FUNCS[] = {
     {"place", l_place},
     {"at", l_at},
     {"instances", l_instances},
+    {"layout", l_layout},
     {"fetch", l_fetch},
     {"fill", l_fill},
     {"store", l_store},

@@ -143,24 +143,6 @@ static void print_placement(const struct conf *c)
     }
 }
 
-static int cmp_names(const void *a, const void *b)
-{
-    return strcmp(*(const char *const *) a, *(const char *const *) b);
-}
-
-/* The instances' names, sorted, comma-separated: lib/leases.lua's layout (nodes:layout). */
-static void redis_layout(const struct rds_set *set, char *buf, size_t cap)
-{
-    const char *names[RDS_SET_MAX];
-    for (int k = 0; k < set->n; k++)
-        names[k] = set->name[k];
-    qsort(names, (size_t) set->n, sizeof names[0], cmp_names);
-    size_t len = 0;
-    buf[0] = '\0';
-    for (int k = 0; k < set->n && len < cap; k++)
-        len += (size_t) snprintf(buf + len, cap - len, "%s%s", k ? "," : "", names[k]);
-}
-
 /* The Redis instances besides home (redis.instances): each with its own connection, and its
  * own sentinels when it has some; placement over all of them, home first, by name. */
 static int start_redis_instances(struct node *n, const struct rds_opts *home)
@@ -508,8 +490,8 @@ static int serve(struct node *n)
     for (int k = 1; k < n->redis.n; k++)
         ops_watch_redis(n->ops, n->redis.name[k], n->redis.r[k]);
     {
-        char layout[RDS_SET_MAX * 34];
-        redis_layout(&n->redis, layout, sizeof layout);
+        char layout[RDS_SET_LAYOUT_MAX];
+        rds_set_layout(&n->redis, layout, sizeof layout);
         ops_set_layout(n->ops, layout);
     }
     struct http_opts ho = {

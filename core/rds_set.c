@@ -3,6 +3,7 @@
 #include "rds_set.h"
 
 #include <hiredis/hiredis.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -42,6 +43,23 @@ int rds_set_place(const struct rds_set *s, const char *tag, size_t len)
         }
     }
     return best;
+}
+
+static int cmp_names(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *) a, *(const char *const *) b);
+}
+
+void rds_set_layout(const struct rds_set *set, char *buf, size_t cap)
+{
+    const char *names[RDS_SET_MAX];
+    for (int k = 0; k < set->n; k++)
+        names[k] = set->name[k];
+    qsort(names, (size_t) set->n, sizeof names[0], cmp_names);
+    size_t len = 0;
+    buf[0] = '\0';
+    for (int k = 0; k < set->n && len < cap; k++)
+        len += (size_t) snprintf(buf + len, cap - len, "%s%s", k ? "," : "", names[k]);
 }
 
 /* ---- one pipeline over several instances ---------------------------------------------------- */

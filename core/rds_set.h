@@ -33,6 +33,10 @@ struct rds_set {
 
 /* The score of instance name for tag: the tag goes to the highest. Exposed for tests. */
 uint64_t rds_place_score(const char *name, const char *tag, size_t len);
+/* The names, sorted, comma-separated, into buf: the layout every node of a world must share
+ * (placement depends on the names, not on their order; lib/leases.lua, core/ops.c). */
+#define RDS_SET_LAYOUT_MAX (RDS_SET_MAX * 34)
+void rds_set_layout(const struct rds_set *s, char *buf, size_t cap);
 /* The instance tag lives on: 0 when there is one instance. */
 int rds_set_place(const struct rds_set *s, const char *tag, size_t len);
 

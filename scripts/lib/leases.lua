@@ -115,14 +115,10 @@ end
 
 
 -- The Redis instances regions are placed over, as every node must have them: their names,
--- sorted (placement does not depend on their order), home's included.
+-- sorted (placement does not depend on their order), home's included (core/rds_set.c; /readyz
+-- compares the same string).
 function _M.layout()
-    local names = {}
-    for i, n in ipairs(cache.instances()) do
-        names[i] = n
-    end
-    sort(names)
-    return table.concat(names, ",")
+    return cache.layout()
 end
 
 

@@ -82,6 +82,20 @@ TEST(adding_an_instance_moves_only_what_it_takes)
         FAIL_AT("%d of 4000 tags moved (about 1000 expected)", moved);
 }
 
+TEST(the_layout_is_the_sorted_names)
+{
+    struct rds_set s = {.n = 3};
+    s.name[0] = "main";
+    s.name[1] = "s2";
+    s.name[2] = "b";
+    char buf[RDS_SET_LAYOUT_MAX];
+    rds_set_layout(&s, buf, sizeof buf);
+    ASSERT_STR(buf, "b,main,s2");
+    s.n = 1;
+    rds_set_layout(&s, buf, sizeof buf);
+    ASSERT_STR(buf, "main");
+}
+
 TEST(scores_are_fixed_numbers)
 {
     /* nodes of different builds must agree: the hash is ours, not the platform's */
@@ -294,6 +308,7 @@ int main(void)
     RUN(placement_ignores_the_order_of_the_list);
     RUN(tags_spread_evenly);
     RUN(adding_an_instance_moves_only_what_it_takes);
+    RUN(the_layout_is_the_sorted_names);
     RUN(scores_are_fixed_numbers);
     RUN(replies_come_back_in_the_callers_order);
     RUN(a_transaction_cannot_span_instances);

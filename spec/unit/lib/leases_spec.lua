@@ -26,6 +26,11 @@ describe("lib.leases", function()
         return {
             place = function(tag) return placed[tag] or "main" end,
             instances = function() return instances end,
+            layout = function()
+                local sorted = { unpack(instances) }
+                table.sort(sorted)
+                return table.concat(sorted, ",")
+            end,
             pipeline = function(cmds)
                 for _, c in ipairs(cmds) do
                     if down[placed[c.at] or "main"] then
